@@ -1,0 +1,11 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Safe wrappers over the C APIs that the 6.12 `kernel` crate lacks.
+//!
+//! Every `unsafe` block of the module lives below this module, each with a
+//! `// SAFETY:` comment, each type with its `# Invariants`. The driver on top
+//! uses only what these modules export. They are written to be proposable as
+//! `rust/kernel/{virtio,scsi,...}.rs`.
+
+pub(crate) mod device;
+pub(crate) mod virtio;

@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Virtio SCSI host adapter driver, in Rust.
+//!
+//! The crate root: module declaration and registration only. See `Kbuild` for
+//! how the layers below depend on each other.
+
+use kernel::prelude::*;
+
+mod abstractions;
+mod bindings;
+mod driver;
+// The protocol module describes the whole wire format, shared with the host
+// test crate; the driver does not use every definition.
+#[allow(dead_code)]
+mod protocol;
+
+use abstractions::virtio;
+
+module! {
+    type: VirtioScsiModule,
+    name: "virtio_scsi_rs",
+    author: "virtio-scsi-rs developers",
+    description: "Virtio SCSI HBA driver (Rust)",
+    license: "GPL",
+}
+
+struct VirtioScsiModule {
+    _driver: Pin<KBox<virtio::Registration<driver::VirtioScsi>>>,
+}
+
+impl kernel::Module for VirtioScsiModule {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        let driver = KBox::pin_init(virtio::Registration::new(module), GFP_KERNEL)?;
+        Ok(Self { _driver: driver })
+    }
+}
