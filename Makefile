@@ -1,0 +1,98 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# virtio-scsi-rs: a Rust virtio-scsi guest driver, built out of tree.
+#
+#   make            build virtio_scsi_rs.ko (against the cached debug kernel,
+#                   built first if needed, or against KDIR=<Rust-enabled 6.12 tree>)
+#   make run        boot a guest with a few disks on the Rust driver
+#   make check      host unit tests, lint, module build, guest tests
+#
+# Everything is installed by scripts/install-deps.sh and cached under
+# $(VSCSI_CACHE) (default ~/.cache/virtio-scsi-rs): kernels, Python venv.
+
+# Kbuild reads the Kbuild file, not this one, when it descends here.
+ifneq ($(KERNELRELEASE),)
+include $(src)/Kbuild
+else
+
+CACHE     ?= $(or $(VSCSI_CACHE),$(HOME)/.cache/virtio-scsi-rs)
+export VSCSI_CACHE := $(CACHE)
+VENV      := $(CACHE)/venv
+PYTHON    := $(VENV)/bin/python
+BUILD     := $(CURDIR)/build
+MODDIR    := drivers/scsi/virtio_scsi_rs
+MODULE    := $(MODDIR)/virtio_scsi_rs.ko
+KMAKE_FLAGS := LLVM=1
+PYTEST_ARGS ?=
+DRIVER    ?= rust
+
+# KDIR given on the command line wins; otherwise the cached debug kernel,
+# whose path scripts/build-kernel.sh records in build/kdir-debug.
+ifneq ($(KDIR),)
+kdir := $(KDIR)
+kdir_dep :=
+else
+kdir = $(shell cat $(BUILD)/kdir-debug)
+kdir_dep := kernel-debug
+endif
+
+RUST_SRCS := $(filter-out %/bindings_generated.rs,$(shell find $(MODDIR) tools -name '*.rs' -not -path '*/target/*'))
+
+.PHONY: all deps kernel-debug kernel-perf module clippy fmt fmt-check unit \
+	initramfs guest-test check run clean FORCE
+
+all: module
+
+deps:
+	@scripts/install-deps.sh
+
+kernel-debug kernel-perf: kernel-%: deps
+	@mkdir -p $(BUILD)
+	@scripts/build-kernel.sh $* > $(BUILD)/kdir-$*.tmp
+	@mv $(BUILD)/kdir-$*.tmp $(BUILD)/kdir-$*
+
+module: $(kdir_dep)
+	$(MAKE) -C $(kdir) M=$(CURDIR) $(KMAKE_FLAGS)
+
+# Lint build: Clippy with the kernel's lint set, every warning an error. The
+# resulting .ko is the same as a plain build's.
+clippy: $(kdir_dep)
+	$(MAKE) -C $(kdir) M=$(CURDIR) $(KMAKE_FLAGS) CLIPPY=1 W_ERROR=1
+
+fmt-check: $(kdir_dep)
+	rustfmt --check --edition 2021 --config-path $(kdir)/source/.rustfmt.toml $(RUST_SRCS)
+
+fmt: $(kdir_dep)
+	rustfmt --edition 2021 --config-path $(kdir)/source/.rustfmt.toml $(RUST_SRCS)
+
+# Host unit tests: the protocol layer under cargo, the harness under pytest.
+unit: deps
+	cargo test --manifest-path tools/Cargo.toml
+	cd tests && $(PYTHON) -m pytest host $(PYTEST_ARGS)
+
+initramfs: $(kdir_dep)
+	@test -f $(MODULE) || $(MAKE) module
+	scripts/mkinitramfs.sh $(BUILD)/initramfs-debug.cpio \
+		$(kdir)/drivers/scsi/virtio_scsi.ko $(MODULE)
+
+guest-test: initramfs
+	cd tests && VSCSI_KERNEL=$(kdir)/arch/x86/boot/bzImage \
+		VSCSI_INITRAMFS=$(BUILD)/initramfs-debug.cpio \
+		$(PYTHON) -m pytest guest $(PYTEST_ARGS)
+
+check: deps
+	$(MAKE) unit
+	$(MAKE) fmt-check
+	$(MAKE) clippy
+	$(MAKE) guest-test
+
+run: initramfs
+	$(PYTHON) tests/run_guest.py --kernel $(kdir)/arch/x86/boot/bzImage \
+		--initrd $(BUILD)/initramfs-debug.cpio --driver $(DRIVER)
+
+clean:
+	@if [ -n "$(KDIR)" ] || [ -f $(BUILD)/kdir-debug ]; then \
+		$(MAKE) -C $(kdir) M=$(CURDIR) clean; fi
+	rm -rf $(BUILD) tools/target
+
+endif

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Build the test guest's initramfs (uncompressed newc cpio).
+#
+#   scripts/mkinitramfs.sh OUT.cpio MODULE.ko...
+#
+# Contents: busybox, fio, sg3-utils, lsscsi, e2fsprogs, blkdiscard and their
+# shared libraries from this machine, the given modules under /lib/modules/,
+# and scripts/guest/init as /init.
+set -euo pipefail
+
+out=${1:?usage: mkinitramfs.sh OUT.cpio MODULE.ko...}
+shift
+here=$(cd "$(dirname "$0")" && pwd)
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+
+mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,lib/modules,etc,proc,sys,dev,tmp,root}
+cp /bin/busybox "$stage/bin/busybox"
+install -m 0755 "$here/guest/init" "$stage/init"
+
+tools=(/usr/bin/fio /usr/bin/lsscsi /sbin/mkfs.ext4 /sbin/mke2fs /sbin/e2fsck
+	/sbin/fsck.ext4 /sbin/blkdiscard /usr/bin/sg_*)
+libs=()
+for t in "${tools[@]}"; do
+	[ -e "$t" ] || { echo "mkinitramfs: $t missing; run scripts/install-deps.sh" >&2; exit 1; }
+	real=$(readlink -f "$t")
+	dest=$stage/usr/local/bin/$(basename "$t")
+	cp "$real" "$dest"
+	while read -r lib; do libs+=("$lib"); done < <(ldd "$real" | awk '/=> \// {print $3} /^\t\/.*ld-linux/ {print $1}')
+done
+for lib in $(printf '%s\n' "${libs[@]}" | sort -u); do
+	mkdir -p "$stage$(dirname "$lib")"
+	cp -L "$lib" "$stage$lib"
+done
+# The dynamic loader is looked up through /lib64 on x86-64.
+if [ ! -e "$stage/lib64/ld-linux-x86-64.so.2" ]; then
+	mkdir -p "$stage/lib64"
+	cp -L /lib64/ld-linux-x86-64.so.2 "$stage/lib64/"
+fi
+[ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$stage/etc/"
+echo 'root:x:0:0:root:/root:/bin/sh' > "$stage/etc/passwd"
+
+for m in "$@"; do
+	cp "$m" "$stage/lib/modules/"
+done
+
+tmp=$out.tmp
+(cd "$stage" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet) > "$tmp"
+mv "$tmp" "$out"

@@ -1,0 +1,347 @@
+# SPDX-License-Identifier: GPL-2.0
+"""A QEMU guest driven by the host: boot, run commands, QMP, kernel report checks."""
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from . import splat
+from .topology import Topology
+
+QEMU = os.environ.get("VSCSI_QEMU", "qemu-system-x86_64")
+
+# Module file and driver name of each driver under test.
+DRIVERS = {
+    "rust": ("virtio_scsi_rs", "/lib/modules/virtio_scsi_rs.ko"),
+    "c": ("virtio_scsi", "/lib/modules/virtio_scsi.ko"),
+}
+
+
+class GuestError(Exception):
+    """The guest died, timed out or answered something unexpected."""
+
+
+class CommandFailed(AssertionError):
+    def __init__(self, script, rc, output):
+        super().__init__(f"guest command exited {rc}: {script.strip()}\n--- output ---\n{output}")
+        self.rc = rc
+        self.output = output
+
+
+class KernelReport(AssertionError):
+    """The guest kernel printed a WARN, BUG, Oops, KASAN, lockdep, hung-task or leak report."""
+
+    def __init__(self, reports, log):
+        body = "\n\n".join(str(r) for r in reports)
+        super().__init__(f"{len(reports)} kernel report(s) in the guest (log: {log}):\n{body}")
+        self.reports = reports
+
+
+def accel():
+    """KVM only where it can run a standard guest: /dev/kvm alone is not enough (a PVM host
+    exposes /dev/kvm without vmx/svm and such guests never boot); otherwise multi-threaded TCG."""
+    forced = os.environ.get("VSCSI_ACCEL")
+    if forced:
+        return forced
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = re.search(r"^flags\s*:(.*)$", f.read(), re.M)
+    except OSError:
+        flags = None
+    if os.access("/dev/kvm", os.R_OK | os.W_OK) and flags and re.search(r"\b(vmx|svm)\b", flags.group(1)):
+        return "kvm"
+    return "tcg,thread=multi"
+
+
+class _LineSocket:
+    """Line-oriented reads with deadlines over a connected stream socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def readline(self, deadline):
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise TimeoutError from None
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode(errors="replace").rstrip("\r")
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+
+class Guest:
+    """One QEMU guest. Use `start()`, then `run()`, `qmp()`, `check_reports()`, `stop()`."""
+
+    def __init__(
+        self, kernel, initrd, logdir, topology=None, smp=2, mem="1G", append="", qemu_args=(), interactive=False
+    ):
+        self.kernel = kernel
+        self.initrd = initrd
+        self.logdir = logdir
+        self.topology = topology or Topology()
+        self.smp = smp
+        self.mem = mem
+        self.append = append
+        self.extra = list(qemu_args)
+        # Interactive: the console is this process's terminal (for `make run`).
+        self.interactive = interactive
+        self.proc = None
+        self.ctl = None
+        self.qmp_sock = None
+        self.qmp_events = []
+        self.expected = []  # regexes of reports a test provokes on purpose
+        self.console = os.path.join(logdir, "console.log")
+        self.transcript = os.path.join(logdir, "commands.log")
+        self._seq = 0
+        self._console_pos = 0
+        self._sockdir = None
+        self.dead = False
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def qemu_cmdline(self, ctl_path, qmp_path):
+        append = " ".join(
+            [
+                "console=ttyS0,115200",
+                "panic=-1",
+                "loglevel=8",
+                "log_buf_len=4M",
+                "hung_task_timeout_secs=60",
+                "kmemleak=on",
+                self.append,
+            ]
+        )
+        return (
+            [QEMU, "-M", "q35", "-accel", accel(), "-cpu", "max", "-smp", str(self.smp), "-m", self.mem]
+            + ["-nodefaults", "-display", "none", "-no-reboot"]
+            + ["-kernel", self.kernel, "-initrd", self.initrd, "-append", " ".join(append.split())]
+            + ["-chardev", "stdio,id=con,signal=off" if self.interactive else f"file,id=con,path={self.console}"]
+            + ["-serial", "chardev:con"]
+            + ["-chardev", f"socket,id=ctl,path={ctl_path}", "-serial", "chardev:ctl"]
+            + ["-chardev", f"socket,id=qmp,path={qmp_path}", "-mon", "chardev=qmp,mode=control"]
+            + self.topology.qemu_args(self.logdir)
+            + self.extra
+        )
+
+    def start(self, boot_timeout=180):
+        os.makedirs(self.logdir, exist_ok=True)
+        # Unix socket paths are limited to 108 bytes: keep them short.
+        self._sockdir = tempfile.mkdtemp(prefix="vscsi-")
+        ctl_path = os.path.join(self._sockdir, "ctl")
+        qmp_path = os.path.join(self._sockdir, "qmp")
+        listeners = []
+        for path in (ctl_path, qmp_path):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(path)
+            s.listen(1)
+            s.settimeout(30)
+            listeners.append(s)
+        cmd = self.qemu_cmdline(ctl_path, qmp_path)
+        with open(os.path.join(self.logdir, "qemu.cmdline"), "w") as f:
+            f.write(" ".join(cmd) + "\n")
+        self.qemu_log = open(os.path.join(self.logdir, "qemu.log"), "w")
+        if self.interactive:
+            self.proc = subprocess.Popen(cmd, stderr=self.qemu_log)
+        else:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.qemu_log, stderr=subprocess.STDOUT)
+        try:
+            conns = []
+            for s in listeners:
+                try:
+                    c, _ = s.accept()
+                except socket.timeout:
+                    raise GuestError(f"QEMU did not connect (see {self.logdir}/qemu.log)") from None
+                conns.append(c)
+        finally:
+            for s in listeners:
+                s.close()
+        self.ctl = _LineSocket(conns[0])
+        self.qmp_sock = _LineSocket(conns[1])
+        deadline = time.monotonic() + 30
+        greeting = json.loads(self.qmp_sock.readline(deadline))
+        assert "QMP" in greeting, greeting
+        self.qmp("qmp_capabilities")
+        deadline = time.monotonic() + boot_timeout
+        while True:
+            line = self._ctl_readline(deadline, "boot")
+            if line.startswith("@@READY"):
+                break
+        return self
+
+    def stop(self, timeout=60):
+        """Powers the guest off (or kills it if it does not answer)."""
+        if self.proc is None:
+            return
+        try:
+            if self.proc.poll() is None and self.ctl and not self.dead:
+                try:
+                    self.ctl.send(b"@@POWEROFF\n")
+                    self.proc.wait(timeout=timeout)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.qemu_log.close()
+            if self._sockdir:
+                shutil.rmtree(self._sockdir, ignore_errors=True)
+
+    def shell(self):
+        """Hands the console to an interactive shell and waits until the guest powers off."""
+        self.ctl.send(b"@@SHELL\n")
+        self.proc.wait()
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.dead = True
+
+    # --- commands --------------------------------------------------------------------------------
+
+    def _ctl_readline(self, deadline, what):
+        try:
+            return self.ctl.readline(deadline)
+        except TimeoutError:
+            self.dead = True
+            raise GuestError(f"guest timed out during {what} (console: {self.console})") from None
+        except EOFError:
+            self.dead = True
+            raise GuestError(f"guest went away during {what} (console: {self.console})") from None
+
+    def run(self, script, timeout=120, check=True):
+        """Runs a shell script in the guest; returns (exit status, output). With `check`, a
+        non-zero exit status raises CommandFailed."""
+        if self.dead:
+            raise GuestError("guest is dead")
+        self._seq += 1
+        seq = self._seq
+        payload = base64.b64encode(script.encode()).decode()
+        t0 = time.monotonic()
+        self.ctl.send(f"{seq} {payload}\n".encode())
+        deadline = t0 + timeout
+        while self._ctl_readline(deadline, f"command {script.strip()[:60]!r}") != f"@@BEGIN {seq}":
+            pass
+        chunks = []
+        while True:
+            line = self._ctl_readline(deadline, "command output")
+            m = re.fullmatch(rf"@@END {seq} (\d+)", line)
+            if m:
+                rc = int(m.group(1))
+                break
+            chunks.append(line)
+        output = base64.b64decode("".join(chunks)).decode(errors="replace")
+        with open(self.transcript, "a") as f:
+            f.write(f"$ {script.strip()}\n{output}[exit {rc}, {time.monotonic() - t0:.2f}s]\n\n")
+        if check and rc != 0:
+            raise CommandFailed(script, rc, output)
+        return rc, output
+
+    def sh(self, script, **kw):
+        """Runs a script that must succeed; returns its output."""
+        return self.run(script, **kw)[1]
+
+    def wait_for(self, condition, timeout=30, what=None):
+        """Polls a shell condition in the guest until it holds; fails after `timeout` seconds."""
+        steps = int(timeout * 20)
+        rc, out = self.run(
+            f"i=0; until {condition}; do i=$((i+1)); [ $i -ge {steps} ] && exit 1; usleep 50000; done",
+            timeout=timeout + 30,
+            check=False,
+        )
+        if rc != 0:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {what or condition}")
+
+    # --- drivers ---------------------------------------------------------------------------------
+
+    def load_driver(self, driver, params=""):
+        """insmods the driver (exactly one virtio-scsi driver is ever loaded) and waits until it is
+        bound to every virtio-scsi device of the guest."""
+        name, path = DRIVERS[driver]
+        self.sh(f"insmod {path} {params}")
+        n = self.count_scsi_controllers()
+        self.wait_for(f"[ $(ls -d /sys/bus/virtio/drivers/{name}/virtio* 2>/dev/null | wc -l) -ge {n} ]",
+                      what=f"{name} bound to {n} device(s)")
+        return name
+
+    def count_scsi_controllers(self):
+        out = self.sh("cat /sys/bus/virtio/devices/*/device 2>/dev/null || true")
+        return sum(1 for line in out.split() if int(line, 16) == 8)
+
+    # --- QMP -------------------------------------------------------------------------------------
+
+    def qmp(self, command, timeout=30, **arguments):
+        msg = {"execute": command}
+        if arguments:
+            msg["arguments"] = arguments
+        self.qmp_sock.send((json.dumps(msg) + "\n").encode())
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = json.loads(self.qmp_sock.readline(deadline))
+            if "event" in reply:
+                self.qmp_events.append(reply)
+                continue
+            if "error" in reply:
+                raise GuestError(f"QMP {command} failed: {reply['error']}")
+            return reply.get("return")
+
+    # --- kernel reports --------------------------------------------------------------------------
+
+    def expect_report(self, regex):
+        """Declares that the test provokes a report whose line matches `regex` on purpose."""
+        self.expected.append(re.compile(regex))
+
+    def _new_console_text(self):
+        try:
+            with open(self.console, errors="replace") as f:
+                f.seek(self._console_pos)
+                text = f.read()
+                self._console_pos = f.tell()
+        except FileNotFoundError:
+            text = ""
+        return text
+
+    def collect_reports(self):
+        """Returns the unexpected kernel reports since the last call. A live guest is asked for a
+        kmemleak scan and its kernel log; a dead one is judged from its console log."""
+        text = ""
+        if not self.dead and self.proc and self.proc.poll() is None:
+            try:
+                _, text = self.run(
+                    "k=/sys/kernel/debug/kmemleak\n"
+                    "if [ -w $k ]; then echo scan > $k; cat $k; echo clear > $k; fi\n"
+                    "dmesg -c",
+                    timeout=300,
+                    check=False,
+                )
+                self._new_console_text()  # the same messages, already in `text`
+            except GuestError:
+                text = ""
+        if not text:
+            text = self._new_console_text()
+        reports = splat.find_reports(text)
+        return [r for r in reports if not any(e.search(r.line) or e.search(r.context) for e in self.expected)]
+
+    def check_reports(self):
+        reports = self.collect_reports()
+        if reports:
+            raise KernelReport(reports, self.console)

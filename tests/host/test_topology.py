@@ -1,0 +1,53 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Topologies turn into the QEMU arguments the reference documents."""
+
+import os
+
+from harness import guest
+from harness.topology import Controller, Disk, Topology
+
+
+def args_of(topo, tmp_path):
+    return topo.qemu_args(str(tmp_path))
+
+
+def test_default_is_one_controller_without_disks(tmp_path):
+    assert args_of(Topology(), tmp_path) == ["-device", "virtio-scsi-pci,id=vs0"]
+
+
+def test_disks_and_controller_properties(tmp_path):
+    topo = Topology(
+        [
+            Controller(
+                num_queues=4,
+                virtqueue_size=1024,
+                iothread=True,
+                disks=[Disk(), Disk(backend="file", size=1 << 20, target=1, lun=2), Disk(backend="cd", path="/x.iso", target=2)],
+            )
+        ]
+    )
+    a = args_of(topo, tmp_path)
+    assert a[:4] == ["-object", "iothread,id=vs0-io", "-device", "virtio-scsi-pci,id=vs0,num_queues=4,virtqueue_size=1024,iothread=vs0-io"]
+    assert "node-name=vs0-n0,driver=null-co,size=1073741824,read-zeroes=on" in a
+    assert "scsi-hd,drive=vs0-n0,bus=vs0.0,channel=0,scsi-id=0,lun=0,id=vs0-d0" in a
+    img = os.path.join(str(tmp_path), "vs0-n1.img")
+    assert f"node-name=vs0-n1,driver=file,filename={img},aio=native,cache.direct=on" in a
+    assert os.path.getsize(img) == 1 << 20
+    assert "scsi-hd,drive=vs0-n1,bus=vs0.0,channel=0,scsi-id=1,lun=2,id=vs0-d1" in a
+    assert "node-name=vs0-n2,driver=file,filename=/x.iso,read-only=on" in a
+    assert "scsi-cd,drive=vs0-n2,bus=vs0.0,channel=0,scsi-id=2,lun=0,id=vs0-d2" in a
+
+
+def test_root_port_for_hot_unpluggable_controllers(tmp_path):
+    a = args_of(Topology([Controller(id="c1", root_port=True)]), tmp_path)
+    assert a == ["-device", "pcie-root-port,id=c1-rp,chassis=1,slot=1", "-device", "virtio-scsi-pci,id=c1,bus=c1-rp"]
+
+
+def test_accel_needs_vmx_or_svm(monkeypatch):
+    monkeypatch.delenv("VSCSI_ACCEL", raising=False)
+    want_kvm = os.access("/dev/kvm", os.R_OK | os.W_OK) and any(
+        f in open("/proc/cpuinfo").read().split() for f in ("vmx", "svm")
+    )
+    assert guest.accel() == ("kvm" if want_kvm else "tcg,thread=multi")
+    monkeypatch.setenv("VSCSI_ACCEL", "tcg")
+    assert guest.accel() == "tcg"
