@@ -1,23 +1,41 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * C wrappers for the static inline functions and macros that the Rust side of
- * virtio_scsi_rs needs. Each is a one-line forward to the kernel API of the
- * same name without the `vscsi_` prefix.
+ * virtio_scsi_rs needs. Each forwards to the kernel API of the same name
+ * without the `vscsi_` prefix (or, for the `_ops` ones, to the transport op).
  */
 #ifndef VSCSI_HELPERS_H
 #define VSCSI_HELPERS_H
 
 #include <linux/types.h>
 
+struct device;
+struct irq_affinity;
+struct module;
+struct Scsi_Host;
+struct spinlock;
 struct virtio_device;
 struct virtio_driver;
-struct module;
+struct virtqueue;
+struct virtqueue_info;
 
+/* linux/virtio.h, linux/virtio_config.h */
 int vscsi_register_virtio_driver(struct virtio_driver *drv, struct module *owner);
-
 u16 vscsi_virtio_cread16(struct virtio_device *vdev, unsigned int offset);
 u32 vscsi_virtio_cread32(struct virtio_device *vdev, unsigned int offset);
+void vscsi_virtio_cwrite32(struct virtio_device *vdev, unsigned int offset, u32 val);
 bool vscsi_virtio_has_feature(const struct virtio_device *vdev, unsigned int fbit);
 bool vscsi_virtio_has_config_access(const struct virtio_device *vdev);
+int vscsi_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
+			  struct virtqueue *vqs[], struct virtqueue_info vqs_info[],
+			  struct irq_affinity *desc);
+void vscsi_virtio_del_vqs(struct virtio_device *vdev);
+
+/* linux/spinlock.h */
+unsigned long vscsi_spin_lock_irqsave(struct spinlock *lock);
+void vscsi_spin_unlock_irqrestore(struct spinlock *lock, unsigned long flags);
+
+/* scsi/scsi_host.h */
+int vscsi_scsi_add_host(struct Scsi_Host *shost, struct device *dev);
 
 #endif /* VSCSI_HELPERS_H */

@@ -8,4 +8,6 @@
 //! `rust/kernel/{virtio,scsi,...}.rs`.
 
 pub(crate) mod device;
+pub(crate) mod scsi;
+pub(crate) mod sync;
 pub(crate) mod virtio;

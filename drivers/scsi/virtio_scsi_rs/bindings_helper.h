@@ -3,7 +3,13 @@
  * Headers whose declarations virtio_scsi_rs needs and `kernel::bindings`
  * lacks. bindgen reads this file; bindgen_parameters selects the items.
  */
+#include <linux/blk-mq-virtio.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <linux/virtio_ring.h>
+#include <scsi/scsi_cmnd.h>
+#include <scsi/scsi_device.h>
+#include <scsi/scsi_devinfo.h>
+#include <scsi/scsi_host.h>
 
 #include <vscsi_helpers.h>

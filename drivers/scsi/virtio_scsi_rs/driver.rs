@@ -3,10 +3,17 @@
 //! The virtio-scsi driver logic, in safe Rust.
 //!
 //! C counterpart: [`drivers/scsi/virtio_scsi.c`](srctree/drivers/scsi/virtio_scsi.c).
+//! Function names follow the C driver where the concept matches.
 
 use crate::abstractions::device::{dev_err, dev_info, dev_warn};
-use crate::abstractions::virtio::{self, virtio_device_table, DeviceId};
-use crate::protocol::{self, config_offset, feature};
+use crate::abstractions::scsi::{
+    self, Command, CommandRequest, HostByte, HostTemplate, QueueError, ScsiDevice,
+};
+use crate::abstractions::virtio::{
+    self, virtio_device_table, DeviceId, Queue, QueueInfo, RawQueue,
+};
+use crate::protocol::{self, config_offset, feature, Clamp, Config, HostLimits};
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::c_str;
 use kernel::prelude::*;
 
@@ -15,43 +22,339 @@ virtio_device_table!(ID_TABLE, [DeviceId::new(protocol::VIRTIO_ID_SCSI)]);
 /// Feature bits offered to the device (`features[]` in C).
 static FEATURES: [u32; 2] = [feature::HOTPLUG, feature::CHANGE];
 
-/// Per-device state (`struct virtio_scsi` in C).
+/// The SCSI host template, filled in at module load.
+pub(crate) static TEMPLATE: scsi::Template<VirtioScsi> = scsi::Template::new();
+
+/// Index of the first request queue (`VIRTIO_SCSI_VQ_BASE`).
+const VQ_BASE: u32 = 2;
+
+/// Per-command private area: the request header at 0, the response header
+/// at [`RESP_OFF`] (`struct virtio_scsi_cmd` in C).
+const REQ_OFF: usize = 0;
+const RESP_OFF: usize = 64;
+const CMD_SIZE: usize = RESP_OFF + protocol::CMD_RESP_SIZE;
+const _: () = assert!(REQ_OFF + protocol::CMD_REQ_PI_SIZE <= RESP_OFF);
+
+/// A request virtqueue: SCSI commands go in and come back.
+type ReqQueue = Queue<CommandRequest<VirtioScsi>>;
+
+/// Per-adapter state (`struct virtio_scsi` in C), stored in the host's
+/// private data.
 pub(crate) struct VirtioScsi {
-    num_queues: u32,
+    /// Request queues, indexed by blk-mq hardware queue.
+    req_vqs: KVec<Pin<KBox<ReqQueue>>>,
+    /// Control and event queues; task management and events use them.
+    _ctrl_vq: RawQueue,
+    _event_vq: RawQueue,
+    sg_tablesize: u32,
+    /// A device response could not be trusted; warned once.
+    warned_bad_resp: AtomicBool,
+}
+
+impl VirtioScsi {
+    /// Completes one command from its response (`virtscsi_complete_cmd()`).
+    fn complete_cmd(&self, dev_cmd: CommandRequest<Self>, used_len: u32) {
+        let mut cmd = dev_cmd.into_command();
+        let bufflen = cmd.bufflen();
+        let mut sense = [0u8; protocol::SENSE_SIZE as usize];
+        let resp = {
+            let private = cmd.private();
+            let resp = protocol::parse_cmd_resp(&private[RESP_OFF..], used_len, bufflen);
+            if let Some(r) = &resp {
+                let src = RESP_OFF + protocol::CMD_RESP_FIXED;
+                sense[..r.sense_len].copy_from_slice(&private[src..src + r.sense_len]);
+            }
+            resp
+        };
+        match resp {
+            None => {
+                self.warn_bad_response();
+                cmd.set_result(HostByte::Error, 0);
+            }
+            Some(r) => {
+                let outcome = protocol::map_response(r.response, r.status);
+                if outcome.unknown_response || r.clamped {
+                    self.warn_bad_response();
+                }
+                cmd.set_result(host_byte(outcome.host), outcome.status);
+                cmd.set_resid(r.resid);
+                if r.sense_len != 0 {
+                    cmd.sense_buffer()[..r.sense_len].copy_from_slice(&sense[..r.sense_len]);
+                }
+            }
+        }
+        cmd.done();
+    }
+
+    fn warn_bad_response(&self) {
+        if !self.warned_bad_resp.swap(true, Ordering::Relaxed) {
+            pr_warn!("device sent an invalid or out-of-range response; values clamped\n");
+        }
+    }
+
+    /// Reaps a request queue (`virtscsi_vq_done()` with `virtscsi_complete_cmd`).
+    fn req_done(&self, vq: &ReqQueue) {
+        let mut guard = vq.lock();
+        loop {
+            guard.disable_cb();
+            while let Some((req, len)) = guard.get_buf() {
+                self.complete_cmd(req, len);
+            }
+            if guard.enable_cb() {
+                break;
+            }
+        }
+    }
+
+    /// Notifies the device of what was queued on `vq` (`virtscsi_kick_vq()`).
+    fn kick_vq(vq: &ReqQueue) {
+        let needs_kick = vq.lock().kick_prepare();
+        if needs_kick {
+            vq.notify();
+        }
+    }
+}
+
+/// Maps the protocol layer's host byte to the midlayer's.
+fn host_byte(h: protocol::HostByte) -> HostByte {
+    match h {
+        protocol::HostByte::Ok => HostByte::Ok,
+        protocol::HostByte::NoConnect => HostByte::NoConnect,
+        protocol::HostByte::BusBusy => HostByte::BusBusy,
+        protocol::HostByte::BadTarget => HostByte::BadTarget,
+        protocol::HostByte::Abort => HostByte::Abort,
+        protocol::HostByte::Error => HostByte::Error,
+        protocol::HostByte::Reset => HostByte::Reset,
+        protocol::HostByte::TransportDisrupted => HostByte::TransportDisrupted,
+    }
+}
+
+/// Fails a command without sending it.
+fn fail_cmd(mut cmd: Command<VirtioScsi>, host: HostByte) -> Result<(), QueueError<VirtioScsi>> {
+    cmd.set_result(host, 0);
+    cmd.done();
+    Ok(())
+}
+
+#[vtable]
+impl HostTemplate for VirtioScsi {
+    type HostData = Self;
+
+    const NAME: &'static CStr = c_str!("Virtio SCSI HBA");
+    const PROC_NAME: &'static CStr = c_str!("virtio_scsi_rs");
+    const CMD_SIZE: usize = CMD_SIZE;
+    const TRACK_QUEUE_DEPTH: bool = true;
+
+    /// `virtscsi_queuecommand()`.
+    fn queuecommand(vscsi: &Self, mut cmd: Command<Self>) -> Result<(), QueueError<Self>> {
+        let tag = cmd.unique_tag();
+        let Some(vq) = vscsi.req_vqs.get((tag >> 16) as usize) else {
+            return fail_cmd(cmd, HostByte::Error);
+        };
+        // Where C has BUG_ON(), fail the command instead.
+        if cmd.sg_count() > vscsi.sg_tablesize
+            || cmd.data_direction() == scsi::DataDirection::Bidirectional
+        {
+            return fail_cmd(cmd, HostByte::Error);
+        }
+        let (id, lun) = cmd.id_lun();
+        let Some(lun) = protocol::encode_lun(id, lun) else {
+            return fail_cmd(cmd, HostByte::BadTarget);
+        };
+        let (cdb, private) = cmd.cdb_and_private();
+        // The tag identifies the command to the device (for ABORT TASK):
+        // the blk-mq unique tag, not a kernel address.
+        let Some(req_len) =
+            protocol::write_cmd_req(&mut private[REQ_OFF..], &lun, u64::from(tag), cdb)
+        else {
+            return fail_cmd(cmd, HostByte::Error);
+        };
+        let kick = cmd.is_last();
+        let resp = RESP_OFF..RESP_OFF + protocol::CMD_RESP_SIZE;
+        let req = match cmd.into_request(REQ_OFF..REQ_OFF + req_len, resp) {
+            Ok(req) => req,
+            Err((cmd, _)) => return fail_cmd(cmd, HostByte::Error),
+        };
+        let mut guard = vq.lock();
+        match guard.add(req) {
+            Ok(()) => {
+                let needs_kick = kick && guard.kick_prepare();
+                drop(guard);
+                if needs_kick {
+                    vq.notify();
+                }
+                Ok(())
+            }
+            Err((req, e)) => {
+                drop(guard);
+                let cmd = req.into_command();
+                if e == EIO {
+                    // The device is broken: nothing will ever complete it.
+                    fail_cmd(cmd, HostByte::BadTarget)
+                } else {
+                    Err(QueueError::HostBusy(cmd))
+                }
+            }
+        }
+    }
+
+    /// `virtscsi_commit_rqs()`.
+    fn commit_rqs(vscsi: &Self, hwq: u16) {
+        if let Some(vq) = vscsi.req_vqs.get(usize::from(hwq)) {
+            Self::kick_vq(vq);
+        }
+    }
+
+    /// `virtscsi_device_alloc()`: hosts may advertise transfer limits of
+    /// passed-through targets in VPD pages, so always read them.
+    fn slave_alloc(sdev: &ScsiDevice) -> Result {
+        sdev.add_bflags(scsi::BLIST_TRY_VPD_PAGES);
+        Ok(())
+    }
+
+    /// `virtscsi_change_queue_depth()`.
+    fn change_queue_depth(sdev: &ScsiDevice, depth: i32) -> i32 {
+        sdev.change_queue_depth(depth.min(sdev.host_cmd_per_lun()))
+    }
+}
+
+/// Reads the whole configuration space.
+fn read_config(dev: &virtio::Device) -> Result<Config> {
+    Ok(Config {
+        num_queues: dev.cread32(config_offset::NUM_QUEUES)?,
+        seg_max: dev.cread32(config_offset::SEG_MAX)?,
+        max_sectors: dev.cread32(config_offset::MAX_SECTORS)?,
+        cmd_per_lun: dev.cread32(config_offset::CMD_PER_LUN)?,
+        event_info_size: dev.cread32(config_offset::EVENT_INFO_SIZE)?,
+        sense_size: dev.cread32(config_offset::SENSE_SIZE)?,
+        cdb_size: dev.cread32(config_offset::CDB_SIZE)?,
+        max_channel: dev.cread16(config_offset::MAX_CHANNEL)?,
+        max_target: dev.cread16(config_offset::MAX_TARGET)?,
+        max_lun: dev.cread32(config_offset::MAX_LUN)?,
+    })
+}
+
+fn warn_clamps(dev: &virtio::Device, limits: &HostLimits, already: u32) {
+    for c in Clamp::ALL {
+        let bit = c as u32;
+        if limits.clamped & bit != 0 && already & bit == 0 {
+            dev_warn!(dev, "{}\n", c.describe());
+        }
+    }
 }
 
 #[vtable]
 impl virtio::Driver for VirtioScsi {
-    type Data = KBox<VirtioScsi>;
+    type Data = KBox<scsi::Host<VirtioScsi>>;
 
     const NAME: &'static CStr = c_str!("virtio_scsi_rs");
     const ID_TABLE: &'static [DeviceId] = &ID_TABLE;
     const FEATURES: &'static [u32] = &FEATURES;
 
+    /// `virtscsi_probe()`: everything but `DRIVER_OK` and the scan, which
+    /// follow in `scan`.
     fn probe(dev: &virtio::Device) -> Result<Self::Data> {
         if !dev.has_config_access() {
             dev_err!(dev, "probe failure: config access disabled\n");
             return Err(EINVAL);
         }
-        let mut num_queues = dev.cread32(config_offset::NUM_QUEUES)?;
-        if num_queues == 0 {
-            dev_warn!(dev, "device reports num_queues=0, using 1\n");
-            num_queues = 1;
+        let cfg = read_config(dev)?;
+        let indirect = dev.has_feature(virtio::RING_F_INDIRECT_DESC);
+        // The queue count comes first; the ring size is known after.
+        let early = protocol::host_limits(&cfg, virtio::nr_cpu_ids(), 3, indirect);
+        let num_queues = early.num_queues;
+
+        let mut infos = KVec::with_capacity(num_queues as usize + VQ_BASE as usize, GFP_KERNEL)?;
+        infos.push(
+            QueueInfo {
+                name: c_str!("control"),
+                callback: true,
+            },
+            GFP_KERNEL,
+        )?;
+        infos.push(
+            QueueInfo {
+                name: c_str!("event"),
+                callback: true,
+            },
+            GFP_KERNEL,
+        )?;
+        for _ in 0..num_queues {
+            infos.push(
+                QueueInfo {
+                    name: c_str!("request"),
+                    callback: true,
+                },
+                GFP_KERNEL,
+            )?;
         }
-        let max_target = dev.cread16(config_offset::MAX_TARGET)?;
+        let mut raw = dev.find_vqs::<Self>(&infos, VQ_BASE)?.into_iter();
+        let ctrl_vq = raw.next().ok_or(EINVAL)?;
+        let event_vq = raw.next().ok_or(EINVAL)?;
+        let mut req_vqs = KVec::with_capacity(num_queues as usize, GFP_KERNEL)?;
+        for r in raw {
+            req_vqs.push(KBox::pin_init(Queue::new(r), GFP_KERNEL)?, GFP_KERNEL)?;
+        }
+        let ring = req_vqs.first().ok_or(EINVAL)?.vring_size();
+        let limits = protocol::host_limits(&cfg, virtio::nr_cpu_ids(), ring, indirect);
+        warn_clamps(dev, &limits, 0);
+
+        dev.cwrite32(config_offset::CDB_SIZE, protocol::CDB_SIZE)?;
+        dev.cwrite32(config_offset::SENSE_SIZE, protocol::SENSE_SIZE)?;
+
+        let vscsi = VirtioScsi {
+            req_vqs,
+            _ctrl_vq: ctrl_vq,
+            _event_vq: event_vq,
+            sg_tablesize: u32::from(limits.sg_tablesize),
+            warned_bad_resp: AtomicBool::new(false),
+        };
+        let mut host = scsi::Host::alloc(&TEMPLATE, vscsi)?;
+        host.set_limits(&scsi::Limits {
+            can_queue: limits.can_queue,
+            cmd_per_lun: limits.cmd_per_lun,
+            sg_tablesize: limits.sg_tablesize,
+            max_sectors: limits.max_sectors,
+            max_id: limits.max_id,
+            max_lun: limits.max_lun,
+            max_channel: 0,
+            max_cmd_len: protocol::CDB_SIZE as u16,
+            nr_hw_queues: num_queues,
+        })?;
+        host.add(dev)?;
         dev_info!(
             dev,
-            "num_queues={} max_target={} hotplug={} change={}\n",
+            "host{}: {} request queues, ring {}, sg {}, max_sectors {}, cmd_per_lun {}, max_target {}\n",
+            host.host_no(),
             num_queues,
-            max_target,
-            dev.has_feature(feature::HOTPLUG),
-            dev.has_feature(feature::CHANGE)
+            ring,
+            limits.sg_tablesize,
+            limits.max_sectors,
+            limits.cmd_per_lun,
+            limits.max_id - 1
         );
-        Ok(KBox::new(VirtioScsi { num_queues }, GFP_KERNEL)?)
+        Ok(KBox::new(host, GFP_KERNEL)?)
     }
 
-    fn remove(dev: &virtio::Device, data: Self::Data) {
-        dev.reset();
-        dev_info!(dev, "removed ({} request queues)\n", data.num_queues);
+    fn scan(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
+        host.scan();
+    }
+
+    /// `virtscsi_remove()`: remove the host (waits for in-flight commands),
+    /// then reset the device and delete the queues, then free the host.
+    fn remove(_dev: &virtio::Device, mut host: Self::Data) {
+        host.remove();
+        drop(host);
+    }
+
+    /// `virtscsi_req_done()` and friends, in hard-IRQ context.
+    fn vq_done(host: &scsi::Host<VirtioScsi>, index: u32) {
+        let vscsi = host.data();
+        if let Some(vq) = index
+            .checked_sub(VQ_BASE)
+            .and_then(|i| vscsi.req_vqs.get(i as usize))
+        {
+            vscsi.req_done(vq);
+        }
     }
 }

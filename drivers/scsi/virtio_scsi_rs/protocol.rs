@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The virtio-scsi wire protocol: device configuration layout and constants.
+//! The virtio-scsi wire protocol: configuration, request and response
+//! headers, LUN encoding, response codes, and the validation of everything
+//! the device says.
 //!
 //! C header: [`include/uapi/linux/virtio_scsi.h`](srctree/include/uapi/linux/virtio_scsi.h).
 //!
@@ -90,6 +92,414 @@ const _: () = assert!(config_offset::MAX_CHANNEL == 28);
 const _: () = assert!(config_offset::MAX_TARGET == 30);
 const _: () = assert!(config_offset::MAX_LUN == 32);
 
+/// Request header size without T10 PI (`struct virtio_scsi_cmd_req`).
+pub(crate) const CMD_REQ_SIZE: usize = 51;
+/// Request header size with T10 PI (`struct virtio_scsi_cmd_req_pi`).
+pub(crate) const CMD_REQ_PI_SIZE: usize = 59;
+/// Response header size (`struct virtio_scsi_cmd_resp`).
+pub(crate) const CMD_RESP_SIZE: usize = 108;
+/// Bytes of the response header before the sense data.
+pub(crate) const CMD_RESP_FIXED: usize = 12;
+
+/// Task attributes (`VIRTIO_SCSI_S_SIMPLE` and friends).
+pub(crate) const TASK_ATTR_SIMPLE: u8 = 0;
+
+/// Response codes (`VIRTIO_SCSI_S_*`).
+pub(crate) mod response {
+    /// Success (also `FUNCTION COMPLETE` for TMFs).
+    pub(crate) const OK: u8 = 0;
+    /// The buffers were too small for the data.
+    pub(crate) const OVERRUN: u8 = 1;
+    /// The command was aborted.
+    pub(crate) const ABORTED: u8 = 2;
+    /// No such target.
+    pub(crate) const BAD_TARGET: u8 = 3;
+    /// The command was cleared by a reset.
+    pub(crate) const RESET: u8 = 4;
+    /// The device is busy.
+    pub(crate) const BUSY: u8 = 5;
+    /// A transport error; retry may succeed on another path.
+    pub(crate) const TRANSPORT_FAILURE: u8 = 6;
+    /// The target failed; do not retry elsewhere.
+    pub(crate) const TARGET_FAILURE: u8 = 7;
+    /// The nexus failed (reservation conflict).
+    pub(crate) const NEXUS_FAILURE: u8 = 8;
+    /// Any other failure.
+    pub(crate) const FAILURE: u8 = 9;
+    /// TMF succeeded.
+    pub(crate) const FUNCTION_SUCCEEDED: u8 = 10;
+    /// TMF rejected.
+    pub(crate) const FUNCTION_REJECTED: u8 = 11;
+    /// The LUN does not exist.
+    pub(crate) const INCORRECT_LUN: u8 = 12;
+}
+
+/// SCSI host bytes (Linux `enum scsi_host_status`; the driver checks these
+/// values against the kernel's at build time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HostByte {
+    /// `DID_OK`.
+    Ok,
+    /// `DID_NO_CONNECT`.
+    NoConnect,
+    /// `DID_BUS_BUSY`.
+    BusBusy,
+    /// `DID_BAD_TARGET`.
+    BadTarget,
+    /// `DID_ABORT`.
+    Abort,
+    /// `DID_ERROR`.
+    Error,
+    /// `DID_RESET`.
+    Reset,
+    /// `DID_TRANSPORT_DISRUPTED`.
+    TransportDisrupted,
+}
+
+/// SAM status `RESERVATION CONFLICT`.
+pub(crate) const SAM_STAT_RESERVATION_CONFLICT: u8 = 0x18;
+/// SAM status `CHECK CONDITION`.
+pub(crate) const SAM_STAT_CHECK_CONDITION: u8 = 0x02;
+
+/// The outcome of a command as the midlayer wants it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// The host byte.
+    pub(crate) host: HostByte,
+    /// The SAM status byte.
+    pub(crate) status: u8,
+    /// The response code was not one the specification defines for
+    /// commands (worth a warning).
+    pub(crate) unknown_response: bool,
+}
+
+/// Maps a command's `response` and `status` to the midlayer's host byte and
+/// status (the C driver's `virtscsi_complete_cmd()` switch).
+///
+/// Differences from C: `INCORRECT_LUN` means the LUN is gone, as QEMU sends
+/// for a passthrough host's `DID_NO_CONNECT`, so it maps back to
+/// `DID_NO_CONNECT` instead of "unknown response" and `DID_ERROR`.
+pub(crate) fn map_response(response: u8, status: u8) -> Outcome {
+    let mut unknown_response = false;
+    let mut status = status;
+    let host = match response {
+        response::OK => HostByte::Ok,
+        response::OVERRUN => HostByte::Error,
+        response::ABORTED => HostByte::Abort,
+        response::BAD_TARGET => HostByte::BadTarget,
+        response::RESET => HostByte::Reset,
+        response::BUSY => HostByte::BusBusy,
+        response::TRANSPORT_FAILURE => HostByte::TransportDisrupted,
+        // Linux 6.12 has no DID_TARGET_FAILURE any more; C uses BAD_TARGET.
+        response::TARGET_FAILURE => HostByte::BadTarget,
+        response::NEXUS_FAILURE => {
+            status = SAM_STAT_RESERVATION_CONFLICT;
+            HostByte::Ok
+        }
+        response::INCORRECT_LUN => HostByte::NoConnect,
+        response::FAILURE => HostByte::Error,
+        _ => {
+            unknown_response = true;
+            HostByte::Error
+        }
+    };
+    Outcome {
+        host,
+        status,
+        unknown_response,
+    }
+}
+
+/// Encodes a target and LUN as a virtio-scsi LUN field (single-level flat
+/// space): `1, target, 0x40 | lun >> 8, lun & 0xff, 0, 0, 0, 0`. Returns
+/// `None` for what the format cannot address (target > 255, LUN > 16383).
+pub(crate) fn encode_lun(target: u32, lun: u64) -> Option<[u8; 8]> {
+    if target > 255 || lun > 0x3fff {
+        return None;
+    }
+    Some([
+        1,
+        target as u8,
+        0x40 | (lun >> 8) as u8,
+        lun as u8,
+        0,
+        0,
+        0,
+        0,
+    ])
+}
+
+/// Decodes a LUN field from the device into (target, LUN). Accepts the
+/// flat (`0x40`) and peripheral (`0x00`) address methods; `None` for
+/// anything else.
+pub(crate) fn decode_lun(lun: &[u8; 8]) -> Option<(u32, u64)> {
+    if lun[0] != 1 || lun[4..] != [0, 0, 0, 0] {
+        return None;
+    }
+    let method = lun[2] & 0xc0;
+    if method != 0x40 && method != 0 {
+        return None;
+    }
+    let value = (u64::from(lun[2] & 0x3f) << 8) | u64::from(lun[3]);
+    Some((u32::from(lun[1]), value))
+}
+
+/// Writes a command request header (without PI) into `buf`, which must be
+/// at least [`CMD_REQ_SIZE`] bytes; the CDB is zero-padded to 32 bytes.
+/// Returns the header length, or `None` if `buf` is short or the CDB is
+/// longer than 32 bytes.
+pub(crate) fn write_cmd_req(buf: &mut [u8], lun: &[u8; 8], tag: u64, cdb: &[u8]) -> Option<usize> {
+    let hdr = buf.get_mut(..CMD_REQ_SIZE)?;
+    if cdb.len() > CDB_SIZE as usize {
+        return None;
+    }
+    hdr[0..8].copy_from_slice(lun);
+    hdr[8..16].copy_from_slice(&tag.to_le_bytes());
+    hdr[16] = TASK_ATTR_SIMPLE;
+    hdr[17] = 0; // prio
+    hdr[18] = 0; // crn
+    let (head, tail) = hdr[19..].split_at_mut(cdb.len());
+    head.copy_from_slice(cdb);
+    tail.fill(0);
+    Some(CMD_REQ_SIZE)
+}
+
+/// A command response header as the device wrote it, already validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CmdResp {
+    /// Valid sense bytes, at most the negotiated sense size and what the
+    /// device actually wrote.
+    pub(crate) sense_len: usize,
+    /// Residual byte count, at most the data length.
+    pub(crate) resid: u32,
+    /// SAM status.
+    pub(crate) status: u8,
+    /// `VIRTIO_SCSI_S_*` response.
+    pub(crate) response: u8,
+    /// The device claimed more sense or residual than possible (worth a
+    /// warning; the values above are clamped).
+    pub(crate) clamped: bool,
+}
+
+/// Parses a response header from `buf` (the response area of the command),
+/// given how many bytes the device says it wrote to the device-writable
+/// buffers (`used_len`, header first) and the command's data length.
+///
+/// Returns `None` when the device did not write the fixed part of the
+/// header, so nothing in it can be trusted.
+pub(crate) fn parse_cmd_resp(buf: &[u8], used_len: u32, bufflen: u32) -> Option<CmdResp> {
+    let used = used_len as usize;
+    if used < CMD_RESP_FIXED || buf.len() < CMD_RESP_FIXED {
+        return None;
+    }
+    let sense_len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let resid = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let status = buf[10];
+    let response = buf[11];
+    let sense_room = (buf.len() - CMD_RESP_FIXED)
+        .min(SENSE_SIZE as usize)
+        .min(used - CMD_RESP_FIXED);
+    let sense = (sense_len as usize).min(sense_room);
+    let resid_c = resid.min(bufflen);
+    Some(CmdResp {
+        sense_len: sense,
+        resid: resid_c,
+        status,
+        response,
+        clamped: sense != sense_len as usize || resid_c != resid,
+    })
+}
+
+/// Host limits derived from the device configuration, with the reasons for
+/// every value that had to be corrected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HostLimits {
+    /// Request queues to use.
+    pub(crate) num_queues: u32,
+    /// Segments per command.
+    pub(crate) sg_tablesize: u16,
+    /// Sectors per command.
+    pub(crate) max_sectors: u32,
+    /// Default per-LUN queue depth.
+    pub(crate) cmd_per_lun: u32,
+    /// Commands in flight per queue.
+    pub(crate) can_queue: u32,
+    /// `max_id`: highest target + 1.
+    pub(crate) max_id: u32,
+    /// `max_lun`: highest LUN + 1 plus the flat-space offset.
+    pub(crate) max_lun: u64,
+    /// Event buffer size.
+    pub(crate) event_info_size: u32,
+    /// Bit set of [`Clamp`] values: which fields were corrected.
+    pub(crate) clamped: u32,
+}
+
+/// Config fields that [`host_limits`] may correct.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Clamp {
+    /// `num_queues` was 0.
+    NumQueuesZero = 1 << 0,
+    /// `num_queues` exceeded the CPUs.
+    NumQueuesCpus = 1 << 1,
+    /// `seg_max` was 0.
+    SegMaxZero = 1 << 2,
+    /// `seg_max` exceeded what a command can use.
+    SegMaxLarge = 1 << 3,
+    /// `max_sectors` was 0.
+    MaxSectorsZero = 1 << 4,
+    /// `max_sectors` was below one page.
+    MaxSectorsSmall = 1 << 5,
+    /// `cmd_per_lun` was 0.
+    CmdPerLunZero = 1 << 6,
+    /// `cmd_per_lun` exceeded `can_queue`.
+    CmdPerLunLarge = 1 << 7,
+    /// `max_target` exceeded 255.
+    MaxTargetLarge = 1 << 8,
+    /// `max_lun` exceeded 16383.
+    MaxLunLarge = 1 << 9,
+    /// `event_info_size` was below 16 or absurdly large.
+    EventInfoSize = 1 << 10,
+    /// `max_channel` was not 0.
+    MaxChannel = 1 << 11,
+}
+
+impl Clamp {
+    /// All values, in bit order.
+    pub(crate) const ALL: [Clamp; 12] = [
+        Clamp::NumQueuesZero,
+        Clamp::NumQueuesCpus,
+        Clamp::SegMaxZero,
+        Clamp::SegMaxLarge,
+        Clamp::MaxSectorsZero,
+        Clamp::MaxSectorsSmall,
+        Clamp::CmdPerLunZero,
+        Clamp::CmdPerLunLarge,
+        Clamp::MaxTargetLarge,
+        Clamp::MaxLunLarge,
+        Clamp::EventInfoSize,
+        Clamp::MaxChannel,
+    ];
+
+    /// A human-readable description for the warning.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Clamp::NumQueuesZero => "num_queues is 0, using 1",
+            Clamp::NumQueuesCpus => "num_queues exceeds the CPU count, using one per CPU",
+            Clamp::SegMaxZero => "seg_max is 0, using 1",
+            Clamp::SegMaxLarge => "seg_max exceeds what fits in a request, clamped",
+            Clamp::MaxSectorsZero => "max_sectors is 0, using 65535",
+            Clamp::MaxSectorsSmall => "max_sectors is below 8, using 8",
+            Clamp::CmdPerLunZero => "cmd_per_lun is 0, using 1",
+            Clamp::CmdPerLunLarge => "cmd_per_lun exceeds the queue size, clamped",
+            Clamp::MaxTargetLarge => "max_target exceeds 255, using 255",
+            Clamp::MaxLunLarge => "max_lun exceeds 16383, using 16383",
+            Clamp::EventInfoSize => "event_info_size out of range, using 16..4096",
+            Clamp::MaxChannel => "max_channel is not 0, using only channel 0",
+        }
+    }
+}
+
+/// Largest event buffer the driver allocates.
+pub(crate) const EVENT_INFO_SIZE_MAX: u32 = 4096;
+/// Size of `struct virtio_scsi_event`.
+pub(crate) const EVENT_SIZE: u32 = 16;
+
+/// Derives host limits from the device configuration, the CPU count, the
+/// request ring size and whether indirect descriptors are available. Every
+/// field is bounded; each correction sets a bit in `clamped`.
+pub(crate) fn host_limits(
+    cfg: &Config,
+    nr_cpu_ids: u32,
+    ring_size: u32,
+    indirect: bool,
+) -> HostLimits {
+    let mut clamped = 0u32;
+    let mut clamp = |c: Clamp| clamped |= c as u32;
+
+    let mut num_queues = cfg.num_queues;
+    if num_queues == 0 {
+        clamp(Clamp::NumQueuesZero);
+        num_queues = 1;
+    }
+    if num_queues > nr_cpu_ids.max(1) {
+        clamp(Clamp::NumQueuesCpus);
+        num_queues = nr_cpu_ids.max(1);
+    }
+
+    // A command uses two header descriptors plus its segments. Without
+    // indirect descriptors all of them must fit in the ring at once.
+    let ring = ring_size.max(1);
+    let seg_cap = if indirect {
+        u32::from(u16::MAX)
+    } else {
+        ring.saturating_sub(2).max(1)
+    };
+    let mut seg_max = cfg.seg_max;
+    if seg_max == 0 {
+        clamp(Clamp::SegMaxZero);
+        seg_max = 1;
+    }
+    if seg_max > seg_cap {
+        clamp(Clamp::SegMaxLarge);
+        seg_max = seg_cap;
+    }
+
+    let mut max_sectors = cfg.max_sectors;
+    if max_sectors == 0 {
+        clamp(Clamp::MaxSectorsZero);
+        max_sectors = 0xffff;
+    } else if max_sectors < 8 {
+        clamp(Clamp::MaxSectorsSmall);
+        max_sectors = 8;
+    }
+
+    // Without indirect descriptors a command takes at least three slots.
+    let can_queue = if indirect { ring } else { (ring / 3).max(1) };
+
+    let mut cmd_per_lun = cfg.cmd_per_lun;
+    if cmd_per_lun == 0 {
+        clamp(Clamp::CmdPerLunZero);
+        cmd_per_lun = 1;
+    }
+    if cmd_per_lun > can_queue {
+        clamp(Clamp::CmdPerLunLarge);
+        cmd_per_lun = can_queue;
+    }
+
+    let mut max_target = u32::from(cfg.max_target);
+    if max_target > 255 {
+        clamp(Clamp::MaxTargetLarge);
+        max_target = 255;
+    }
+    let mut max_lun = cfg.max_lun;
+    if max_lun > 0x3fff {
+        clamp(Clamp::MaxLunLarge);
+        max_lun = 0x3fff;
+    }
+    if cfg.max_channel != 0 {
+        clamp(Clamp::MaxChannel);
+    }
+    let mut event_info_size = cfg.event_info_size;
+    if !(EVENT_SIZE..=EVENT_INFO_SIZE_MAX).contains(&event_info_size) {
+        clamp(Clamp::EventInfoSize);
+        event_info_size = event_info_size.clamp(EVENT_SIZE, EVENT_INFO_SIZE_MAX);
+    }
+
+    HostLimits {
+        num_queues,
+        sg_tablesize: seg_max as u16,
+        max_sectors,
+        cmd_per_lun,
+        can_queue,
+        max_id: max_target + 1,
+        // LUNs above 255 are reported in the flat format and appear as
+        // 16640..32767 (0x4000 + LUN), as in the C driver.
+        max_lun: u64::from(max_lun) + 1 + 0x4000,
+        event_info_size,
+        clamped,
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +532,238 @@ mod tests {
             ],
             [0, 1, 2, 3]
         );
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    fn qemu_config() -> Config {
+        Config {
+            num_queues: 2,
+            seg_max: 254,
+            max_sectors: 0xffff,
+            cmd_per_lun: 128,
+            event_info_size: 16,
+            sense_size: 96,
+            cdb_size: 32,
+            max_channel: 0,
+            max_target: 255,
+            max_lun: 16383,
+        }
+    }
+
+    #[test]
+    fn qemu_defaults_match_the_c_driver() {
+        let l = host_limits(&qemu_config(), 2, 256, true);
+        assert_eq!(l.clamped, 0);
+        assert_eq!(
+            (
+                l.num_queues,
+                l.sg_tablesize,
+                l.max_sectors,
+                l.cmd_per_lun,
+                l.can_queue
+            ),
+            (2, 254, 0xffff, 128, 256)
+        );
+        assert_eq!((l.max_id, l.max_lun, l.event_info_size), (256, 32768, 16));
+    }
+
+    #[test]
+    fn zero_values_are_clamped_and_reported() {
+        let cfg = Config {
+            num_queues: 0,
+            seg_max: 0,
+            max_sectors: 0,
+            cmd_per_lun: 0,
+            event_info_size: 0,
+            ..qemu_config()
+        };
+        let l = host_limits(&cfg, 4, 256, true);
+        assert_eq!(
+            (l.num_queues, l.sg_tablesize, l.max_sectors, l.cmd_per_lun),
+            (1, 1, 0xffff, 1)
+        );
+        assert_eq!(l.event_info_size, 16);
+        for c in [
+            Clamp::NumQueuesZero,
+            Clamp::SegMaxZero,
+            Clamp::MaxSectorsZero,
+            Clamp::CmdPerLunZero,
+            Clamp::EventInfoSize,
+        ] {
+            assert_ne!(l.clamped & c as u32, 0, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn absurd_values_are_bounded() {
+        let cfg = Config {
+            num_queues: u32::MAX,
+            seg_max: u32::MAX,
+            max_sectors: 3,
+            cmd_per_lun: u32::MAX,
+            event_info_size: u32::MAX,
+            max_channel: 7,
+            max_target: u16::MAX,
+            max_lun: u32::MAX,
+            ..qemu_config()
+        };
+        let l = host_limits(&cfg, 8, 1024, false);
+        assert_eq!(l.num_queues, 8);
+        assert_eq!(l.sg_tablesize, 1022);
+        assert_eq!(l.max_sectors, 8);
+        assert_eq!(l.can_queue, 341);
+        assert_eq!(l.cmd_per_lun, 341);
+        assert_eq!((l.max_id, l.max_lun), (256, 0x3fff + 1 + 0x4000));
+        assert_eq!(l.event_info_size, EVENT_INFO_SIZE_MAX);
+        let all = Clamp::ALL.iter().fold(0, |a, c| a | *c as u32);
+        let expected = all
+            & !(Clamp::NumQueuesZero as u32 | Clamp::SegMaxZero as u32)
+            & !(Clamp::MaxSectorsZero as u32 | Clamp::CmdPerLunZero as u32);
+        assert_eq!(l.clamped, expected);
+    }
+
+    #[test]
+    fn seg_max_with_indirect_fits_u16() {
+        let cfg = Config {
+            seg_max: 1 << 20,
+            ..qemu_config()
+        };
+        assert_eq!(host_limits(&cfg, 1, 256, true).sg_tablesize, u16::MAX);
+        assert_eq!(host_limits(&cfg, 1, 4, false).sg_tablesize, 2);
+        assert_eq!(host_limits(&cfg, 1, 1, false).sg_tablesize, 1);
+    }
+
+    #[test]
+    fn every_clamp_has_a_distinct_bit_and_text() {
+        let mut seen = 0u32;
+        for c in Clamp::ALL {
+            assert_eq!(seen & c as u32, 0);
+            seen |= c as u32;
+            assert!(!c.describe().is_empty());
+        }
+    }
+
+    #[test]
+    fn lun_encoding_is_flat_space() {
+        assert_eq!(encode_lun(3, 0), Some([1, 3, 0x40, 0, 0, 0, 0, 0]));
+        assert_eq!(
+            encode_lun(255, 0x3fff),
+            Some([1, 255, 0x7f, 0xff, 0, 0, 0, 0])
+        );
+        assert_eq!(encode_lun(1, 300), Some([1, 1, 0x41, 0x2c, 0, 0, 0, 0]));
+        assert_eq!(encode_lun(256, 0), None);
+        assert_eq!(encode_lun(0, 0x4000), None);
+    }
+
+    #[test]
+    fn lun_decoding_round_trips_and_rejects_garbage() {
+        for (t, l) in [(0, 0), (7, 1), (255, 255), (9, 256), (1, 0x3fff)] {
+            assert_eq!(decode_lun(&encode_lun(t, l).unwrap()), Some((t, l)));
+        }
+        // QEMU's event LUNs use peripheral addressing below 256.
+        assert_eq!(decode_lun(&[1, 2, 0, 5, 0, 0, 0, 0]), Some((2, 5)));
+        assert_eq!(decode_lun(&[0, 2, 0, 5, 0, 0, 0, 0]), None);
+        assert_eq!(decode_lun(&[1, 2, 0x80, 5, 0, 0, 0, 0]), None);
+        assert_eq!(decode_lun(&[1, 2, 0x40, 5, 0, 0, 0, 1]), None);
+    }
+
+    #[test]
+    fn request_header_layout() {
+        let mut buf = [0xaau8; 64];
+        let lun = encode_lun(2, 5).unwrap();
+        let cdb = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
+        assert_eq!(
+            write_cmd_req(&mut buf, &lun, 0x0102_0304_0506_0708, &cdb),
+            Some(51)
+        );
+        assert_eq!(&buf[0..8], &lun);
+        assert_eq!(&buf[8..16], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(&buf[16..19], &[0, 0, 0]);
+        assert_eq!(&buf[19..29], &cdb);
+        assert!(buf[29..51].iter().all(|&b| b == 0));
+        assert!(buf[51..].iter().all(|&b| b == 0xaa));
+        assert_eq!(write_cmd_req(&mut buf[..50], &lun, 0, &cdb), None);
+        assert_eq!(write_cmd_req(&mut buf, &lun, 0, &[0; 33]), None);
+    }
+
+    fn resp(sense_len: u32, resid: u32, status: u8, response: u8) -> [u8; CMD_RESP_SIZE] {
+        let mut b = [0u8; CMD_RESP_SIZE];
+        b[0..4].copy_from_slice(&sense_len.to_le_bytes());
+        b[4..8].copy_from_slice(&resid.to_le_bytes());
+        b[10] = status;
+        b[11] = response;
+        b
+    }
+
+    #[test]
+    fn response_parsing_clamps_sense_and_resid() {
+        let r = parse_cmd_resp(&resp(18, 512, 2, 0), 108, 4096).unwrap();
+        assert_eq!(
+            (r.sense_len, r.resid, r.status, r.response, r.clamped),
+            (18, 512, 2, 0, false)
+        );
+        let r = parse_cmd_resp(&resp(1000, 9999, 0, 0), 108, 4096).unwrap();
+        assert_eq!((r.sense_len, r.resid, r.clamped), (96, 4096, true));
+        // Sense beyond what the device wrote is not trusted.
+        let r = parse_cmd_resp(&resp(18, 0, 2, 0), 20, 0).unwrap();
+        assert_eq!((r.sense_len, r.clamped), (8, true));
+        assert_eq!(parse_cmd_resp(&resp(0, 0, 0, 0), 11, 0), None);
+        assert_eq!(parse_cmd_resp(&[0u8; 4], 108, 0), None);
+    }
+
+    #[test]
+    fn response_mapping() {
+        let m = |r| map_response(r, 0);
+        assert_eq!(m(response::OK).host, HostByte::Ok);
+        assert_eq!(m(response::OVERRUN).host, HostByte::Error);
+        assert_eq!(m(response::ABORTED).host, HostByte::Abort);
+        assert_eq!(m(response::BAD_TARGET).host, HostByte::BadTarget);
+        assert_eq!(m(response::RESET).host, HostByte::Reset);
+        assert_eq!(m(response::BUSY).host, HostByte::BusBusy);
+        assert_eq!(
+            m(response::TRANSPORT_FAILURE).host,
+            HostByte::TransportDisrupted
+        );
+        assert_eq!(m(response::TARGET_FAILURE).host, HostByte::BadTarget);
+        assert_eq!(m(response::FAILURE).host, HostByte::Error);
+        assert_eq!(
+            m(response::INCORRECT_LUN),
+            Outcome {
+                host: HostByte::NoConnect,
+                status: 0,
+                unknown_response: false
+            }
+        );
+        assert_eq!(
+            map_response(response::NEXUS_FAILURE, 0),
+            Outcome {
+                host: HostByte::Ok,
+                status: SAM_STAT_RESERVATION_CONFLICT,
+                unknown_response: false
+            }
+        );
+        assert_eq!(
+            map_response(response::OK, SAM_STAT_CHECK_CONDITION).status,
+            SAM_STAT_CHECK_CONDITION
+        );
+        for r in [
+            response::FUNCTION_SUCCEEDED,
+            response::FUNCTION_REJECTED,
+            13,
+            255,
+        ] {
+            assert_eq!(
+                m(r),
+                Outcome {
+                    host: HostByte::Error,
+                    status: 0,
+                    unknown_response: true
+                }
+            );
+        }
     }
 }

@@ -7,8 +7,10 @@
  * module and need no EXPORT_SYMBOL.
  */
 
+#include <linux/spinlock.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <scsi/scsi_host.h>
 
 #include <vscsi_helpers.h>
 
@@ -27,6 +29,11 @@ u32 vscsi_virtio_cread32(struct virtio_device *vdev, unsigned int offset)
 	return virtio_cread32(vdev, offset);
 }
 
+void vscsi_virtio_cwrite32(struct virtio_device *vdev, unsigned int offset, u32 val)
+{
+	virtio_cwrite32(vdev, offset, val);
+}
+
 bool vscsi_virtio_has_feature(const struct virtio_device *vdev, unsigned int fbit)
 {
 	return virtio_has_feature(vdev, fbit);
@@ -35,5 +42,35 @@ bool vscsi_virtio_has_feature(const struct virtio_device *vdev, unsigned int fbi
 bool vscsi_virtio_has_config_access(const struct virtio_device *vdev)
 {
 	return vdev->config->get != NULL;
+}
+
+int vscsi_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
+			  struct virtqueue *vqs[], struct virtqueue_info vqs_info[],
+			  struct irq_affinity *desc)
+{
+	return virtio_find_vqs(vdev, nvqs, vqs, vqs_info, desc);
+}
+
+void vscsi_virtio_del_vqs(struct virtio_device *vdev)
+{
+	vdev->config->del_vqs(vdev);
+}
+
+unsigned long vscsi_spin_lock_irqsave(struct spinlock *lock)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(lock, flags);
+	return flags;
+}
+
+void vscsi_spin_unlock_irqrestore(struct spinlock *lock, unsigned long flags)
+{
+	spin_unlock_irqrestore(lock, flags);
+}
+
+int vscsi_scsi_add_host(struct Scsi_Host *shost, struct device *dev)
+{
+	return scsi_add_host(shost, dev);
 }
 

@@ -31,6 +31,7 @@ struct VirtioScsiModule {
 
 impl kernel::Module for VirtioScsiModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        driver::TEMPLATE.init(module)?;
         let driver = KBox::pin_init(virtio::Registration::new(module), GFP_KERNEL)?;
         Ok(Self { _driver: driver })
     }

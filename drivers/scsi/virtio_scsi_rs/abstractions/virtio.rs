@@ -6,11 +6,24 @@
 //! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h).
 
 use crate::abstractions::device::AsRawDevice;
+use crate::abstractions::sync::{new_spinlock_irq, SpinLockIrq, SpinLockIrqGuard};
 use crate::bindings;
 use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::error::{from_result, to_result};
 use kernel::prelude::*;
+use kernel::sync::Arc;
 use kernel::types::{ForeignOwnable, Opaque};
+
+/// Transport feature: indirect descriptors (`VIRTIO_RING_F_INDIRECT_DESC`).
+pub(crate) const RING_F_INDIRECT_DESC: u32 = bindings::VIRTIO_RING_F_INDIRECT_DESC;
+
+/// Returns the number of possible CPU ids (`nr_cpu_ids`).
+pub(crate) fn nr_cpu_ids() -> u32 {
+    // SAFETY: `nr_cpu_ids` is set during early boot and only read after.
+    unsafe { bindings::nr_cpu_ids }
+}
 
 /// A virtio device, as passed to a driver's callbacks (`struct virtio_device`).
 ///
@@ -82,11 +95,83 @@ impl Device {
         Ok(unsafe { bindings::vscsi_virtio_cread32(self.as_raw(), offset) })
     }
 
-    /// Resets the device (`virtio_reset_device()`): it stops using all
-    /// buffers and raises no more interrupts.
-    pub(crate) fn reset(&self) {
-        // SAFETY: By the type invariant the device is valid.
-        unsafe { bindings::virtio_reset_device(self.as_raw()) };
+    /// Writes the 32-bit configuration field at `offset` (`virtio_cwrite32()`).
+    pub(crate) fn cwrite32(&self, offset: usize, val: u32) -> Result {
+        let offset = self.check_config_access(offset)?;
+        // SAFETY: As in `cread16`; a transport without a `set` op ignores
+        // the write.
+        unsafe { bindings::vscsi_virtio_cwrite32(self.as_raw(), offset, val) };
+        Ok(())
+    }
+
+    /// Finds the device's virtqueues (`virtio_find_vqs()`).
+    ///
+    /// `queues` names the queues in device order and says which ones get an
+    /// interrupt callback ([`Driver::vq_done`]); `pre_vectors` interrupt
+    /// vectors are kept out of the managed affinity spread. The returned
+    /// queues are turned into [`Queue`]s; once all of those are gone the
+    /// device is reset and its virtqueues deleted.
+    pub(crate) fn find_vqs<T: Driver>(
+        &self,
+        queues: &[QueueInfo],
+        pre_vectors: u32,
+    ) -> Result<KVec<RawQueue>> {
+        let n = queues.len();
+        let mut infos = KVec::with_capacity(n, GFP_KERNEL)?;
+        let mut vqs = KVec::with_capacity(n, GFP_KERNEL)?;
+        for q in queues {
+            infos.push(
+                bindings::virtqueue_info {
+                    name: q.name.as_char_ptr(),
+                    callback: if q.callback {
+                        Some(Adapter::<T>::vq_callback)
+                    } else {
+                        None
+                    },
+                    ctx: false,
+                },
+                GFP_KERNEL,
+            )?;
+            vqs.push(core::ptr::null_mut(), GFP_KERNEL)?;
+        }
+        let mut desc = bindings::irq_affinity {
+            pre_vectors,
+            ..Default::default()
+        };
+        // SAFETY: The device is valid (type invariant); `vqs` and `infos`
+        // hold `n` entries each and outlive the call; `desc` is a valid
+        // `irq_affinity`. Callbacks are this driver's `vq_callback`, which
+        // tolerates being called before the driver data is set.
+        to_result(unsafe {
+            bindings::vscsi_virtio_find_vqs(
+                self.as_raw(),
+                u32::try_from(n)?,
+                vqs.as_mut_ptr(),
+                infos.as_mut_ptr(),
+                &mut desc,
+            )
+        })?;
+        // From here on, dropping the last `RawQueue` resets the device and
+        // deletes its virtqueues, including on the error paths below.
+        let set = Arc::new(
+            QueueSet {
+                vdev: self.as_raw(),
+                reset: AtomicBool::new(false),
+            },
+            GFP_KERNEL,
+        )?;
+        let mut raw = KVec::with_capacity(n, GFP_KERNEL)?;
+        for vq in vqs.iter() {
+            let vq = NonNull::new(*vq).ok_or(EINVAL)?;
+            raw.push(
+                RawQueue {
+                    vq,
+                    set: set.clone(),
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        Ok(raw)
     }
 }
 
@@ -173,9 +258,19 @@ pub(crate) trait Driver {
     /// driver did so itself.
     fn probe(dev: &Device) -> Result<Self::Data>;
 
+    /// Called after a successful probe, once the device is `DRIVER_OK` and
+    /// `data` is reachable from virtqueue callbacks (`scan`).
+    fn scan(_dev: &Device, _data: <Self::Data as ForeignOwnable>::Borrowed<'_>) {}
+
     /// Unbinds the driver from `dev` (`remove`). The implementation must
-    /// leave the device reset ([`Device::reset`]).
+    /// leave the device reset ([`Device::reset`]); dropping all [`Queue`]s
+    /// does that.
     fn remove(dev: &Device, data: Self::Data);
+
+    /// A virtqueue created with a callback by [`Device::find_vqs`] has new
+    /// used buffers (`vring_interrupt()`, hard-IRQ context). `index` is the
+    /// queue's position in the list given to `find_vqs`.
+    fn vq_done(_data: <Self::Data as ForeignOwnable>::Borrowed<'_>, _index: u32) {}
 }
 
 /// Glue between the C `struct virtio_driver` ops and a [`Driver`].
@@ -201,6 +296,41 @@ impl<T: Driver> Adapter<T> {
 
     /// # Safety
     ///
+    /// Only called by the virtio core right after a successful
+    /// `probe_callback`, with the device bound.
+    unsafe extern "C" fn scan_callback(vdev: *mut bindings::virtio_device) {
+        // SAFETY: The virtio core passes a valid, bound device.
+        let dev = unsafe { Device::from_raw(vdev) };
+        // SAFETY: `priv` was set by `probe_callback` and is only reclaimed
+        // by `remove_callback`, which cannot run concurrently with `scan`.
+        let data = unsafe { T::Data::borrow((*vdev).priv_) };
+        T::scan(dev, data);
+    }
+
+    /// # Safety
+    ///
+    /// Only called by `vring_interrupt()` for a virtqueue of a device bound
+    /// to this driver.
+    unsafe extern "C" fn vq_callback(vq: *mut bindings::virtqueue) {
+        // SAFETY: `vq` is valid during the callback; `vdev` and `index` are
+        // set at creation and never change.
+        let (vdev, index) = unsafe { ((*vq).vdev, (*vq).index) };
+        // SAFETY: `vdev` is valid while its virtqueues exist.
+        let ptr = unsafe { (*vdev).priv_ };
+        if ptr.is_null() {
+            // No buffer was added before the driver data was published,
+            // and none is left after it is torn down.
+            return;
+        }
+        // SAFETY: `priv` holds the driver data from `probe_callback`;
+        // `remove_callback` reclaims it only after `T::remove`, by which
+        // time the queues are gone (reset synchronises with callbacks).
+        let data = unsafe { T::Data::borrow(ptr) };
+        T::vq_done(data, index);
+    }
+
+    /// # Safety
+    ///
     /// Only called by the virtio core, once, for a device whose
     /// `probe_callback` succeeded.
     unsafe extern "C" fn remove_callback(vdev: *mut bindings::virtio_device) {
@@ -209,10 +339,12 @@ impl<T: Driver> Adapter<T> {
         let dev = unsafe { Device::from_raw(vdev) };
         // SAFETY: `priv` was set by `probe_callback` from `into_foreign`, and
         // remove is called once, so ownership is taken back exactly once.
+        // `priv` stays set while `T::remove` runs: completions that arrive
+        // while it drains the device still need the driver data.
         let data = unsafe { T::Data::from_foreign((*vdev).priv_) };
+        T::remove(dev, data);
         // SAFETY: As above; clear the stale pointer.
         unsafe { (*vdev).priv_ = core::ptr::null_mut() };
-        T::remove(dev, data);
     }
 }
 
@@ -264,6 +396,7 @@ impl<T: Driver> Registration<T> {
                 (*drv).feature_table_size = features;
                 (*drv).probe = Some(Adapter::<T>::probe_callback);
                 (*drv).remove = Some(Adapter::<T>::remove_callback);
+                (*drv).scan = Some(Adapter::<T>::scan_callback);
             }
             // SAFETY: `drv` is fully initialised, pinned (it lives in a
             // pinned `Registration`) and stays valid until `drop`
@@ -282,5 +415,328 @@ impl<T: Driver> PinnedDrop for Registration<T> {
     fn drop(self: Pin<&mut Self>) {
         // SAFETY: By the type invariant the driver is registered.
         unsafe { bindings::unregister_virtio_driver(self.drv.get()) };
+    }
+}
+
+/// A virtqueue to create with [`Device::find_vqs`].
+pub(crate) struct QueueInfo {
+    /// The queue's name (shown in `/proc/interrupts`).
+    pub(crate) name: &'static CStr,
+    /// Whether the queue raises interrupts ([`Driver::vq_done`]); polled
+    /// queues do not.
+    pub(crate) callback: bool,
+}
+
+/// The virtqueues of one device, shared by its [`Queue`]s.
+///
+/// # Invariants
+///
+/// `vdev` is a device whose virtqueues were created by `find_vqs` and not
+/// yet deleted; it stays bound until this set is dropped.
+struct QueueSet {
+    vdev: *mut bindings::virtio_device,
+    reset: AtomicBool,
+}
+
+// SAFETY: The set only holds a pointer to the device, used to reset it and to
+// delete its queues, which the virtio core allows from any thread.
+unsafe impl Send for QueueSet {}
+// SAFETY: See `Send`; the reset flag is atomic.
+unsafe impl Sync for QueueSet {}
+
+impl QueueSet {
+    /// Resets the device once: it stops using buffers and raising
+    /// interrupts, and running callbacks have finished.
+    fn reset_device(&self) {
+        if !self.reset.swap(true, Ordering::AcqRel) {
+            // SAFETY: By the type invariant the device is valid.
+            unsafe { bindings::virtio_reset_device(self.vdev) };
+        }
+    }
+}
+
+impl Drop for QueueSet {
+    fn drop(&mut self) {
+        self.reset_device();
+        // SAFETY: By the type invariant the queues exist; no `Queue` or
+        // `RawQueue` is left to use them (each holds a reference to `self`).
+        unsafe { bindings::vscsi_virtio_del_vqs(self.vdev) };
+    }
+}
+
+/// A virtqueue returned by [`Device::find_vqs`], not yet wrapped in a
+/// [`Queue`].
+pub(crate) struct RawQueue {
+    vq: NonNull<bindings::virtqueue>,
+    set: Arc<QueueSet>,
+}
+
+// SAFETY: A `RawQueue` only carries the pointer until it becomes a `Queue`;
+// it offers no operation on the virtqueue.
+unsafe impl Send for RawQueue {}
+// SAFETY: See `Send`.
+unsafe impl Sync for RawQueue {}
+
+/// Buffers that a request hands to the device, and the ownership token that
+/// comes back with them.
+///
+/// # Safety
+///
+/// Implementers guarantee that the memory the scatterlists pushed by
+/// [`Request::sgs`] describe stays valid, and is not accessed by the CPU,
+/// from [`Request::into_token`] until the value is rebuilt by
+/// [`Request::from_token`]; and that `from_token` only accepts what
+/// `into_token` returned.
+pub(crate) unsafe trait Request: Sized {
+    /// Pushes the device-readable, then the device-writable scatterlists.
+    fn sgs(&mut self, sgs: &mut SgList);
+
+    /// Gives up ownership for as long as the device has the buffers.
+    fn into_token(self) -> NonNull<kernel::ffi::c_void>;
+
+    /// Takes ownership back.
+    ///
+    /// # Safety
+    ///
+    /// `token` must come from [`Request::into_token`] of the same type and
+    /// be used once.
+    unsafe fn from_token(token: NonNull<kernel::ffi::c_void>) -> Self;
+}
+
+/// The scatterlists of one request: up to four lists, device-readable first,
+/// plus room for two single-entry lists built here (headers).
+pub(crate) struct SgList {
+    lists: [*mut bindings::scatterlist; 4],
+    out: u32,
+    ins: u32,
+    local: [bindings::scatterlist; 2],
+    nlocal: usize,
+}
+
+impl SgList {
+    fn new() -> Self {
+        Self {
+            lists: [core::ptr::null_mut(); 4],
+            out: 0,
+            ins: 0,
+            local: [
+                bindings::scatterlist::default(),
+                bindings::scatterlist::default(),
+            ],
+            nlocal: 0,
+        }
+    }
+
+    /// Adds a single-entry list for `len` bytes at `buf`.
+    ///
+    /// # Safety
+    ///
+    /// `buf..buf + len` must be directly mapped kernel memory that the
+    /// request owns (see [`Request`]).
+    pub(crate) unsafe fn push_buf(
+        &mut self,
+        buf: *const u8,
+        len: u32,
+        device_writes: bool,
+    ) -> Result {
+        if self.nlocal == self.local.len() {
+            return Err(EINVAL);
+        }
+        let sg = &mut self.local[self.nlocal];
+        // SAFETY: `sg` is a valid scatterlist; the caller guarantees `buf`.
+        unsafe { bindings::sg_init_one(sg, buf.cast(), len) };
+        self.nlocal += 1;
+        let sg: *mut bindings::scatterlist = sg;
+        // SAFETY: `sg` lives in `self.local` and `self` is not moved while
+        // the list is in use (`QueueGuard::add` keeps it on its stack).
+        unsafe { self.push_list(sg, device_writes) }
+    }
+
+    /// Adds a terminated scatterlist.
+    ///
+    /// # Safety
+    ///
+    /// `sg` must be a valid, end-marked scatterlist whose entries describe
+    /// memory the request owns (see [`Request`]), and it must stay valid
+    /// until [`QueueGuard::add`] returns.
+    pub(crate) unsafe fn push_list(
+        &mut self,
+        sg: *mut bindings::scatterlist,
+        device_writes: bool,
+    ) -> Result {
+        let used = (self.out + self.ins) as usize;
+        if used == self.lists.len() || (!device_writes && self.ins != 0) {
+            // Full, or a device-readable list after a device-writable one.
+            return Err(EINVAL);
+        }
+        self.lists[used] = sg;
+        if device_writes {
+            self.ins += 1;
+        } else {
+            self.out += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A virtqueue with its lock (`virtqueue` plus the C driver's `vq_lock`).
+/// Requests of type `R` go in and come back out.
+///
+/// Dropping the queue resets the device (once per device) and takes back
+/// the requests the device did not complete, dropping them.
+///
+/// # Invariants
+///
+/// `vq` is a live virtqueue of the device of `set`, which this queue keeps
+/// alive; every buffer on it was added as an `R` by [`QueueGuard::add`].
+#[pin_data(PinnedDrop)]
+pub(crate) struct Queue<R: Request> {
+    #[pin]
+    lock: SpinLockIrq<()>,
+    vq: NonNull<bindings::virtqueue>,
+    set: Arc<QueueSet>,
+    _p: PhantomData<R>,
+}
+
+// SAFETY: The virtqueue is only used under `lock`, except for the operations
+// the virtio core allows concurrently (`notify`, size, index, broken state);
+// requests in flight are owned by the queue and are `Send`.
+unsafe impl<R: Request + Send> Send for Queue<R> {}
+// SAFETY: See `Send`.
+unsafe impl<R: Request + Send> Sync for Queue<R> {}
+
+impl<R: Request> Queue<R> {
+    /// Wraps a queue from [`Device::find_vqs`].
+    pub(crate) fn new(raw: RawQueue) -> impl PinInit<Self> {
+        // INVARIANT: `raw` came from `find_vqs` with its set; no buffer has
+        // been added yet.
+        pin_init!(Self {
+            lock <- new_spinlock_irq!(()),
+            vq: raw.vq,
+            set: raw.set,
+            _p: PhantomData,
+        })
+    }
+
+    fn raw(&self) -> *mut bindings::virtqueue {
+        self.vq.as_ptr()
+    }
+
+    /// Locks the queue for adding and reaping buffers.
+    pub(crate) fn lock(&self) -> QueueGuard<'_, R> {
+        QueueGuard {
+            _guard: self.lock.lock(),
+            queue: self,
+        }
+    }
+
+    /// Notifies the device after [`QueueGuard::kick_prepare`] said so
+    /// (`virtqueue_notify()`); done without the lock. Returns `false` if the
+    /// device is broken.
+    pub(crate) fn notify(&self) -> bool {
+        // SAFETY: By the type invariant the queue is live; notify may run
+        // concurrently with the locked operations.
+        unsafe { bindings::virtqueue_notify(self.raw()) }
+    }
+
+    /// Returns the number of descriptors in the ring
+    /// (`virtqueue_get_vring_size()`).
+    pub(crate) fn vring_size(&self) -> u32 {
+        // SAFETY: By the type invariant the queue is live.
+        unsafe { bindings::virtqueue_get_vring_size(self.raw()) }
+    }
+}
+
+#[pinned_drop]
+impl<R: Request> PinnedDrop for Queue<R> {
+    fn drop(self: Pin<&mut Self>) {
+        // The device must stop before buffers are detached.
+        self.set.reset_device();
+        loop {
+            // SAFETY: The queue is live (type invariant) and the device is
+            // reset, so detaching unused buffers is allowed.
+            let token = unsafe { bindings::virtqueue_detach_unused_buf(self.raw()) };
+            let Some(token) = NonNull::new(token) else {
+                break;
+            };
+            // SAFETY: Every buffer on this queue was added as an `R` (type
+            // invariant), and each token comes back once.
+            drop(unsafe { R::from_token(token) });
+        }
+    }
+}
+
+/// A locked [`Queue`].
+pub(crate) struct QueueGuard<'a, R: Request> {
+    _guard: SpinLockIrqGuard<'a, ()>,
+    queue: &'a Queue<R>,
+}
+
+impl<R: Request> QueueGuard<'_, R> {
+    /// Hands `req` to the device (`virtqueue_add_sgs()`). On failure the
+    /// request comes back with the error: `ENOSPC` when the ring is full,
+    /// `EIO` when the device is broken.
+    ///
+    /// Called with interrupts off, so descriptor tables are allocated with
+    /// `GFP_ATOMIC`.
+    pub(crate) fn add(&mut self, mut req: R) -> Result<(), (R, Error)> {
+        let mut sgs = SgList::new();
+        req.sgs(&mut sgs);
+        if sgs.out + sgs.ins == 0 {
+            return Err((req, EINVAL));
+        }
+        let token = req.into_token();
+        // SAFETY: The queue is live and locked; `sgs.lists` holds
+        // `out + ins` valid, terminated scatterlists (the `SgList` push
+        // contracts), kept alive by `sgs` and the request until the call
+        // returns; the buffers stay valid until the token comes back
+        // (`Request` contract).
+        let ret = unsafe {
+            bindings::virtqueue_add_sgs(
+                self.queue.raw(),
+                sgs.lists.as_mut_ptr(),
+                sgs.out,
+                sgs.ins,
+                token.as_ptr(),
+                bindings::GFP_ATOMIC,
+            )
+        };
+        match to_result(ret) {
+            Ok(()) => Ok(()),
+            // SAFETY: The device did not take the token, so it is ours.
+            Err(e) => Err((unsafe { R::from_token(token) }, e)),
+        }
+    }
+
+    /// Returns whether the device needs a notification for what was added
+    /// (`virtqueue_kick_prepare()`); call [`Queue::notify`] after unlocking.
+    pub(crate) fn kick_prepare(&mut self) -> bool {
+        // SAFETY: The queue is live and locked.
+        unsafe { bindings::virtqueue_kick_prepare(self.queue.raw()) }
+    }
+
+    /// Takes back the next request the device completed, with the number
+    /// of bytes it wrote (`virtqueue_get_buf()`).
+    pub(crate) fn get_buf(&mut self) -> Option<(R, u32)> {
+        let mut len = 0u32;
+        // SAFETY: The queue is live and locked; `len` is a valid out pointer.
+        let token = unsafe { bindings::virtqueue_get_buf(self.queue.raw(), &mut len) };
+        let token = NonNull::new(token.cast::<kernel::ffi::c_void>())?;
+        // SAFETY: Every buffer on this queue was added as an `R` (type
+        // invariant); the ring returns each token once.
+        Some((unsafe { R::from_token(token) }, len))
+    }
+
+    /// Disables completion callbacks (`virtqueue_disable_cb()`).
+    pub(crate) fn disable_cb(&mut self) {
+        // SAFETY: The queue is live and locked.
+        unsafe { bindings::virtqueue_disable_cb(self.queue.raw()) };
+    }
+
+    /// Re-enables completion callbacks; `false` means more buffers arrived
+    /// meanwhile and must be reaped first (`virtqueue_enable_cb()`).
+    pub(crate) fn enable_cb(&mut self) -> bool {
+        // SAFETY: The queue is live and locked.
+        unsafe { bindings::virtqueue_enable_cb(self.queue.raw()) }
     }
 }

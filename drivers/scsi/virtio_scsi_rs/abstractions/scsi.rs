@@ -1,0 +1,735 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! SCSI low-level drivers: host templates, hosts and commands.
+//!
+//! C headers: [`include/scsi/scsi_host.h`](srctree/include/scsi/scsi_host.h),
+//! [`include/scsi/scsi_cmnd.h`](srctree/include/scsi/scsi_cmnd.h),
+//! [`include/scsi/scsi_device.h`](srctree/include/scsi/scsi_device.h).
+//!
+//! A driver describes its host with a [`HostTemplate`] (the C
+//! `struct scsi_host_template` as a `#[vtable]` trait), keeps one static
+//! [`Template`] of it, allocates a [`Host`] per adapter with its private data
+//! stored inline (like `shost_priv()`), and receives [`Command`]s, which it
+//! must complete exactly once (dropping one completes it with `DID_ERROR`).
+
+use crate::abstractions::device::AsRawDevice;
+use crate::abstractions::virtio::{Request, SgList};
+use crate::bindings;
+use core::marker::PhantomData;
+use core::mem::{align_of, size_of};
+use core::ops::Range;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, Ordering};
+use kernel::error::to_result;
+use kernel::prelude::*;
+use kernel::types::Opaque;
+
+/// The size of the midlayer's sense buffer (`SCSI_SENSE_BUFFERSIZE`).
+pub(crate) const SENSE_BUFFERSIZE: usize = 96;
+
+/// Host byte values (`enum scsi_host_status`) the abstraction exposes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum HostByte {
+    /// `DID_OK`.
+    Ok = bindings::scsi_host_status_DID_OK as u8,
+    /// `DID_NO_CONNECT`.
+    NoConnect = bindings::scsi_host_status_DID_NO_CONNECT as u8,
+    /// `DID_BUS_BUSY`.
+    BusBusy = bindings::scsi_host_status_DID_BUS_BUSY as u8,
+    /// `DID_BAD_TARGET`.
+    BadTarget = bindings::scsi_host_status_DID_BAD_TARGET as u8,
+    /// `DID_ABORT`.
+    Abort = bindings::scsi_host_status_DID_ABORT as u8,
+    /// `DID_ERROR`.
+    Error = bindings::scsi_host_status_DID_ERROR as u8,
+    /// `DID_RESET`.
+    Reset = bindings::scsi_host_status_DID_RESET as u8,
+    /// `DID_TRANSPORT_DISRUPTED`.
+    TransportDisrupted = bindings::scsi_host_status_DID_TRANSPORT_DISRUPTED as u8,
+}
+
+/// The direction of a command's data (`enum dma_data_direction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DataDirection {
+    /// No data.
+    None,
+    /// Data from the initiator to the device (a write).
+    ToDevice,
+    /// Data from the device to the initiator (a read).
+    FromDevice,
+    /// Both ways.
+    Bidirectional,
+}
+
+/// A SCSI host template (`struct scsi_host_template`).
+///
+/// Mandatory items have no default; optional operations are only wired into
+/// the C template when the implementation provides them.
+#[vtable]
+pub(crate) trait HostTemplate: Sized + 'static {
+    /// Per-host data, stored inline in the `Scsi_Host` (`shost_priv()`).
+    type HostData: Send + Sync;
+
+    /// Host name (`name`).
+    const NAME: &'static CStr;
+    /// Name under `/proc/scsi` and in logs (`proc_name`).
+    const PROC_NAME: &'static CStr;
+    /// Size of the per-command private area (`cmd_size`).
+    const CMD_SIZE: usize;
+    /// Let the midlayer track the queue depth (`track_queue_depth`).
+    const TRACK_QUEUE_DEPTH: bool = false;
+
+    /// Starts a command (`queuecommand`). A command that cannot be started
+    /// now is handed back in [`QueueError::HostBusy`] and retried later.
+    fn queuecommand(host: &Self::HostData, cmd: Command<Self>) -> Result<(), QueueError<Self>>;
+
+    /// Flushes commands queued without [`Command::is_last`]
+    /// (`commit_rqs`).
+    fn commit_rqs(_host: &Self::HostData, _hwq: u16) {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Sets up a new device before it is scanned (`slave_alloc`).
+    fn slave_alloc(_sdev: &ScsiDevice) -> Result {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Changes a device's queue depth; returns the new depth
+    /// (`change_queue_depth`).
+    fn change_queue_depth(_sdev: &ScsiDevice, _depth: i32) -> i32 {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// Why [`HostTemplate::queuecommand`] did not start a command.
+pub(crate) enum QueueError<T: HostTemplate> {
+    /// The host is out of resources: the midlayer retries the command later
+    /// (`SCSI_MLQUEUE_HOST_BUSY`).
+    HostBusy(Command<T>),
+}
+
+/// The static template of a [`HostTemplate`], filled in once at module
+/// initialisation by [`Template::init`].
+///
+/// # Invariants
+///
+/// Once `state` is `READY`, `inner` is a fully initialised template that is
+/// never written again.
+pub(crate) struct Template<T: HostTemplate> {
+    inner: Opaque<bindings::scsi_host_template>,
+    state: AtomicU8,
+    _p: PhantomData<T>,
+}
+
+const TEMPLATE_UNINIT: u8 = 0;
+const TEMPLATE_BUSY: u8 = 1;
+const TEMPLATE_READY: u8 = 2;
+
+// SAFETY: After initialisation the template is only read, by any thread; the
+// initialisation itself is serialised by `state`.
+unsafe impl<T: HostTemplate> Sync for Template<T> {}
+
+impl<T: HostTemplate> Template<T> {
+    /// Creates an empty template, for a `static`.
+    pub(crate) const fn new() -> Self {
+        Self {
+            inner: Opaque::uninit(),
+            state: AtomicU8::new(TEMPLATE_UNINIT),
+            _p: PhantomData,
+        }
+    }
+
+    /// Fills in the template on behalf of `module`. Fails with `EBUSY` if
+    /// it was already initialised.
+    pub(crate) fn init(&'static self, module: &'static ThisModule) -> Result {
+        if self
+            .state
+            .compare_exchange(
+                TEMPLATE_UNINIT,
+                TEMPLATE_BUSY,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return Err(EBUSY);
+        }
+        let cmd_size = match u32::try_from(T::CMD_SIZE) {
+            Ok(size) => size,
+            Err(_) => {
+                self.state.store(TEMPLATE_UNINIT, Ordering::Release);
+                return Err(EINVAL);
+            }
+        };
+        let mut t = bindings::scsi_host_template {
+            module: module.as_ptr(),
+            name: T::NAME.as_char_ptr(),
+            proc_name: T::PROC_NAME.as_char_ptr(),
+            this_id: -1,
+            cmd_size,
+            // `UINT_MAX`, as the C driver: no boundary the device cares about.
+            dma_boundary: u32::MAX as kernel::ffi::c_ulong,
+            queuecommand: Some(Adapter::<T>::queuecommand),
+            ..Default::default()
+        };
+        if T::HAS_COMMIT_RQS {
+            t.commit_rqs = Some(Adapter::<T>::commit_rqs);
+        }
+        if T::HAS_SLAVE_ALLOC {
+            t.slave_alloc = Some(Adapter::<T>::slave_alloc);
+        }
+        if T::HAS_CHANGE_QUEUE_DEPTH {
+            t.change_queue_depth = Some(Adapter::<T>::change_queue_depth);
+        }
+        t.set_track_queue_depth(u32::from(T::TRACK_QUEUE_DEPTH));
+        // SAFETY: `state` is `BUSY`, so nobody else writes or reads `inner`
+        // (readers wait for `READY`).
+        unsafe { self.inner.get().write(t) };
+        // INVARIANT: `inner` is initialised and is not written again.
+        self.state.store(TEMPLATE_READY, Ordering::Release);
+        Ok(())
+    }
+
+    fn get(&'static self) -> Result<*const bindings::scsi_host_template> {
+        if self.state.load(Ordering::Acquire) != TEMPLATE_READY {
+            return Err(EINVAL);
+        }
+        Ok(self.inner.get())
+    }
+}
+
+/// Limits of a host, set before [`Host::add`] (fields of `struct Scsi_Host`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Limits {
+    /// `can_queue`: commands in flight on one hardware queue.
+    pub(crate) can_queue: u32,
+    /// `cmd_per_lun`: default queue depth of a device.
+    pub(crate) cmd_per_lun: u32,
+    /// `sg_tablesize`: segments per command.
+    pub(crate) sg_tablesize: u16,
+    /// `max_sectors`: 512-byte sectors per command.
+    pub(crate) max_sectors: u32,
+    /// `max_id`: one more than the highest target id.
+    pub(crate) max_id: u32,
+    /// `max_lun`: one more than the highest LUN.
+    pub(crate) max_lun: u64,
+    /// `max_channel`: the highest channel.
+    pub(crate) max_channel: u32,
+    /// `max_cmd_len`: longest CDB.
+    pub(crate) max_cmd_len: u16,
+    /// `nr_hw_queues`: blk-mq hardware queues.
+    pub(crate) nr_hw_queues: u32,
+}
+
+/// A SCSI host (`struct Scsi_Host`) with its private data of type
+/// `T::HostData` stored inline.
+///
+/// Dropping the host removes it from the midlayer if it was added, drops
+/// the private data and puts the host reference.
+///
+/// # Invariants
+///
+/// `shost` was allocated by `scsi_host_alloc` from `T`'s template with room
+/// for a `T::HostData`, which is initialised and pinned in its `hostdata`;
+/// this value owns the reference from `scsi_host_alloc`.
+pub(crate) struct Host<T: HostTemplate> {
+    shost: NonNull<bindings::Scsi_Host>,
+    added: bool,
+    _p: PhantomData<T>,
+}
+
+// SAFETY: The host can be removed and released from any thread; its data is
+// `Send + Sync`.
+unsafe impl<T: HostTemplate> Send for Host<T> {}
+// SAFETY: Shared access only reads the private data, which is `Sync`.
+unsafe impl<T: HostTemplate> Sync for Host<T> {}
+
+impl<T: HostTemplate> Host<T> {
+    /// Allocates a host from `template` (`scsi_host_alloc()`) and
+    /// initialises its private data in place with `init`.
+    pub(crate) fn alloc(
+        template: &'static Template<T>,
+        init: impl PinInit<T::HostData, Error>,
+    ) -> Result<Self> {
+        // `hostdata` is aligned to `unsigned long`.
+        build_assert!(align_of::<T::HostData>() <= align_of::<kernel::ffi::c_ulong>());
+        let sht = template.get()?;
+        let size = kernel::ffi::c_int::try_from(size_of::<T::HostData>())?;
+        // SAFETY: `sht` is a ready template that lives for `'static`.
+        let shost = NonNull::new(unsafe { bindings::scsi_host_alloc(sht, size) }).ok_or(ENOMEM)?;
+        let data = Self::data_ptr(shost);
+        // SAFETY: `data` points to `size` bytes of suitably aligned memory
+        // owned by the new host, which never moves.
+        if let Err(e) = unsafe { init.__pinned_init(data) } {
+            // SAFETY: We own the only reference; the data is not initialised.
+            unsafe { bindings::scsi_host_put(shost.as_ptr()) };
+            return Err(e);
+        }
+        // INVARIANT: The host is allocated from `T`'s template and its data
+        // is initialised.
+        Ok(Self {
+            shost,
+            added: false,
+            _p: PhantomData,
+        })
+    }
+
+    fn data_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut T::HostData {
+        // SAFETY: `hostdata` is the trailing array of a live host.
+        unsafe { core::ptr::addr_of_mut!((*shost.as_ptr()).hostdata) }.cast()
+    }
+
+    /// Returns the host's private data.
+    pub(crate) fn data(&self) -> &T::HostData {
+        // SAFETY: By the type invariant the data is initialised and lives
+        // as long as the host reference we own.
+        unsafe { &*Self::data_ptr(self.shost) }
+    }
+
+    /// Returns the host number (`host_no`, as in `hostN`).
+    pub(crate) fn host_no(&self) -> u32 {
+        // SAFETY: By the type invariant the host is valid.
+        unsafe { (*self.shost.as_ptr()).host_no }
+    }
+
+    /// Sets the host's limits. Only before [`Host::add`].
+    pub(crate) fn set_limits(&mut self, l: &Limits) -> Result {
+        if self.added {
+            return Err(EBUSY);
+        }
+        let sh = self.shost.as_ptr();
+        // SAFETY: The host is valid and not yet added, so the midlayer does
+        // not read these fields concurrently.
+        unsafe {
+            (*sh).can_queue = i32::try_from(l.can_queue)?;
+            (*sh).cmd_per_lun = i16::try_from(l.cmd_per_lun)?;
+            (*sh).sg_tablesize = l.sg_tablesize;
+            (*sh).max_sectors = l.max_sectors;
+            (*sh).max_id = l.max_id;
+            (*sh).max_lun = l.max_lun;
+            (*sh).max_channel = l.max_channel;
+            (*sh).max_cmd_len = l.max_cmd_len;
+            (*sh).nr_hw_queues = l.nr_hw_queues;
+        }
+        Ok(())
+    }
+
+    /// Adds the host to the midlayer under `parent` (`scsi_add_host()`).
+    pub(crate) fn add(&mut self, parent: &impl AsRawDevice) -> Result {
+        if self.added {
+            return Err(EBUSY);
+        }
+        // SAFETY: The host is valid (type invariant); `parent` is a live
+        // device (`AsRawDevice` contract) that outlives the host's
+        // registration, which ends in `remove` or `drop`.
+        to_result(unsafe {
+            bindings::vscsi_scsi_add_host(self.shost.as_ptr(), parent.as_raw_device())
+        })?;
+        self.added = true;
+        Ok(())
+    }
+
+    /// Scans the host for devices (`scsi_scan_host()`).
+    pub(crate) fn scan(&self) {
+        if self.added {
+            // SAFETY: The host is valid and added.
+            unsafe { bindings::scsi_scan_host(self.shost.as_ptr()) };
+        }
+    }
+
+    /// Removes the host from the midlayer (`scsi_remove_host()`): devices go
+    /// away, in-flight commands complete first. Idempotent.
+    pub(crate) fn remove(&mut self) {
+        if self.added {
+            // SAFETY: The host is valid and added.
+            unsafe { bindings::scsi_remove_host(self.shost.as_ptr()) };
+            self.added = false;
+        }
+    }
+}
+
+impl<T: HostTemplate> Drop for Host<T> {
+    fn drop(&mut self) {
+        self.remove();
+        // SAFETY: The data is initialised (type invariant) and, with the host
+        // removed, no callback can reach it any more.
+        unsafe { core::ptr::drop_in_place(Self::data_ptr(self.shost)) };
+        // SAFETY: We own the reference from `scsi_host_alloc`.
+        unsafe { bindings::scsi_host_put(self.shost.as_ptr()) };
+    }
+}
+
+/// A SCSI device (`struct scsi_device`), as passed to template callbacks.
+///
+/// # Invariants
+///
+/// `self.0` is a valid `scsi_device` for the lifetime of the reference.
+#[repr(transparent)]
+pub(crate) struct ScsiDevice(Opaque<bindings::scsi_device>);
+
+impl ScsiDevice {
+    /// # Safety
+    ///
+    /// `ptr` must be valid for `'a`.
+    unsafe fn from_raw<'a>(ptr: *mut bindings::scsi_device) -> &'a Self {
+        // SAFETY: `ScsiDevice` is transparent over `scsi_device`; the caller
+        // guarantees validity.
+        unsafe { &*ptr.cast::<Self>() }
+    }
+
+    fn raw(&self) -> *mut bindings::scsi_device {
+        self.0.get()
+    }
+
+    /// Adds blacklist flags (`BLIST_*`) to the device (`sdev_bflags`).
+    pub(crate) fn add_bflags(&self, flags: u64) {
+        // SAFETY: Called from `slave_alloc`, before the device is scanned,
+        // when nobody else accesses the flags.
+        unsafe { (*self.raw()).sdev_bflags |= flags };
+    }
+
+    /// Returns the host's `cmd_per_lun`.
+    pub(crate) fn host_cmd_per_lun(&self) -> i32 {
+        // SAFETY: A device's host outlives it.
+        i32::from(unsafe { (*(*self.raw()).host).cmd_per_lun })
+    }
+
+    /// Sets the queue depth (`scsi_change_queue_depth()`); returns the new
+    /// depth.
+    pub(crate) fn change_queue_depth(&self, depth: i32) -> i32 {
+        // SAFETY: The device is valid (type invariant).
+        unsafe { bindings::scsi_change_queue_depth(self.raw(), depth) }
+    }
+}
+
+/// `BLIST_TRY_VPD_PAGES`: read VPD pages even from SPC-2 devices.
+pub(crate) const BLIST_TRY_VPD_PAGES: u64 = 1 << 28;
+
+/// A command handed to the driver by [`HostTemplate::queuecommand`].
+///
+/// The driver owns it until it calls [`Command::done`] (or hands it to a
+/// device queue, which gives it back). Dropping it completes it with
+/// `DID_ERROR`, so a command is never lost.
+///
+/// # Invariants
+///
+/// `sc` is a command that the midlayer gave to `queuecommand` and that has
+/// not been completed; its `cmd_size` private area belongs to this value.
+pub(crate) struct Command<T: HostTemplate> {
+    sc: NonNull<bindings::scsi_cmnd>,
+    _p: PhantomData<T>,
+}
+
+// SAFETY: A command may be completed from any context and CPU.
+unsafe impl<T: HostTemplate> Send for Command<T> {}
+
+impl<T: HostTemplate> Command<T> {
+    fn raw(&self) -> *mut bindings::scsi_cmnd {
+        self.sc.as_ptr()
+    }
+
+    /// Returns the CDB and the private area together (they do not overlap).
+    pub(crate) fn cdb_and_private(&mut self) -> (&[u8], &mut [u8]) {
+        // SAFETY: As in `private`.
+        let private =
+            unsafe { core::slice::from_raw_parts_mut(self.raw().add(1).cast::<u8>(), T::CMD_SIZE) };
+        // SAFETY: The command is valid and owned; `cmnd` lies inside the
+        // command, disjoint from the private area behind it.
+        let sc = unsafe { &*self.raw() };
+        let len = usize::from(sc.cmd_len).min(sc.cmnd.len());
+        (&sc.cmnd[..len], private)
+    }
+
+    /// Returns the direction of the data transfer.
+    pub(crate) fn data_direction(&self) -> DataDirection {
+        // SAFETY: The command is valid and owned (type invariant).
+        match unsafe { (*self.raw()).sc_data_direction } {
+            bindings::dma_data_direction_DMA_TO_DEVICE => DataDirection::ToDevice,
+            bindings::dma_data_direction_DMA_FROM_DEVICE => DataDirection::FromDevice,
+            bindings::dma_data_direction_DMA_BIDIRECTIONAL => DataDirection::Bidirectional,
+            _ => DataDirection::None,
+        }
+    }
+
+    /// Returns the target id and LUN of the command's device.
+    pub(crate) fn id_lun(&self) -> (u32, u64) {
+        // SAFETY: The command is valid and owned; its device outlives it.
+        unsafe {
+            let sdev = (*self.raw()).device;
+            ((*sdev).id, (*sdev).lun)
+        }
+    }
+
+    fn request(&self) -> *mut bindings::request {
+        // `scsi_cmd_to_rq()`: the command is the request's driver payload.
+        // SAFETY: The command was allocated right behind its request.
+        unsafe { self.raw().cast::<u8>().sub(size_of::<bindings::request>()) }.cast()
+    }
+
+    /// Returns the blk-mq unique tag (`blk_mq_unique_tag()`): the hardware
+    /// queue in the upper 16 bits, the tag in the lower.
+    pub(crate) fn unique_tag(&self) -> u32 {
+        // SAFETY: The request is valid while the command is owned.
+        unsafe { bindings::blk_mq_unique_tag(self.request()) }
+    }
+
+    /// Returns whether this is the last command of a batch (`SCMD_LAST`):
+    /// the device should be notified.
+    pub(crate) fn is_last(&self) -> bool {
+        // SAFETY: The command is valid and owned (type invariant).
+        let flags = unsafe { (*self.raw()).flags };
+        flags & bindings::SCMD_LAST as i32 != 0
+    }
+
+    /// Returns the number of data segments (`scsi_sg_count()`).
+    pub(crate) fn sg_count(&self) -> u32 {
+        // SAFETY: The command is valid and owned (type invariant).
+        unsafe { (*self.raw()).sdb.table.nents }
+    }
+
+    /// Returns the data length in bytes (`scsi_bufflen()`).
+    pub(crate) fn bufflen(&self) -> u32 {
+        // SAFETY: The command is valid and owned (type invariant).
+        unsafe { (*self.raw()).sdb.length }
+    }
+
+    /// Returns whether protection information travels with the data.
+    pub(crate) fn has_prot_sgs(&self) -> bool {
+        // SAFETY: The command is valid and owned (type invariant).
+        let prot = unsafe { (*self.raw()).prot_sdb };
+        // SAFETY: A non-null `prot_sdb` is valid while the command is.
+        !prot.is_null() && unsafe { (*prot).table.nents } != 0
+    }
+
+    /// Returns the private area (`scsi_cmd_priv()`), `T::CMD_SIZE` bytes
+    /// that the midlayer zeroes before each command.
+    pub(crate) fn private(&mut self) -> &mut [u8] {
+        // SAFETY: The template's `cmd_size` (`T::CMD_SIZE`) bytes right
+        // behind the command belong to it and, while the command is owned,
+        // to us alone.
+        unsafe { core::slice::from_raw_parts_mut(self.raw().add(1).cast::<u8>(), T::CMD_SIZE) }
+    }
+
+    /// Sets the result (`result`): host byte and SAM status byte.
+    pub(crate) fn set_result(&mut self, host: HostByte, status: u8) {
+        // SAFETY: The command is valid and owned (type invariant).
+        unsafe { (*self.raw()).result = (i32::from(host as u8) << 16) | i32::from(status) };
+    }
+
+    /// Sets the residual byte count (`scsi_set_resid()`).
+    pub(crate) fn set_resid(&mut self, resid: u32) {
+        // SAFETY: The command is valid and owned (type invariant).
+        unsafe { (*self.raw()).resid_len = resid };
+    }
+
+    /// Returns the sense buffer (`sense_buffer`, `SCSI_SENSE_BUFFERSIZE`
+    /// bytes).
+    pub(crate) fn sense_buffer(&mut self) -> &mut [u8] {
+        // SAFETY: The midlayer allocates `SCSI_SENSE_BUFFERSIZE` bytes of
+        // sense buffer for every command; it is ours while we own it.
+        unsafe { core::slice::from_raw_parts_mut((*self.raw()).sense_buffer, SENSE_BUFFERSIZE) }
+    }
+
+    /// Completes the command (`scsi_done()`).
+    pub(crate) fn done(self) {
+        let sc = self.raw();
+        core::mem::forget(self);
+        // SAFETY: The command was owned and is completed exactly once.
+        unsafe { bindings::scsi_done(sc) };
+    }
+
+    /// Turns the command into a device request whose headers are the
+    /// `out_hdr` and `in_hdr` byte ranges of its private area, with the
+    /// command's data after the header of its direction. Commands that
+    /// carry protection information or data both ways are refused
+    /// (`EINVAL`), as are overlapping ranges or ranges outside the area.
+    pub(crate) fn into_request(
+        self,
+        out_hdr: Range<usize>,
+        in_hdr: Range<usize>,
+    ) -> Result<CommandRequest<T>, (Self, Error)> {
+        let cmd_size = T::CMD_SIZE;
+        let ok = out_hdr.start < out_hdr.end
+            && out_hdr.end <= cmd_size
+            && in_hdr.start < in_hdr.end
+            && in_hdr.end <= cmd_size
+            && (out_hdr.end <= in_hdr.start || in_hdr.end <= out_hdr.start)
+            && !self.has_prot_sgs()
+            && self.data_direction() != DataDirection::Bidirectional;
+        if !ok {
+            return Err((self, EINVAL));
+        }
+        Ok(CommandRequest {
+            cmd: self,
+            out_hdr,
+            in_hdr,
+        })
+    }
+
+    /// # Safety
+    ///
+    /// `sc` must be a command the midlayer handed to the driver and that is
+    /// not completed nor owned by another `Command`.
+    unsafe fn from_raw(sc: *mut bindings::scsi_cmnd) -> Option<Self> {
+        // INVARIANT: The caller guarantees the command is ours.
+        NonNull::new(sc).map(|sc| Self {
+            sc,
+            _p: PhantomData,
+        })
+    }
+}
+
+impl<T: HostTemplate> Drop for Command<T> {
+    fn drop(&mut self) {
+        // A command that nobody completed would hang its issuer until the
+        // midlayer's timeout: fail it now.
+        self.set_result(HostByte::Error, 0);
+        // SAFETY: The command is owned and completed exactly once, here.
+        unsafe { bindings::scsi_done(self.raw()) };
+    }
+}
+
+/// A [`Command`] with its header layout, ready to go on a virtqueue.
+pub(crate) struct CommandRequest<T: HostTemplate> {
+    cmd: Command<T>,
+    out_hdr: Range<usize>,
+    in_hdr: Range<usize>,
+}
+
+impl<T: HostTemplate> CommandRequest<T> {
+    /// Returns the command back, for completion.
+    pub(crate) fn into_command(self) -> Command<T> {
+        self.cmd
+    }
+}
+
+// SAFETY: The headers lie in the command's private area and the data in its
+// scatterlist, all owned by the command until it is completed; the command
+// pointer is the token, and only a `CommandRequest` turns it back.
+unsafe impl<T: HostTemplate> Request for CommandRequest<T> {
+    fn sgs(&mut self, sgs: &mut SgList) {
+        let sc = self.cmd.raw();
+        // SAFETY: The private area follows the command (see `private`).
+        let base = unsafe { sc.add(1).cast::<u8>() };
+        let dir = self.cmd.data_direction();
+        // SAFETY: The command is owned, so its scatterlist is valid.
+        let (data, nents) = unsafe { ((*sc).sdb.table.sgl, (*sc).sdb.table.nents) };
+        let has_data = !data.is_null() && nents != 0;
+        // The ranges were checked against the private area in
+        // `into_request`, which is directly mapped memory the command owns;
+        // the data scatterlist is the midlayer's, end-marked, and owned by
+        // the command. Pushing cannot fail: at most four lists, two local.
+        // SAFETY: As above.
+        let _ = unsafe {
+            sgs.push_buf(
+                base.add(self.out_hdr.start),
+                (self.out_hdr.end - self.out_hdr.start) as u32,
+                false,
+            )
+        };
+        if has_data && dir == DataDirection::ToDevice {
+            // SAFETY: As above.
+            let _ = unsafe { sgs.push_list(data, false) };
+        }
+        // SAFETY: As above.
+        let _ = unsafe {
+            sgs.push_buf(
+                base.add(self.in_hdr.start),
+                (self.in_hdr.end - self.in_hdr.start) as u32,
+                true,
+            )
+        };
+        if has_data && dir == DataDirection::FromDevice {
+            // SAFETY: As above.
+            let _ = unsafe { sgs.push_list(data, true) };
+        }
+    }
+
+    fn into_token(self) -> NonNull<kernel::ffi::c_void> {
+        let sc = self.cmd.sc;
+        core::mem::forget(self.cmd);
+        sc.cast()
+    }
+
+    unsafe fn from_token(token: NonNull<kernel::ffi::c_void>) -> Self {
+        // The header ranges are not needed after the device is done; keep
+        // empty ones.
+        // INVARIANT: The token is a command owned by the request that was
+        // turned into it (caller contract).
+        Self {
+            cmd: Command {
+                sc: token.cast(),
+                _p: PhantomData,
+            },
+            out_hdr: 0..0,
+            in_hdr: 0..0,
+        }
+    }
+}
+
+/// Glue between the C template ops and a [`HostTemplate`].
+struct Adapter<T: HostTemplate>(PhantomData<T>);
+
+impl<T: HostTemplate> Adapter<T> {
+    /// # Safety
+    ///
+    /// `shost` must be a live host allocated by [`Host::alloc`] for `T`.
+    unsafe fn data<'a>(shost: *mut bindings::Scsi_Host) -> &'a T::HostData {
+        // SAFETY: Such a host's data is initialised until `Host` drops it,
+        // which happens only after the host is removed, when the midlayer
+        // calls no more template ops.
+        unsafe { &*Host::<T>::data_ptr(NonNull::new_unchecked(shost)) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer with a live host of `T` and a new command.
+    unsafe extern "C" fn queuecommand(
+        shost: *mut bindings::Scsi_Host,
+        sc: *mut bindings::scsi_cmnd,
+    ) -> i32 {
+        // SAFETY: The midlayer passes a live host of this template.
+        let data = unsafe { Self::data(shost) };
+        // SAFETY: The midlayer hands the command over to us.
+        let Some(cmd) = (unsafe { Command::from_raw(sc) }) else {
+            return 0;
+        };
+        match T::queuecommand(data, cmd) {
+            Ok(()) => 0,
+            Err(QueueError::HostBusy(cmd)) => {
+                // The midlayer keeps the command and requeues it.
+                core::mem::forget(cmd);
+                bindings::SCSI_MLQUEUE_HOST_BUSY as i32
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer with a live host of `T`.
+    unsafe extern "C" fn commit_rqs(shost: *mut bindings::Scsi_Host, hwq: u16) {
+        // SAFETY: The midlayer passes a live host of this template.
+        T::commit_rqs(unsafe { Self::data(shost) }, hwq);
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer with a new device of a live host of `T`.
+    unsafe extern "C" fn slave_alloc(sdev: *mut bindings::scsi_device) -> i32 {
+        // SAFETY: The device is valid during the call.
+        let sdev = unsafe { ScsiDevice::from_raw(sdev) };
+        match T::slave_alloc(sdev) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer with a device of a live host of `T`.
+    unsafe extern "C" fn change_queue_depth(sdev: *mut bindings::scsi_device, depth: i32) -> i32 {
+        // SAFETY: The device is valid during the call.
+        T::change_queue_depth(unsafe { ScsiDevice::from_raw(sdev) }, depth)
+    }
+}
