@@ -22,6 +22,7 @@ PYTHON    := $(VENV)/bin/python
 BUILD     := $(CURDIR)/build
 MODDIR    := drivers/scsi/virtio_scsi_rs
 MODULE    := $(MODDIR)/virtio_scsi_rs.ko
+KUNIT_MODULE := $(MODDIR)/kunit/virtio_scsi_rs_kunit.ko
 KMAKE_FLAGS := LLVM=1
 PYTEST_ARGS ?=
 DRIVER    ?= rust
@@ -70,10 +71,9 @@ unit: deps
 	cargo test --manifest-path tools/Cargo.toml
 	cd tests && $(PYTHON) -m pytest host $(PYTEST_ARGS)
 
-initramfs: $(kdir_dep)
-	@test -f $(MODULE) || $(MAKE) module
+initramfs: module
 	scripts/mkinitramfs.sh $(BUILD)/initramfs-debug.cpio \
-		$(kdir)/drivers/scsi/virtio_scsi.ko $(MODULE)
+		$(kdir)/drivers/scsi/virtio_scsi.ko $(MODULE) $(wildcard $(KUNIT_MODULE))
 
 guest-test: initramfs
 	cd tests && VSCSI_KERNEL=$(kdir)/arch/x86/boot/bzImage \
@@ -84,7 +84,7 @@ check: deps
 	$(MAKE) unit
 	$(MAKE) fmt-check
 	$(MAKE) clippy
-	$(MAKE) guest-test
+	$(MAKE) guest-test KMAKE_FLAGS="LLVM=1 CLIPPY=1 W_ERROR=1"
 
 run: initramfs
 	$(PYTHON) tests/run_guest.py --kernel $(kdir)/arch/x86/boot/bzImage \

@@ -20,7 +20,7 @@ mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,lib/modules,etc,proc,
 cp /bin/busybox "$stage/bin/busybox"
 install -m 0755 "$here/guest/init" "$stage/init"
 
-tools=(/usr/bin/fio /usr/bin/lsscsi /sbin/mkfs.ext4 /sbin/mke2fs /sbin/e2fsck
+tools=(/bin/bash /usr/bin/fio /usr/bin/lsscsi /sbin/mkfs.ext4 /sbin/mke2fs /sbin/e2fsck
 	/sbin/fsck.ext4 /sbin/blkdiscard /usr/bin/sg_*)
 libs=()
 for t in "${tools[@]}"; do

@@ -261,11 +261,12 @@ class Guest:
         return self.run(script, **kw)[1]
 
     def wait_for(self, condition, timeout=30, what=None):
-        """Polls a shell condition in the guest until it holds; fails after `timeout` seconds."""
-        steps = int(timeout * 20)
+        """Polls a shell condition in the guest until it holds; fails after `timeout` seconds of
+        guest time."""
         rc, out = self.run(
-            f"i=0; until {condition}; do i=$((i+1)); [ $i -ge {steps} ] && exit 1; usleep 50000; done",
-            timeout=timeout + 30,
+            f"end=$(( $(cut -d. -f1 /proc/uptime) + {int(timeout)} ));"
+            f" until {condition}; do [ $(cut -d. -f1 /proc/uptime) -ge $end ] && exit 1; usleep 50000; done",
+            timeout=timeout + 60,
             check=False,
         )
         if rc != 0:

@@ -24,6 +24,7 @@ class Disk:
     read_zeroes: bool = True
     props: dict = field(default_factory=dict)
     id: str | None = None
+    blockdev: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -99,6 +100,7 @@ def _disk_args(ctrl, n, d, workdir):
             devtype = "scsi-cd"
     else:
         raise ValueError(f"unknown disk backend {d.backend!r}")
+    blockdev.update(d.blockdev)
     dev = {"drive": node, "bus": f"{ctrl.id}.0", "channel": 0, "scsi-id": d.target, "lun": d.lun, "id": dev_id}
     dev.update(d.props)
     return ["-blockdev", _join(blockdev), "-device", f"{devtype}," + _join(dev)]

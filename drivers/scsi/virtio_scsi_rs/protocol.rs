@@ -210,17 +210,22 @@ pub(crate) fn map_response(response: u8, status: u8) -> Outcome {
     }
 }
 
-/// Encodes a target and LUN as a virtio-scsi LUN field (single-level flat
-/// space): `1, target, 0x40 | lun >> 8, lun & 0xff, 0, 0, 0, 0`. Returns
-/// `None` for what the format cannot address (target > 255, LUN > 16383).
+/// Encodes a target and a Linux LUN as a virtio-scsi LUN field
+/// (single-level, flat address method): `1, target, 0x40 | lun >> 8,
+/// lun & 0xff, 0, 0, 0, 0`.
+///
+/// Linux numbers LUNs by their SAM encoding, so LUN 300 reported in the
+/// flat space is 0x412c (16684); both that and a plain 300 encode the same.
+/// Returns `None` for what the format cannot address (target > 255,
+/// LUN > 0x7fff).
 pub(crate) fn encode_lun(target: u32, lun: u64) -> Option<[u8; 8]> {
-    if target > 255 || lun > 0x3fff {
+    if target > 255 || lun > 0x7fff {
         return None;
     }
     Some([
         1,
         target as u8,
-        0x40 | (lun >> 8) as u8,
+        0x40 | ((lun >> 8) as u8 & 0x3f),
         lun as u8,
         0,
         0,
@@ -229,9 +234,9 @@ pub(crate) fn encode_lun(target: u32, lun: u64) -> Option<[u8; 8]> {
     ])
 }
 
-/// Decodes a LUN field from the device into (target, LUN). Accepts the
-/// flat (`0x40`) and peripheral (`0x00`) address methods; `None` for
-/// anything else.
+/// Decodes a LUN field from the device into (target, Linux LUN). Accepts
+/// the peripheral (`0x00`, LUN < 256) and flat (`0x40`) address methods
+/// and keeps the method bits, as Linux does; `None` for anything else.
 pub(crate) fn decode_lun(lun: &[u8; 8]) -> Option<(u32, u64)> {
     if lun[0] != 1 || lun[4..] != [0, 0, 0, 0] {
         return None;
@@ -240,7 +245,7 @@ pub(crate) fn decode_lun(lun: &[u8; 8]) -> Option<(u32, u64)> {
     if method != 0x40 && method != 0 {
         return None;
     }
-    let value = (u64::from(lun[2] & 0x3f) << 8) | u64::from(lun[3]);
+    let value = (u64::from(lun[2]) << 8) | u64::from(lun[3]);
     Some((u32::from(lun[1]), value))
 }
 
@@ -500,12 +505,71 @@ pub(crate) fn host_limits(
         clamped,
     }
 }
-#[cfg(test)]
-mod tests {
+/// Self-tests of this module, shared by two runners: `cargo test` on the host
+/// (`tools/vscsi-protocol`) and the KUnit suite `virtio_scsi_rs_protocol` in
+/// the kernel (`kunit/`). Each case returns the first failed check.
+#[cfg(any(test, vscsi_kunit))]
+pub(crate) mod selftest {
     use super::*;
 
-    #[test]
-    fn config_offsets_match_the_specification() {
+    /// A failed check: its line in this file and its expression.
+    #[derive(Debug)]
+    pub(crate) struct Failure {
+        /// Line of the check.
+        pub(crate) line: u32,
+        /// The expression that was false.
+        pub(crate) expr: &'static str,
+    }
+
+    /// Result of a case.
+    pub(crate) type CaseResult = Result<(), Failure>;
+
+    macro_rules! check {
+        ($cond:expr) => {
+            if !$cond {
+                return Err(Failure {
+                    line: line!(),
+                    expr: stringify!($cond),
+                });
+            }
+        };
+    }
+
+    macro_rules! cases {
+        ($($name:ident),+ $(,)?) => {
+            /// Every case, by name.
+            pub(crate) const CASES: &[(&str, fn() -> CaseResult)] = &[$((stringify!($name), $name)),+];
+
+            #[cfg(test)]
+            mod host {
+                $(
+                    #[test]
+                    fn $name() {
+                        if let Err(f) = super::$name() {
+                            panic!("protocol.rs:{}: check failed: {}", f.line, f.expr);
+                        }
+                    }
+                )+
+            }
+        };
+    }
+
+    cases!(
+        config_offsets_match_the_specification,
+        feature_bits_match_the_specification,
+        qemu_defaults_match_the_c_driver,
+        zero_values_are_clamped_and_reported,
+        absurd_values_are_bounded,
+        seg_max_with_indirect_fits_u16,
+        every_clamp_has_a_distinct_bit_and_text,
+        lun_encoding_is_flat_space,
+        lun_decoding_gives_linux_lun_numbers,
+        request_header_layout,
+        response_parsing_clamps_sense_and_resid,
+        response_mapping,
+    );
+
+    fn config_offsets_match_the_specification() -> CaseResult {
         let offsets = [
             config_offset::NUM_QUEUES,
             config_offset::SEG_MAX,
@@ -518,26 +582,22 @@ mod tests {
             config_offset::MAX_TARGET,
             config_offset::MAX_LUN,
         ];
-        assert_eq!(offsets, [0, 4, 8, 12, 16, 20, 24, 28, 30, 32]);
+        check!(offsets == [0, 4, 8, 12, 16, 20, 24, 28, 30, 32]);
+        check!(core::mem::size_of::<Config>() == 36);
+        Ok(())
     }
 
-    #[test]
-    fn feature_bits_match_the_specification() {
-        assert_eq!(
+    fn feature_bits_match_the_specification() -> CaseResult {
+        check!(
             [
                 feature::INOUT,
                 feature::HOTPLUG,
                 feature::CHANGE,
                 feature::T10_PI
-            ],
-            [0, 1, 2, 3]
+            ] == [0, 1, 2, 3]
         );
+        Ok(())
     }
-}
-
-#[cfg(test)]
-mod wire_tests {
-    use super::*;
 
     fn qemu_config() -> Config {
         Config {
@@ -554,25 +614,16 @@ mod wire_tests {
         }
     }
 
-    #[test]
-    fn qemu_defaults_match_the_c_driver() {
+    fn qemu_defaults_match_the_c_driver() -> CaseResult {
         let l = host_limits(&qemu_config(), 2, 256, true);
-        assert_eq!(l.clamped, 0);
-        assert_eq!(
-            (
-                l.num_queues,
-                l.sg_tablesize,
-                l.max_sectors,
-                l.cmd_per_lun,
-                l.can_queue
-            ),
-            (2, 254, 0xffff, 128, 256)
-        );
-        assert_eq!((l.max_id, l.max_lun, l.event_info_size), (256, 32768, 16));
+        check!(l.clamped == 0);
+        check!(l.num_queues == 2 && l.sg_tablesize == 254 && l.max_sectors == 0xffff);
+        check!(l.cmd_per_lun == 128 && l.can_queue == 256);
+        check!(l.max_id == 256 && l.max_lun == 32768 && l.event_info_size == 16);
+        Ok(())
     }
 
-    #[test]
-    fn zero_values_are_clamped_and_reported() {
+    fn zero_values_are_clamped_and_reported() -> CaseResult {
         let cfg = Config {
             num_queues: 0,
             seg_max: 0,
@@ -582,11 +633,9 @@ mod wire_tests {
             ..qemu_config()
         };
         let l = host_limits(&cfg, 4, 256, true);
-        assert_eq!(
-            (l.num_queues, l.sg_tablesize, l.max_sectors, l.cmd_per_lun),
-            (1, 1, 0xffff, 1)
-        );
-        assert_eq!(l.event_info_size, 16);
+        check!(l.num_queues == 1 && l.sg_tablesize == 1);
+        check!(l.max_sectors == 0xffff && l.cmd_per_lun == 1);
+        check!(l.event_info_size == 16);
         for c in [
             Clamp::NumQueuesZero,
             Clamp::SegMaxZero,
@@ -594,12 +643,12 @@ mod wire_tests {
             Clamp::CmdPerLunZero,
             Clamp::EventInfoSize,
         ] {
-            assert_ne!(l.clamped & c as u32, 0, "{c:?}");
+            check!(l.clamped & c as u32 != 0);
         }
+        Ok(())
     }
 
-    #[test]
-    fn absurd_values_are_bounded() {
+    fn absurd_values_are_bounded() -> CaseResult {
         let cfg = Config {
             num_queues: u32::MAX,
             seg_max: u32::MAX,
@@ -612,82 +661,83 @@ mod wire_tests {
             ..qemu_config()
         };
         let l = host_limits(&cfg, 8, 1024, false);
-        assert_eq!(l.num_queues, 8);
-        assert_eq!(l.sg_tablesize, 1022);
-        assert_eq!(l.max_sectors, 8);
-        assert_eq!(l.can_queue, 341);
-        assert_eq!(l.cmd_per_lun, 341);
-        assert_eq!((l.max_id, l.max_lun), (256, 0x3fff + 1 + 0x4000));
-        assert_eq!(l.event_info_size, EVENT_INFO_SIZE_MAX);
+        check!(l.num_queues == 8);
+        check!(l.sg_tablesize == 1022);
+        check!(l.max_sectors == 8);
+        check!(l.can_queue == 341 && l.cmd_per_lun == 341);
+        check!(l.max_id == 256 && l.max_lun == 0x3fff + 1 + 0x4000);
+        check!(l.event_info_size == EVENT_INFO_SIZE_MAX);
         let all = Clamp::ALL.iter().fold(0, |a, c| a | *c as u32);
-        let expected = all
-            & !(Clamp::NumQueuesZero as u32 | Clamp::SegMaxZero as u32)
-            & !(Clamp::MaxSectorsZero as u32 | Clamp::CmdPerLunZero as u32);
-        assert_eq!(l.clamped, expected);
+        let zero = Clamp::NumQueuesZero as u32
+            | Clamp::SegMaxZero as u32
+            | Clamp::MaxSectorsZero as u32
+            | Clamp::CmdPerLunZero as u32;
+        check!(l.clamped == all & !zero);
+        Ok(())
     }
 
-    #[test]
-    fn seg_max_with_indirect_fits_u16() {
+    fn seg_max_with_indirect_fits_u16() -> CaseResult {
         let cfg = Config {
             seg_max: 1 << 20,
             ..qemu_config()
         };
-        assert_eq!(host_limits(&cfg, 1, 256, true).sg_tablesize, u16::MAX);
-        assert_eq!(host_limits(&cfg, 1, 4, false).sg_tablesize, 2);
-        assert_eq!(host_limits(&cfg, 1, 1, false).sg_tablesize, 1);
+        check!(host_limits(&cfg, 1, 256, true).sg_tablesize == u16::MAX);
+        check!(host_limits(&cfg, 1, 4, false).sg_tablesize == 2);
+        check!(host_limits(&cfg, 1, 1, false).sg_tablesize == 1);
+        Ok(())
     }
 
-    #[test]
-    fn every_clamp_has_a_distinct_bit_and_text() {
+    fn every_clamp_has_a_distinct_bit_and_text() -> CaseResult {
         let mut seen = 0u32;
         for c in Clamp::ALL {
-            assert_eq!(seen & c as u32, 0);
+            check!(seen & c as u32 == 0);
             seen |= c as u32;
-            assert!(!c.describe().is_empty());
+            check!(!c.describe().is_empty());
         }
+        Ok(())
     }
 
-    #[test]
-    fn lun_encoding_is_flat_space() {
-        assert_eq!(encode_lun(3, 0), Some([1, 3, 0x40, 0, 0, 0, 0, 0]));
-        assert_eq!(
-            encode_lun(255, 0x3fff),
-            Some([1, 255, 0x7f, 0xff, 0, 0, 0, 0])
-        );
-        assert_eq!(encode_lun(1, 300), Some([1, 1, 0x41, 0x2c, 0, 0, 0, 0]));
-        assert_eq!(encode_lun(256, 0), None);
-        assert_eq!(encode_lun(0, 0x4000), None);
+    fn lun_encoding_is_flat_space() -> CaseResult {
+        check!(encode_lun(3, 0) == Some([1, 3, 0x40, 0, 0, 0, 0, 0]));
+        check!(encode_lun(255, 0x3fff) == Some([1, 255, 0x7f, 0xff, 0, 0, 0, 0]));
+        check!(encode_lun(1, 300) == Some([1, 1, 0x41, 0x2c, 0, 0, 0, 0]));
+        // Linux's number for flat-space LUN 300 encodes the same.
+        check!(encode_lun(1, 0x412c) == encode_lun(1, 300));
+        check!(encode_lun(0, 0x7fff) == Some([1, 0, 0x7f, 0xff, 0, 0, 0, 0]));
+        check!(encode_lun(256, 0).is_none());
+        check!(encode_lun(0, 0x8000).is_none());
+        Ok(())
     }
 
-    #[test]
-    fn lun_decoding_round_trips_and_rejects_garbage() {
-        for (t, l) in [(0, 0), (7, 1), (255, 255), (9, 256), (1, 0x3fff)] {
-            assert_eq!(decode_lun(&encode_lun(t, l).unwrap()), Some((t, l)));
+    fn lun_decoding_gives_linux_lun_numbers() -> CaseResult {
+        // QEMU's events: peripheral method below 256, flat above.
+        check!(decode_lun(&[1, 2, 0, 5, 0, 0, 0, 0]) == Some((2, 5)));
+        check!(decode_lun(&[1, 7, 0x41, 0x2c, 0, 0, 0, 0]) == Some((7, 0x412c)));
+        // Decoding then encoding gives the same field back for flat LUNs.
+        for (t, l) in [(0, 0x4000), (255, 0x7fff), (9, 0x4100)] {
+            let field = encode_lun(t, l);
+            check!(field.is_some_and(|f| decode_lun(&f) == Some((t, l))));
         }
-        // QEMU's event LUNs use peripheral addressing below 256.
-        assert_eq!(decode_lun(&[1, 2, 0, 5, 0, 0, 0, 0]), Some((2, 5)));
-        assert_eq!(decode_lun(&[0, 2, 0, 5, 0, 0, 0, 0]), None);
-        assert_eq!(decode_lun(&[1, 2, 0x80, 5, 0, 0, 0, 0]), None);
-        assert_eq!(decode_lun(&[1, 2, 0x40, 5, 0, 0, 0, 1]), None);
+        check!(decode_lun(&[0, 2, 0, 5, 0, 0, 0, 0]).is_none());
+        check!(decode_lun(&[1, 2, 0x80, 5, 0, 0, 0, 0]).is_none());
+        check!(decode_lun(&[1, 2, 0x40, 5, 0, 0, 0, 1]).is_none());
+        Ok(())
     }
 
-    #[test]
-    fn request_header_layout() {
+    fn request_header_layout() -> CaseResult {
         let mut buf = [0xaau8; 64];
-        let lun = encode_lun(2, 5).unwrap();
+        let lun = [1, 2, 0x40, 5, 0, 0, 0, 0];
         let cdb = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
-        assert_eq!(
-            write_cmd_req(&mut buf, &lun, 0x0102_0304_0506_0708, &cdb),
-            Some(51)
-        );
-        assert_eq!(&buf[0..8], &lun);
-        assert_eq!(&buf[8..16], &[8, 7, 6, 5, 4, 3, 2, 1]);
-        assert_eq!(&buf[16..19], &[0, 0, 0]);
-        assert_eq!(&buf[19..29], &cdb);
-        assert!(buf[29..51].iter().all(|&b| b == 0));
-        assert!(buf[51..].iter().all(|&b| b == 0xaa));
-        assert_eq!(write_cmd_req(&mut buf[..50], &lun, 0, &cdb), None);
-        assert_eq!(write_cmd_req(&mut buf, &lun, 0, &[0; 33]), None);
+        check!(write_cmd_req(&mut buf, &lun, 0x0102_0304_0506_0708, &cdb) == Some(51));
+        check!(buf[0..8] == lun);
+        check!(buf[8..16] == [8, 7, 6, 5, 4, 3, 2, 1]);
+        check!(buf[16..19] == [0, 0, 0]);
+        check!(buf[19..29] == cdb);
+        check!(buf[29..51].iter().all(|&b| b == 0));
+        check!(buf[51..].iter().all(|&b| b == 0xaa));
+        check!(write_cmd_req(&mut buf[..50], &lun, 0, &cdb).is_none());
+        check!(write_cmd_req(&mut buf, &lun, 0, &[0; 33]).is_none());
+        Ok(())
     }
 
     fn resp(sense_len: u32, resid: u32, status: u8, response: u8) -> [u8; CMD_RESP_SIZE] {
@@ -699,56 +749,56 @@ mod wire_tests {
         b
     }
 
-    #[test]
-    fn response_parsing_clamps_sense_and_resid() {
-        let r = parse_cmd_resp(&resp(18, 512, 2, 0), 108, 4096).unwrap();
-        assert_eq!(
-            (r.sense_len, r.resid, r.status, r.response, r.clamped),
-            (18, 512, 2, 0, false)
+    fn response_parsing_clamps_sense_and_resid() -> CaseResult {
+        let r = parse_cmd_resp(&resp(18, 512, 2, 0), 108, 4096);
+        check!(
+            r == Some(CmdResp {
+                sense_len: 18,
+                resid: 512,
+                status: 2,
+                response: 0,
+                clamped: false
+            })
         );
-        let r = parse_cmd_resp(&resp(1000, 9999, 0, 0), 108, 4096).unwrap();
-        assert_eq!((r.sense_len, r.resid, r.clamped), (96, 4096, true));
+        let r = parse_cmd_resp(&resp(1000, 9999, 0, 0), 108, 4096);
+        check!(r.is_some_and(|r| r.sense_len == 96 && r.resid == 4096 && r.clamped));
         // Sense beyond what the device wrote is not trusted.
-        let r = parse_cmd_resp(&resp(18, 0, 2, 0), 20, 0).unwrap();
-        assert_eq!((r.sense_len, r.clamped), (8, true));
-        assert_eq!(parse_cmd_resp(&resp(0, 0, 0, 0), 11, 0), None);
-        assert_eq!(parse_cmd_resp(&[0u8; 4], 108, 0), None);
+        let r = parse_cmd_resp(&resp(18, 0, 2, 0), 20, 0);
+        check!(r.is_some_and(|r| r.sense_len == 8 && r.clamped));
+        check!(parse_cmd_resp(&resp(0, 0, 0, 0), 11, 0).is_none());
+        check!(parse_cmd_resp(&[0u8; 4], 108, 0).is_none());
+        Ok(())
     }
 
-    #[test]
-    fn response_mapping() {
-        let m = |r| map_response(r, 0);
-        assert_eq!(m(response::OK).host, HostByte::Ok);
-        assert_eq!(m(response::OVERRUN).host, HostByte::Error);
-        assert_eq!(m(response::ABORTED).host, HostByte::Abort);
-        assert_eq!(m(response::BAD_TARGET).host, HostByte::BadTarget);
-        assert_eq!(m(response::RESET).host, HostByte::Reset);
-        assert_eq!(m(response::BUSY).host, HostByte::BusBusy);
-        assert_eq!(
-            m(response::TRANSPORT_FAILURE).host,
-            HostByte::TransportDisrupted
+    fn response_mapping() -> CaseResult {
+        let host = |r| map_response(r, 0).host;
+        check!(host(response::OK) == HostByte::Ok);
+        check!(host(response::OVERRUN) == HostByte::Error);
+        check!(host(response::ABORTED) == HostByte::Abort);
+        check!(host(response::BAD_TARGET) == HostByte::BadTarget);
+        check!(host(response::RESET) == HostByte::Reset);
+        check!(host(response::BUSY) == HostByte::BusBusy);
+        check!(host(response::TRANSPORT_FAILURE) == HostByte::TransportDisrupted);
+        check!(host(response::TARGET_FAILURE) == HostByte::BadTarget);
+        check!(host(response::FAILURE) == HostByte::Error);
+        check!(
+            map_response(response::INCORRECT_LUN, 0)
+                == Outcome {
+                    host: HostByte::NoConnect,
+                    status: 0,
+                    unknown_response: false
+                }
         );
-        assert_eq!(m(response::TARGET_FAILURE).host, HostByte::BadTarget);
-        assert_eq!(m(response::FAILURE).host, HostByte::Error);
-        assert_eq!(
-            m(response::INCORRECT_LUN),
-            Outcome {
-                host: HostByte::NoConnect,
-                status: 0,
-                unknown_response: false
-            }
+        check!(
+            map_response(response::NEXUS_FAILURE, 0)
+                == Outcome {
+                    host: HostByte::Ok,
+                    status: SAM_STAT_RESERVATION_CONFLICT,
+                    unknown_response: false
+                }
         );
-        assert_eq!(
-            map_response(response::NEXUS_FAILURE, 0),
-            Outcome {
-                host: HostByte::Ok,
-                status: SAM_STAT_RESERVATION_CONFLICT,
-                unknown_response: false
-            }
-        );
-        assert_eq!(
-            map_response(response::OK, SAM_STAT_CHECK_CONDITION).status,
-            SAM_STAT_CHECK_CONDITION
+        check!(
+            map_response(response::OK, SAM_STAT_CHECK_CONDITION).status == SAM_STAT_CHECK_CONDITION
         );
         for r in [
             response::FUNCTION_SUCCEEDED,
@@ -756,14 +806,15 @@ mod wire_tests {
             13,
             255,
         ] {
-            assert_eq!(
-                m(r),
-                Outcome {
-                    host: HostByte::Error,
-                    status: 0,
-                    unknown_response: true
-                }
+            check!(
+                map_response(r, 0)
+                    == Outcome {
+                        host: HostByte::Error,
+                        status: 0,
+                        unknown_response: true
+                    }
             );
         }
+        Ok(())
     }
 }
