@@ -31,11 +31,16 @@ int vscsi_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 			  struct irq_affinity *desc);
 void vscsi_virtio_del_vqs(struct virtio_device *vdev);
 
+/* Module parameters (vscsi_helpers.c) */
+unsigned int vscsi_param_poll_queues(void);
+
 /* linux/spinlock.h */
 unsigned long vscsi_spin_lock_irqsave(struct spinlock *lock);
 void vscsi_spin_unlock_irqrestore(struct spinlock *lock, unsigned long flags);
 
-/* scsi/scsi_host.h */
+/* scsi/scsi_host.h, scsi/scsi_cmnd.h */
+struct scsi_cmnd;
 int vscsi_scsi_add_host(struct Scsi_Host *shost, struct device *dev);
+u32 vscsi_scsi_prot_bytes(struct scsi_cmnd *sc);
 
 #endif /* VSCSI_HELPERS_H */

@@ -83,3 +83,20 @@ def test_rust_reads_config_once_per_host(make_guest):
     log = g.sh("dmesg")
     lines = re.findall(r"virtio_scsi_rs virtio\d+: host\d+: (\d+) request queues, ring 256, sg 254, max_sectors 65535, cmd_per_lun 128, max_target 255", log)
     assert sorted(lines) == ["1", "2"], log
+
+
+def test_num_queues_zero_is_refused_by_qemu():
+    """num_queues=0 never reaches a driver: QEMU 7.2 refuses the device. The driver's clamp of a
+    zero (one warning, one queue) is covered by the protocol self-tests, on the host and in KUnit
+    (`zero_values_are_clamped_and_reported`)."""
+    import subprocess
+
+    from harness.guest import QEMU
+
+    r = subprocess.run(
+        [QEMU, "-M", "q35", "-accel", "tcg", "-nodefaults", "-display", "none", "-S",
+         "-device", "virtio-scsi-pci,num_queues=0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode != 0
+    assert "Invalid number of queues (= 0)" in r.stderr

@@ -8,6 +8,7 @@ compares. Host numbers differ (each load makes a new host) and are normalised.
 import re
 
 from harness.guest import DRIVERS
+from harness.plugin import report
 from harness.topology import Controller, Disk, Topology
 
 TOPOLOGY = Topology(
@@ -49,7 +50,9 @@ def test_lsscsi_and_names_match(make_guest):
     script = (
         "lsscsi -s | awk '{$(NF-1)=\"\"; print}'; lsscsi -g | awk '{print $1}';"
         " for d in /sys/block/sd*; do echo $(basename $d); done;"
-        " for d in /sys/block/sd*; do echo $(basename $(readlink $d/device)) $(cat $d/size); done | sort"
+        " for d in /sys/block/sd*; do echo $(basename $(readlink $d/device)) $(cat $d/size); done | sort;"
+        # Negotiated feature bits: device (HOTPLUG, CHANGE; QEMU offers no T10_PI) and transport.
+        " cat /sys/bus/virtio/devices/virtio*/features"
     )
     c, rust = both(g, script)
     assert c == rust
@@ -91,7 +94,7 @@ def test_scale_256_targets(make_guest):
         times[driver] = float(end) - float(start)
         seen[driver] = int(count)
         g.sh(f"rmmod {name}", timeout=600)
-    print(f"scan of 256 targets: C {times['c']:.1f} s, Rust {times['rust']:.1f} s")
+    report(f"insmod + scan of 256 targets (guest uptime): C {times['c']:.1f} s, Rust {times['rust']:.1f} s")
     assert seen == {"c": 256, "rust": 256}
 
 
@@ -99,8 +102,13 @@ def test_scale_8_targets_64_luns(make_guest):
     """8 targets x 64 LUNs on one controller: all 512 visible under both drivers."""
     disks = [Disk(target=t, lun=lun, size=1 << 20) for t in range(8) for lun in range(64)]
     g = make_guest(Topology([Controller(num_queues=2, disks=disks)]), mem="2G")
+    times = {}
     for driver in ("c", "rust"):
         name, path = DRIVERS[driver]
-        out = g.sh(f"insmod {path}; ls /sys/class/scsi_device | wc -l; ls -d /sys/block/sd* | wc -l", timeout=900)
-        assert out.split() == ["512", "512"], (driver, out)
+        out = g.sh(f"s=$(cut -d' ' -f1 /proc/uptime); insmod {path}; e=$(cut -d' ' -f1 /proc/uptime);"
+                   " echo $s $e; ls /sys/class/scsi_device | wc -l; ls -d /sys/block/sd* | wc -l", timeout=900)
+        start, end, *counts = out.split()
+        assert counts == ["512", "512"], (driver, out)
+        times[driver] = float(end) - float(start)
         g.sh(f"rmmod {name}", timeout=600)
+    report(f"insmod + scan of 8 targets x 64 LUNs (guest uptime): C {times['c']:.1f} s, Rust {times['rust']:.1f} s")

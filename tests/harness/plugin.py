@@ -10,6 +10,19 @@ from .guest import Guest
 from .topology import Topology
 
 GUESTS = pytest.StashKey[list]()
+_REPORT = []
+
+
+def report(line):
+    """Adds a line to the measurements printed at the end of the run (scan times and the like)."""
+    _REPORT.append(line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _REPORT:
+        terminalreporter.section("measurements")
+        for line in _REPORT:
+            terminalreporter.write_line(line)
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 

@@ -8,6 +8,7 @@
 //! `rust/kernel/{virtio,scsi,...}.rs`.
 
 pub(crate) mod device;
+pub(crate) mod params;
 pub(crate) mod scsi;
 pub(crate) mod sync;
 pub(crate) mod virtio;

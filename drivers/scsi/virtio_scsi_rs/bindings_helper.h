@@ -4,6 +4,7 @@
  * lacks. bindgen reads this file; bindgen_parameters selects the items.
  */
 #include <linux/blk-mq-virtio.h>
+#include <linux/debugfs.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>

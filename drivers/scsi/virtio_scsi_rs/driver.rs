@@ -6,8 +6,10 @@
 //! Function names follow the C driver where the concept matches.
 
 use crate::abstractions::device::{dev_err, dev_info, dev_warn};
+use crate::abstractions::params;
 use crate::abstractions::scsi::{
-    self, Command, CommandRequest, HostByte, HostTemplate, QueueError, ScsiDevice,
+    self, Command, CommandRequest, HctxType, HostByte, HostTemplate, QueueError, QueueMaps,
+    ScsiDevice, SeqFile,
 };
 use crate::abstractions::virtio::{
     self, virtio_device_table, DeviceId, Queue, QueueInfo, RawQueue,
@@ -19,7 +21,11 @@ use kernel::prelude::*;
 
 virtio_device_table!(ID_TABLE, [DeviceId::new(protocol::VIRTIO_ID_SCSI)]);
 
-/// Feature bits offered to the device (`features[]` in C).
+/// Feature bits offered to the device (`features[]` in C). T10 PI needs the
+/// block layer's integrity support.
+#[cfg(CONFIG_BLK_DEV_INTEGRITY)]
+static FEATURES: [u32; 3] = [feature::HOTPLUG, feature::CHANGE, feature::T10_PI];
+#[cfg(not(CONFIG_BLK_DEV_INTEGRITY))]
 static FEATURES: [u32; 2] = [feature::HOTPLUG, feature::CHANGE];
 
 /// The SCSI host template, filled in at module load.
@@ -35,26 +41,51 @@ const RESP_OFF: usize = 64;
 const CMD_SIZE: usize = RESP_OFF + protocol::CMD_RESP_SIZE;
 const _: () = assert!(REQ_OFF + protocol::CMD_REQ_PI_SIZE <= RESP_OFF);
 
+/// Per-queue counters, kept under the queue's lock (no atomics on the I/O
+/// path) and shown in debugfs.
+#[derive(Default)]
+struct VqStats {
+    /// Commands added to the ring.
+    submitted: u64,
+    /// Commands taken back from the ring.
+    completed: u64,
+    /// Device notifications.
+    kicks: u64,
+    /// Completion interrupts.
+    interrupts: u64,
+    /// Commands completed by polling.
+    polled: u64,
+}
+
 /// A request virtqueue: SCSI commands go in and come back.
-type ReqQueue = Queue<CommandRequest<VirtioScsi>>;
+type ReqQueue = Queue<CommandRequest<VirtioScsi>, VqStats>;
+
+/// Commands reaped under the queue lock before they are completed outside
+/// it.
+const REAP_BATCH: usize = 32;
 
 /// Per-adapter state (`struct virtio_scsi` in C), stored in the host's
 /// private data.
 pub(crate) struct VirtioScsi {
-    /// Request queues, indexed by blk-mq hardware queue.
+    /// Request queues, indexed by blk-mq hardware queue: interrupt-driven
+    /// ones first, then polled ones.
     req_vqs: KVec<Pin<KBox<ReqQueue>>>,
+    /// Hardware queues per map type (default, read, poll), as in C.
+    io_queues: [u32; 3],
+    vdev: virtio::DeviceRef,
     /// Control and event queues; task management and events use them.
     _ctrl_vq: RawQueue,
     _event_vq: RawQueue,
     sg_tablesize: u32,
+    /// T10 PI was negotiated: requests carry the PI header.
+    t10_pi: bool,
     /// A device response could not be trusted; warned once.
     warned_bad_resp: AtomicBool,
 }
 
 impl VirtioScsi {
     /// Completes one command from its response (`virtscsi_complete_cmd()`).
-    fn complete_cmd(&self, dev_cmd: CommandRequest<Self>, used_len: u32) {
-        let mut cmd = dev_cmd.into_command();
+    fn complete_cmd(&self, mut cmd: Command<Self>, used_len: u32) {
         let bufflen = cmd.bufflen();
         let mut sense = [0u8; protocol::SENSE_SIZE as usize];
         let resp = {
@@ -92,23 +123,63 @@ impl VirtioScsi {
         }
     }
 
-    /// Reaps a request queue (`virtscsi_vq_done()` with `virtscsi_complete_cmd`).
-    fn req_done(&self, vq: &ReqQueue) {
-        let mut guard = vq.lock();
+    /// Reaps a request queue (`virtscsi_vq_done()` for interrupts,
+    /// `virtscsi_mq_poll()` for polling) and returns how many commands
+    /// completed.
+    ///
+    /// Commands are taken off the ring in batches under the queue lock and
+    /// completed after it is dropped, so submitters on other CPUs wait less.
+    /// With interrupts, callbacks stay off until the ring is empty and
+    /// `enable_cb` confirms nothing arrived meanwhile.
+    fn reap(&self, vq: &ReqQueue, polled: bool) -> u32 {
+        let mut total = 0;
         loop {
-            guard.disable_cb();
-            while let Some((req, len)) = guard.get_buf() {
-                self.complete_cmd(req, len);
+            let mut batch: [Option<(Command<Self>, u32)>; REAP_BATCH] =
+                [const { None }; REAP_BATCH];
+            let mut n = 0;
+            let more = {
+                let mut guard = vq.lock();
+                if !polled {
+                    guard.disable_cb();
+                }
+                while n < REAP_BATCH {
+                    let Some((req, len)) = guard.get_buf() else {
+                        break;
+                    };
+                    batch[n] = Some((req.into_command(), len));
+                    n += 1;
+                }
+                let stats = guard.data();
+                stats.completed += n as u64;
+                if polled {
+                    stats.polled += n as u64;
+                }
+                if n == REAP_BATCH {
+                    true
+                } else {
+                    !polled && !guard.enable_cb()
+                }
+            };
+            for (cmd, len) in batch.iter_mut().take(n).filter_map(Option::take) {
+                self.complete_cmd(cmd, len);
             }
-            if guard.enable_cb() {
-                break;
+            total += n as u32;
+            if !more {
+                return total;
             }
         }
     }
 
     /// Notifies the device of what was queued on `vq` (`virtscsi_kick_vq()`).
     fn kick_vq(vq: &ReqQueue) {
-        let needs_kick = vq.lock().kick_prepare();
+        let needs_kick = {
+            let mut guard = vq.lock();
+            let kick = guard.kick_prepare();
+            if kick {
+                guard.data().kicks += 1;
+            }
+            kick
+        };
         if needs_kick {
             vq.notify();
         }
@@ -161,12 +232,26 @@ impl HostTemplate for VirtioScsi {
         let Some(lun) = protocol::encode_lun(id, lun) else {
             return fail_cmd(cmd, HostByte::BadTarget);
         };
+        let (pi_out, pi_in) = if vscsi.t10_pi {
+            match cmd.data_direction() {
+                scsi::DataDirection::ToDevice => (cmd.prot_bytes(), 0),
+                scsi::DataDirection::FromDevice => (0, cmd.prot_bytes()),
+                _ => (0, 0),
+            }
+        } else {
+            (0, 0)
+        };
         let (cdb, private) = cmd.cdb_and_private();
         // The tag identifies the command to the device (for ABORT TASK):
         // the blk-mq unique tag, not a kernel address.
-        let Some(req_len) =
-            protocol::write_cmd_req(&mut private[REQ_OFF..], &lun, u64::from(tag), cdb)
-        else {
+        let tag = u64::from(tag);
+        let hdr = &mut private[REQ_OFF..];
+        let req_len = if vscsi.t10_pi {
+            protocol::write_cmd_req_pi(hdr, &lun, tag, pi_out, pi_in, cdb)
+        } else {
+            protocol::write_cmd_req(hdr, &lun, tag, cdb)
+        };
+        let Some(req_len) = req_len else {
             return fail_cmd(cmd, HostByte::Error);
         };
         let kick = cmd.is_last();
@@ -179,6 +264,11 @@ impl HostTemplate for VirtioScsi {
         match guard.add(req) {
             Ok(()) => {
                 let needs_kick = kick && guard.kick_prepare();
+                let stats = guard.data();
+                stats.submitted += 1;
+                if needs_kick {
+                    stats.kicks += 1;
+                }
                 drop(guard);
                 if needs_kick {
                     vq.notify();
@@ -215,6 +305,57 @@ impl HostTemplate for VirtioScsi {
     /// `virtscsi_change_queue_depth()`.
     fn change_queue_depth(sdev: &ScsiDevice, depth: i32) -> i32 {
         sdev.change_queue_depth(depth.min(sdev.host_cmd_per_lun()))
+    }
+
+    /// `virtscsi_map_queues()`: interrupt-driven queues follow the managed
+    /// affinity of their vectors (after the config, control and event
+    /// ones); polled queues have no interrupt and are spread by blk-mq.
+    fn map_queues(vscsi: &Self, maps: &mut QueueMaps<'_>) {
+        let mut offset = 0;
+        for (ty, nr) in [HctxType::Default, HctxType::Read, HctxType::Poll]
+            .into_iter()
+            .zip(vscsi.io_queues)
+        {
+            let virtio = (ty != HctxType::Poll).then_some((&*vscsi.vdev, VQ_BASE));
+            maps.map(ty, nr, offset, virtio);
+            offset += nr;
+        }
+    }
+
+    /// `virtscsi_mq_poll()`.
+    fn mq_poll(vscsi: &Self, queue: u32) -> i32 {
+        match vscsi.req_vqs.get(queue as usize) {
+            Some(vq) => vscsi.reap(vq, true) as i32,
+            None => 0,
+        }
+    }
+
+    fn debugfs_show(vscsi: &Self, m: &SeqFile) {
+        let polled_from = vscsi.io_queues[0] + vscsi.io_queues[1];
+        for (i, vq) in vscsi.req_vqs.iter().enumerate() {
+            let kind = if i as u32 >= polled_from {
+                "poll"
+            } else {
+                "default"
+            };
+            let mut guard = vq.lock();
+            let s = guard.data();
+            // Print outside the lock: `seq_printf` may take its time.
+            let line = (
+                i,
+                kind,
+                s.submitted,
+                s.completed,
+                s.kicks,
+                s.interrupts,
+                s.polled,
+            );
+            drop(guard);
+            m.print(format_args!(
+                "{} {} submitted {} completed {} kicks {} interrupts {} polled {}\n",
+                line.0, line.1, line.2, line.3, line.4, line.5, line.6
+            ));
+        }
     }
 }
 
@@ -263,37 +404,46 @@ impl virtio::Driver for VirtioScsi {
         // The queue count comes first; the ring size is known after.
         let early = protocol::host_limits(&cfg, virtio::nr_cpu_ids(), 3, indirect);
         let num_queues = early.num_queues;
+        // At least one queue keeps interrupts (`virtscsi_init()`).
+        let wanted_poll = params::virtscsi_poll_queues();
+        let num_poll = wanted_poll.min(num_queues - 1);
+        if num_poll < wanted_poll {
+            dev_warn!(
+                dev,
+                "virtscsi_poll_queues={} but only {} request queues: using {} poll queues\n",
+                wanted_poll,
+                num_queues,
+                num_poll
+            );
+        }
+        let io_queues = [num_queues - num_poll, 0, num_poll];
+        dev_info!(
+            dev,
+            "{}/{}/{} default/read/poll queues\n",
+            io_queues[0],
+            io_queues[1],
+            io_queues[2]
+        );
 
+        let queue = |name, callback| QueueInfo { name, callback };
         let mut infos = KVec::with_capacity(num_queues as usize + VQ_BASE as usize, GFP_KERNEL)?;
-        infos.push(
-            QueueInfo {
-                name: c_str!("control"),
-                callback: true,
-            },
-            GFP_KERNEL,
-        )?;
-        infos.push(
-            QueueInfo {
-                name: c_str!("event"),
-                callback: true,
-            },
-            GFP_KERNEL,
-        )?;
-        for _ in 0..num_queues {
-            infos.push(
-                QueueInfo {
-                    name: c_str!("request"),
-                    callback: true,
-                },
-                GFP_KERNEL,
-            )?;
+        infos.push(queue(c_str!("control"), true), GFP_KERNEL)?;
+        infos.push(queue(c_str!("event"), true), GFP_KERNEL)?;
+        for i in 0..num_queues {
+            let info = if i < io_queues[0] {
+                queue(c_str!("request"), true)
+            } else {
+                queue(c_str!("request_poll"), false)
+            };
+            infos.push(info, GFP_KERNEL)?;
         }
         let mut raw = dev.find_vqs::<Self>(&infos, VQ_BASE)?.into_iter();
         let ctrl_vq = raw.next().ok_or(EINVAL)?;
         let event_vq = raw.next().ok_or(EINVAL)?;
         let mut req_vqs = KVec::with_capacity(num_queues as usize, GFP_KERNEL)?;
         for r in raw {
-            req_vqs.push(KBox::pin_init(Queue::new(r), GFP_KERNEL)?, GFP_KERNEL)?;
+            let vq = KBox::pin_init(Queue::new(r, VqStats::default()), GFP_KERNEL)?;
+            req_vqs.push(vq, GFP_KERNEL)?;
         }
         let ring = req_vqs.first().ok_or(EINVAL)?.vring_size();
         let limits = protocol::host_limits(&cfg, virtio::nr_cpu_ids(), ring, indirect);
@@ -302,8 +452,12 @@ impl virtio::Driver for VirtioScsi {
         dev.cwrite32(config_offset::CDB_SIZE, protocol::CDB_SIZE)?;
         dev.cwrite32(config_offset::SENSE_SIZE, protocol::SENSE_SIZE)?;
 
+        let t10_pi = cfg!(CONFIG_BLK_DEV_INTEGRITY) && dev.has_feature(feature::T10_PI);
         let vscsi = VirtioScsi {
             req_vqs,
+            io_queues,
+            vdev: dev.get(),
+            t10_pi,
             _ctrl_vq: ctrl_vq,
             _event_vq: event_vq,
             sg_tablesize: u32::from(limits.sg_tablesize),
@@ -320,7 +474,11 @@ impl virtio::Driver for VirtioScsi {
             max_channel: 0,
             max_cmd_len: protocol::CDB_SIZE as u16,
             nr_hw_queues: num_queues,
+            nr_maps: if num_poll > 0 { 3 } else { 1 },
         })?;
+        if t10_pi {
+            host.set_t10_pi()?;
+        }
         host.add(dev)?;
         dev_info!(
             dev,
@@ -354,7 +512,8 @@ impl virtio::Driver for VirtioScsi {
             .checked_sub(VQ_BASE)
             .and_then(|i| vscsi.req_vqs.get(i as usize))
         {
-            vscsi.req_done(vq);
+            vq.lock().data().interrupts += 1;
+            vscsi.reap(vq, false);
         }
     }
 }

@@ -269,6 +269,35 @@ pub(crate) fn write_cmd_req(buf: &mut [u8], lun: &[u8; 8], tag: u64, cdb: &[u8])
     Some(CMD_REQ_SIZE)
 }
 
+/// Writes a command request header with T10 PI fields into `buf` (at least
+/// [`CMD_REQ_PI_SIZE`] bytes): the fields of [`write_cmd_req`] with
+/// `pi_bytesout` and `pi_bytesin` between `crn` and the CDB, as the Linux
+/// UAPI header, QEMU and vhost-scsi lay them out. Returns the header length.
+pub(crate) fn write_cmd_req_pi(
+    buf: &mut [u8],
+    lun: &[u8; 8],
+    tag: u64,
+    pi_bytesout: u32,
+    pi_bytesin: u32,
+    cdb: &[u8],
+) -> Option<usize> {
+    let hdr = buf.get_mut(..CMD_REQ_PI_SIZE)?;
+    if cdb.len() > CDB_SIZE as usize {
+        return None;
+    }
+    hdr[0..8].copy_from_slice(lun);
+    hdr[8..16].copy_from_slice(&tag.to_le_bytes());
+    hdr[16] = TASK_ATTR_SIMPLE;
+    hdr[17] = 0; // prio
+    hdr[18] = 0; // crn
+    hdr[19..23].copy_from_slice(&pi_bytesout.to_le_bytes());
+    hdr[23..27].copy_from_slice(&pi_bytesin.to_le_bytes());
+    let (head, tail) = hdr[27..].split_at_mut(cdb.len());
+    head.copy_from_slice(cdb);
+    tail.fill(0);
+    Some(CMD_REQ_PI_SIZE)
+}
+
 /// A command response header as the device wrote it, already validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CmdResp {
@@ -565,6 +594,7 @@ pub(crate) mod selftest {
         lun_encoding_is_flat_space,
         lun_decoding_gives_linux_lun_numbers,
         request_header_layout,
+        request_header_with_pi_layout,
         response_parsing_clamps_sense_and_resid,
         response_mapping,
     );
@@ -737,6 +767,26 @@ pub(crate) mod selftest {
         check!(buf[51..].iter().all(|&b| b == 0xaa));
         check!(write_cmd_req(&mut buf[..50], &lun, 0, &cdb).is_none());
         check!(write_cmd_req(&mut buf, &lun, 0, &[0; 33]).is_none());
+        Ok(())
+    }
+
+    fn request_header_with_pi_layout() -> CaseResult {
+        let mut buf = [0xaau8; 64];
+        let lun = [1, 2, 0x40, 5, 0, 0, 0, 0];
+        let cdb = [0x2a, 0, 0, 0, 0, 8, 0, 0, 1, 0];
+        let n = write_cmd_req_pi(&mut buf, &lun, 7, 0x0102_0304, 0, &cdb);
+        check!(n == Some(59));
+        check!(buf[0..8] == lun);
+        check!(buf[8..16] == [7, 0, 0, 0, 0, 0, 0, 0]);
+        check!(buf[16..19] == [0, 0, 0]);
+        check!(buf[19..23] == [4, 3, 2, 1]);
+        check!(buf[23..27] == [0, 0, 0, 0]);
+        check!(buf[27..37] == cdb);
+        check!(buf[37..59].iter().all(|&b| b == 0));
+        check!(buf[59..].iter().all(|&b| b == 0xaa));
+        check!(write_cmd_req_pi(&mut buf[..58], &lun, 0, 0, 0, &cdb).is_none());
+        // Fits in the driver's request area in front of the response.
+        check!(CMD_REQ_PI_SIZE <= 64);
         Ok(())
     }
 

@@ -7,12 +7,29 @@
  * module and need no EXPORT_SYMBOL.
  */
 
+#include <linux/blk-integrity.h>
+#include <linux/moduleparam.h>
 #include <linux/spinlock.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <scsi/scsi_cmnd.h>
 #include <scsi/scsi_host.h>
 
 #include <vscsi_helpers.h>
+
+/*
+ * Module parameters need C in 6.12. Same name and meaning as the C driver's,
+ * but read-only: the value is only read when a device is probed.
+ */
+static unsigned int virtscsi_poll_queues;
+module_param(virtscsi_poll_queues, uint, 0444);
+MODULE_PARM_DESC(virtscsi_poll_queues,
+		 "Request queues dedicated to polled I/O, read at probe (default 0; at most one less than the request queues)");
+
+unsigned int vscsi_param_poll_queues(void)
+{
+	return READ_ONCE(virtscsi_poll_queues);
+}
 
 int vscsi_register_virtio_driver(struct virtio_driver *drv, struct module *owner)
 {
@@ -74,3 +91,20 @@ int vscsi_scsi_add_host(struct Scsi_Host *shost, struct device *dev)
 	return scsi_add_host(shost, dev);
 }
 
+
+/*
+ * Bytes of protection information that travel with the command's data, as
+ * the C driver computes them for pi_bytesout/pi_bytesin.
+ */
+u32 vscsi_scsi_prot_bytes(struct scsi_cmnd *sc)
+{
+#ifdef CONFIG_BLK_DEV_INTEGRITY
+	struct request *rq = scsi_cmd_to_rq(sc);
+
+	if (!scsi_prot_sg_count(sc))
+		return 0;
+	return bio_integrity_bytes(blk_get_integrity(rq->q->disk), blk_rq_sectors(rq));
+#else
+	return 0;
+#endif
+}

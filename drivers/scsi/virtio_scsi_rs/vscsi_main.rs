@@ -26,13 +26,29 @@ module! {
 }
 
 struct VirtioScsiModule {
-    _driver: Pin<KBox<virtio::Registration<driver::VirtioScsi>>>,
+    driver: Option<Pin<KBox<virtio::Registration<driver::VirtioScsi>>>>,
 }
 
 impl kernel::Module for VirtioScsiModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
         driver::TEMPLATE.init(module)?;
-        let driver = KBox::pin_init(virtio::Registration::new(module), GFP_KERNEL)?;
-        Ok(Self { _driver: driver })
+        match KBox::pin_init(virtio::Registration::new(module), GFP_KERNEL) {
+            Ok(driver) => Ok(Self {
+                driver: Some(driver),
+            }),
+            Err(e) => {
+                driver::TEMPLATE.exit();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for VirtioScsiModule {
+    fn drop(&mut self) {
+        // Unregister first: every host goes away before the template's
+        // debugfs directory does.
+        self.driver.take();
+        driver::TEMPLATE.exit();
     }
 }

@@ -13,13 +13,14 @@
 //! must complete exactly once (dropping one completes it with `DID_ERROR`).
 
 use crate::abstractions::device::AsRawDevice;
-use crate::abstractions::virtio::{Request, SgList};
+use crate::abstractions::virtio::{self, Request, SgList};
 use crate::bindings;
+use core::fmt;
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ops::Range;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use kernel::error::to_result;
 use kernel::prelude::*;
 use kernel::types::Opaque;
@@ -100,6 +101,99 @@ pub(crate) trait HostTemplate: Sized + 'static {
     fn change_queue_depth(_sdev: &ScsiDevice, _depth: i32) -> i32 {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
+
+    /// Maps CPUs to hardware queues for each queue type (`map_queues`).
+    fn map_queues(_host: &Self::HostData, _maps: &mut QueueMaps<'_>) {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Reaps completions of polled hardware queue `queue` without
+    /// interrupts; returns how many commands completed (`mq_poll`).
+    fn mq_poll(_host: &Self::HostData, _queue: u32) -> i32 {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Prints the host's state into its debugfs file
+    /// `/sys/kernel/debug/<PROC_NAME>/host<N>/queues`.
+    fn debugfs_show(_host: &Self::HostData, _m: &SeqFile) {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// A `seq_file` being printed into.
+///
+/// # Invariants
+///
+/// `self.0` is a valid `seq_file` for the lifetime of the reference.
+#[repr(transparent)]
+pub(crate) struct SeqFile(Opaque<bindings::seq_file>);
+
+impl SeqFile {
+    /// Appends formatted text (`seq_printf()`).
+    pub(crate) fn print(&self, args: fmt::Arguments<'_>) {
+        // SAFETY: The seq_file is valid (type invariant); `%pA` formats the
+        // `fmt::Arguments`, which outlives the call.
+        unsafe {
+            bindings::seq_printf(
+                self.0.get(),
+                kernel::c_str!("%pA").as_char_ptr(),
+                core::ptr::from_ref(&args).cast::<kernel::ffi::c_void>(),
+            )
+        };
+    }
+}
+
+/// The blk-mq queue types (`enum hctx_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum HctxType {
+    /// `HCTX_TYPE_DEFAULT`: all I/O not sent elsewhere.
+    Default = bindings::hctx_type_HCTX_TYPE_DEFAULT,
+    /// `HCTX_TYPE_READ`: reads, if the driver separates them.
+    Read = bindings::hctx_type_HCTX_TYPE_READ,
+    /// `HCTX_TYPE_POLL`: polled I/O.
+    Poll = bindings::hctx_type_HCTX_TYPE_POLL,
+}
+
+/// The queue maps of a host's tag set, handed to
+/// [`HostTemplate::map_queues`].
+pub(crate) struct QueueMaps<'a> {
+    shost: &'a mut bindings::Scsi_Host,
+}
+
+impl QueueMaps<'_> {
+    /// Gives `ty` the `nr_queues` hardware queues starting at `offset` and
+    /// maps CPUs to them: by the managed affinity of the virtio device's
+    /// interrupt vectors from `first_vec` on (`blk_mq_virtio_map_queues()`),
+    /// or spread evenly when `virtio` is `None` (`blk_mq_map_queues()`).
+    /// Types the host has no map for (`nr_maps`) are ignored.
+    pub(crate) fn map(
+        &mut self,
+        ty: HctxType,
+        nr_queues: u32,
+        offset: u32,
+        virtio: Option<(&virtio::Device, u32)>,
+    ) {
+        let i = ty as usize;
+        if i >= self.shost.nr_maps as usize || i >= self.shost.tag_set.map.len() {
+            return;
+        }
+        let map = &mut self.shost.tag_set.map[i];
+        map.nr_queues = nr_queues;
+        map.queue_offset = offset;
+        if nr_queues == 0 {
+            return;
+        }
+        match virtio {
+            // SAFETY: `map` is a valid queue map of a host being set up, and
+            // the device is valid while borrowed.
+            Some((dev, first)) => unsafe {
+                bindings::blk_mq_virtio_map_queues(map, dev.as_raw(), first as i32)
+            },
+            // SAFETY: `map` is a valid queue map.
+            None => unsafe { bindings::blk_mq_map_queues(map) },
+        }
+    }
 }
 
 /// Why [`HostTemplate::queuecommand`] did not start a command.
@@ -119,6 +213,8 @@ pub(crate) enum QueueError<T: HostTemplate> {
 pub(crate) struct Template<T: HostTemplate> {
     inner: Opaque<bindings::scsi_host_template>,
     state: AtomicU8,
+    /// `/sys/kernel/debug/<PROC_NAME>`, or null.
+    debugfs: AtomicPtr<bindings::dentry>,
     _p: PhantomData<T>,
 }
 
@@ -136,6 +232,7 @@ impl<T: HostTemplate> Template<T> {
         Self {
             inner: Opaque::uninit(),
             state: AtomicU8::new(TEMPLATE_UNINIT),
+            debugfs: AtomicPtr::new(core::ptr::null_mut()),
             _p: PhantomData,
         }
     }
@@ -182,6 +279,20 @@ impl<T: HostTemplate> Template<T> {
         if T::HAS_CHANGE_QUEUE_DEPTH {
             t.change_queue_depth = Some(Adapter::<T>::change_queue_depth);
         }
+        if T::HAS_MAP_QUEUES {
+            t.map_queues = Some(Adapter::<T>::map_queues);
+        }
+        if T::HAS_MQ_POLL {
+            t.mq_poll = Some(Adapter::<T>::mq_poll);
+        }
+        if T::HAS_DEBUGFS_SHOW {
+            // SAFETY: `PROC_NAME` is a valid string; a failure gives an
+            // error pointer, which debugfs accepts as a parent and ignores.
+            let dir = unsafe {
+                bindings::debugfs_create_dir(T::PROC_NAME.as_char_ptr(), core::ptr::null_mut())
+            };
+            self.debugfs.store(dir, Ordering::Release);
+        }
         t.set_track_queue_depth(u32::from(T::TRACK_QUEUE_DEPTH));
         // SAFETY: `state` is `BUSY`, so nobody else writes or reads `inner`
         // (readers wait for `READY`).
@@ -189,6 +300,17 @@ impl<T: HostTemplate> Template<T> {
         // INVARIANT: `inner` is initialised and is not written again.
         self.state.store(TEMPLATE_READY, Ordering::Release);
         Ok(())
+    }
+
+    /// Undoes what [`Template::init`] created outside the template (the
+    /// debugfs directory). Call at module exit, after every host is gone.
+    pub(crate) fn exit(&'static self) {
+        let dir = self.debugfs.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !dir.is_null() {
+            // SAFETY: `dir` came from `debugfs_create_dir` and is removed
+            // once; hosts removed their entries below it already.
+            unsafe { bindings::debugfs_remove(dir) };
+        }
     }
 
     fn get(&'static self) -> Result<*const bindings::scsi_host_template> {
@@ -220,6 +342,8 @@ pub(crate) struct Limits {
     pub(crate) max_cmd_len: u16,
     /// `nr_hw_queues`: blk-mq hardware queues.
     pub(crate) nr_hw_queues: u32,
+    /// `nr_maps`: queue maps (1, or up to 3 with read and poll queues).
+    pub(crate) nr_maps: u32,
 }
 
 /// A SCSI host (`struct Scsi_Host`) with its private data of type
@@ -236,7 +360,9 @@ pub(crate) struct Limits {
 pub(crate) struct Host<T: HostTemplate> {
     shost: NonNull<bindings::Scsi_Host>,
     added: bool,
-    _p: PhantomData<T>,
+    template: &'static Template<T>,
+    /// The host's debugfs directory, or null.
+    debugfs: *mut bindings::dentry,
 }
 
 // SAFETY: The host can be removed and released from any thread; its data is
@@ -271,7 +397,8 @@ impl<T: HostTemplate> Host<T> {
         Ok(Self {
             shost,
             added: false,
-            _p: PhantomData,
+            template,
+            debugfs: core::ptr::null_mut(),
         })
     }
 
@@ -311,6 +438,30 @@ impl<T: HostTemplate> Host<T> {
             (*sh).max_channel = l.max_channel;
             (*sh).max_cmd_len = l.max_cmd_len;
             (*sh).nr_hw_queues = l.nr_hw_queues;
+            (*sh).nr_maps = l.nr_maps.clamp(1, bindings::hctx_type_HCTX_MAX_TYPES);
+        }
+        Ok(())
+    }
+
+    /// Advertises T10 protection: DIF and DIX types 1 to 3 with a CRC guard
+    /// (`scsi_host_set_prot()`, `scsi_host_set_guard()`). Only before
+    /// [`Host::add`].
+    pub(crate) fn set_t10_pi(&mut self) -> Result {
+        if self.added {
+            return Err(EBUSY);
+        }
+        let caps = bindings::scsi_host_prot_capabilities_SHOST_DIF_TYPE1_PROTECTION
+            | bindings::scsi_host_prot_capabilities_SHOST_DIF_TYPE2_PROTECTION
+            | bindings::scsi_host_prot_capabilities_SHOST_DIF_TYPE3_PROTECTION
+            | bindings::scsi_host_prot_capabilities_SHOST_DIX_TYPE1_PROTECTION
+            | bindings::scsi_host_prot_capabilities_SHOST_DIX_TYPE2_PROTECTION
+            | bindings::scsi_host_prot_capabilities_SHOST_DIX_TYPE3_PROTECTION;
+        let sh = self.shost.as_ptr();
+        // SAFETY: The host is valid and not yet added, so the midlayer does
+        // not read these fields concurrently.
+        unsafe {
+            (*sh).prot_capabilities = caps;
+            (*sh).prot_guard_type = bindings::scsi_host_guard_type_SHOST_DIX_GUARD_CRC as u8;
         }
         Ok(())
     }
@@ -327,7 +478,33 @@ impl<T: HostTemplate> Host<T> {
             bindings::vscsi_scsi_add_host(self.shost.as_ptr(), parent.as_raw_device())
         })?;
         self.added = true;
+        self.create_debugfs();
         Ok(())
+    }
+
+    /// Creates `host<N>/queues` under the template's debugfs directory.
+    fn create_debugfs(&mut self) {
+        let root = self.template.debugfs.load(Ordering::Acquire);
+        if !T::HAS_DEBUGFS_SHOW || root.is_null() {
+            return;
+        }
+        let name = host_dir_name(self.host_no());
+        // SAFETY: `name` is NUL-terminated and `root` is the template's
+        // directory, alive until `Template::exit`, after all hosts.
+        let dir = unsafe { bindings::debugfs_create_dir(name.as_ptr(), root) };
+        // SAFETY: The host is added, so its `shost_gendev` is registered and
+        // can carry device-managed memory; the file is removed with `dir`
+        // before the host goes away (`remove`), and `debugfs_read` only
+        // runs while it exists.
+        unsafe {
+            bindings::debugfs_create_devm_seqfile(
+                core::ptr::addr_of_mut!((*self.shost.as_ptr()).shost_gendev),
+                kernel::c_str!("queues").as_char_ptr(),
+                dir,
+                Some(Adapter::<T>::debugfs_read),
+            )
+        };
+        self.debugfs = dir;
     }
 
     /// Scans the host for devices (`scsi_scan_host()`).
@@ -341,6 +518,12 @@ impl<T: HostTemplate> Host<T> {
     /// Removes the host from the midlayer (`scsi_remove_host()`): devices go
     /// away, in-flight commands complete first. Idempotent.
     pub(crate) fn remove(&mut self) {
+        if !self.debugfs.is_null() {
+            // SAFETY: The directory was created in `add` and is removed once;
+            // removal waits for readers of its files.
+            unsafe { bindings::debugfs_remove(self.debugfs) };
+            self.debugfs = core::ptr::null_mut();
+        }
         if self.added {
             // SAFETY: The host is valid and added.
             unsafe { bindings::scsi_remove_host(self.shost.as_ptr()) };
@@ -358,6 +541,27 @@ impl<T: HostTemplate> Drop for Host<T> {
         // SAFETY: We own the reference from `scsi_host_alloc`.
         unsafe { bindings::scsi_host_put(self.shost.as_ptr()) };
     }
+}
+
+/// Returns `host<N>` as a NUL-terminated name.
+fn host_dir_name(n: u32) -> [u8; 16] {
+    let mut name = [0u8; 16];
+    name[..4].copy_from_slice(b"host");
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    let mut v = n;
+    loop {
+        digits[len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        name[4 + i] = digits[len - 1 - i];
+    }
+    name
 }
 
 /// A SCSI device (`struct scsi_device`), as passed to template callbacks.
@@ -494,12 +698,28 @@ impl<T: HostTemplate> Command<T> {
         unsafe { (*self.raw()).sdb.length }
     }
 
-    /// Returns whether protection information travels with the data.
-    pub(crate) fn has_prot_sgs(&self) -> bool {
+    /// Returns the protection information scatterlist, if any travels with
+    /// the data (`scsi_prot_sglist()` when `scsi_prot_sg_count()` is not 0).
+    fn prot_sgl(&self) -> Option<*mut bindings::scatterlist> {
         // SAFETY: The command is valid and owned (type invariant).
         let prot = unsafe { (*self.raw()).prot_sdb };
+        if prot.is_null() {
+            return None;
+        }
         // SAFETY: A non-null `prot_sdb` is valid while the command is.
-        !prot.is_null() && unsafe { (*prot).table.nents } != 0
+        let (sgl, nents) = unsafe { ((*prot).table.sgl, (*prot).table.nents) };
+        (nents != 0 && !sgl.is_null()).then_some(sgl)
+    }
+
+    /// Returns the number of protection information bytes that travel with
+    /// the data (0 without PI), as `pi_bytesout`/`pi_bytesin` want them.
+    pub(crate) fn prot_bytes(&self) -> u32 {
+        if self.prot_sgl().is_none() {
+            return 0;
+        }
+        // SAFETY: The command is valid and owned; the helper only reads it,
+        // its request and its disk's integrity profile.
+        unsafe { bindings::vscsi_scsi_prot_bytes(self.raw()) }
     }
 
     /// Returns the private area (`scsi_cmd_priv()`), `T::CMD_SIZE` bytes
@@ -540,10 +760,10 @@ impl<T: HostTemplate> Command<T> {
     }
 
     /// Turns the command into a device request whose headers are the
-    /// `out_hdr` and `in_hdr` byte ranges of its private area, with the
-    /// command's data after the header of its direction. Commands that
-    /// carry protection information or data both ways are refused
-    /// (`EINVAL`), as are overlapping ranges or ranges outside the area.
+    /// `out_hdr` and `in_hdr` byte ranges of its private area, followed in
+    /// the command's direction by its protection information (if any) and
+    /// its data. Commands with data both ways are refused (`EINVAL`), as are
+    /// overlapping ranges or ranges outside the area.
     pub(crate) fn into_request(
         self,
         out_hdr: Range<usize>,
@@ -555,7 +775,6 @@ impl<T: HostTemplate> Command<T> {
             && in_hdr.start < in_hdr.end
             && in_hdr.end <= cmd_size
             && (out_hdr.end <= in_hdr.start || in_hdr.end <= out_hdr.start)
-            && !self.has_prot_sgs()
             && self.data_direction() != DataDirection::Bidirectional;
         if !ok {
             return Err((self, EINVAL));
@@ -616,6 +835,7 @@ unsafe impl<T: HostTemplate> Request for CommandRequest<T> {
         // SAFETY: The command is owned, so its scatterlist is valid.
         let (data, nents) = unsafe { ((*sc).sdb.table.sgl, (*sc).sdb.table.nents) };
         let has_data = !data.is_null() && nents != 0;
+        let prot = self.cmd.prot_sgl();
         // The ranges were checked against the private area in
         // `into_request`, which is directly mapped memory the command owns;
         // the data scatterlist is the midlayer's, end-marked, and owned by
@@ -629,6 +849,11 @@ unsafe impl<T: HostTemplate> Request for CommandRequest<T> {
             )
         };
         if has_data && dir == DataDirection::ToDevice {
+            // Protection information goes in front of the data it protects.
+            if let Some(prot) = prot {
+                // SAFETY: As above; the protection list is owned likewise.
+                let _ = unsafe { sgs.push_list(prot, false) };
+            }
             // SAFETY: As above.
             let _ = unsafe { sgs.push_list(data, false) };
         }
@@ -641,6 +866,10 @@ unsafe impl<T: HostTemplate> Request for CommandRequest<T> {
             )
         };
         if has_data && dir == DataDirection::FromDevice {
+            if let Some(prot) = prot {
+                // SAFETY: As above; the protection list is owned likewise.
+                let _ = unsafe { sgs.push_list(prot, true) };
+            }
             // SAFETY: As above.
             let _ = unsafe { sgs.push_list(data, true) };
         }
@@ -723,6 +952,53 @@ impl<T: HostTemplate> Adapter<T> {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer with a live host of `T`, while its tag set is
+    /// being set up.
+    unsafe extern "C" fn map_queues(shost: *mut bindings::Scsi_Host) {
+        // SAFETY: The midlayer passes a live host of this template.
+        let data = unsafe { Self::data(shost) };
+        let mut maps = QueueMaps {
+            // SAFETY: The tag set's maps are ours to fill during this call;
+            // the host data is a separate part of the allocation.
+            shost: unsafe { &mut *shost },
+        };
+        T::map_queues(data, &mut maps);
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer with a live host of `T`.
+    unsafe extern "C" fn mq_poll(shost: *mut bindings::Scsi_Host, queue: u32) -> i32 {
+        // SAFETY: The midlayer passes a live host of this template.
+        T::mq_poll(unsafe { Self::data(shost) }, queue)
+    }
+
+    /// # Safety
+    ///
+    /// Called through `single_open()` by debugfs, with the host's
+    /// `shost_gendev` as the seq_file's `private`, while the file created in
+    /// `Host::create_debugfs` exists.
+    unsafe extern "C" fn debugfs_read(
+        m: *mut bindings::seq_file,
+        _token: *mut kernel::ffi::c_void,
+    ) -> i32 {
+        // SAFETY: `m` is valid during the call; `single_open()` stored the
+        // device given to `debugfs_create_devm_seqfile()` in `private`.
+        let data = unsafe { (*m).private };
+        // `dev_to_shost()`: the device is the host's embedded `shost_gendev`.
+        let offset = core::mem::offset_of!(bindings::Scsi_Host, shost_gendev);
+        // SAFETY: `data` is the `shost_gendev` of a live host of `T`.
+        let shost = unsafe { data.cast::<u8>().sub(offset) }.cast::<bindings::Scsi_Host>();
+        // SAFETY: The file exists, so the host and its data are alive (the
+        // file is removed before the data is dropped).
+        let host = unsafe { Self::data(shost) };
+        // SAFETY: `m` is valid during the call; `SeqFile` is transparent.
+        T::debugfs_show(host, unsafe { &*m.cast::<SeqFile>() });
+        0
     }
 
     /// # Safety

@@ -49,7 +49,7 @@ impl Device {
         unsafe { &*ptr.cast::<Self>() }
     }
 
-    fn as_raw(&self) -> *mut bindings::virtio_device {
+    pub(crate) fn as_raw(&self) -> *mut bindings::virtio_device {
         self.0.get()
     }
 
@@ -172,6 +172,54 @@ impl Device {
             )?;
         }
         Ok(raw)
+    }
+}
+
+/// A counted reference to a virtio device (`get_device()`/`put_device()`),
+/// for data that must name the device outside its callbacks.
+///
+/// # Invariants
+///
+/// `ptr` is a virtio device whose embedded `struct device` we hold a
+/// reference on, so it stays allocated until this value is dropped.
+pub(crate) struct DeviceRef {
+    ptr: NonNull<bindings::virtio_device>,
+}
+
+// SAFETY: Device references may be taken and dropped on any thread.
+unsafe impl Send for DeviceRef {}
+// SAFETY: Shared access only reads the device through `Device`'s methods.
+unsafe impl Sync for DeviceRef {}
+
+impl Device {
+    /// Takes a counted reference to the device.
+    pub(crate) fn get(&self) -> DeviceRef {
+        // SAFETY: The device is valid (type invariant); the reference taken
+        // here is put in `DeviceRef::drop`.
+        unsafe { bindings::get_device(self.as_raw_device()) };
+        // INVARIANT: We hold a reference on the device.
+        DeviceRef {
+            // SAFETY: `Opaque::get` of a valid device is not null.
+            ptr: unsafe { NonNull::new_unchecked(self.as_raw()) },
+        }
+    }
+}
+
+impl core::ops::Deref for DeviceRef {
+    type Target = Device;
+
+    fn deref(&self) -> &Device {
+        // SAFETY: The device stays allocated while we hold the reference
+        // (type invariant); its methods only touch what a bound or unbound
+        // device keeps valid.
+        unsafe { Device::from_raw(self.ptr.as_ptr()) }
+    }
+}
+
+impl Drop for DeviceRef {
+    fn drop(&mut self) {
+        // SAFETY: We hold the reference taken in `Device::get`.
+        unsafe { bindings::put_device(core::ptr::addr_of_mut!((*self.ptr.as_ptr()).dev)) };
     }
 }
 
@@ -503,10 +551,10 @@ pub(crate) unsafe trait Request: Sized {
     unsafe fn from_token(token: NonNull<kernel::ffi::c_void>) -> Self;
 }
 
-/// The scatterlists of one request: up to four lists, device-readable first,
+/// The scatterlists of one request: up to six lists, device-readable first,
 /// plus room for two single-entry lists built here (headers).
 pub(crate) struct SgList {
-    lists: [*mut bindings::scatterlist; 4],
+    lists: [*mut bindings::scatterlist; 6],
     out: u32,
     ins: u32,
     local: [bindings::scatterlist; 2],
@@ -516,7 +564,7 @@ pub(crate) struct SgList {
 impl SgList {
     fn new() -> Self {
         Self {
-            lists: [core::ptr::null_mut(); 4],
+            lists: [core::ptr::null_mut(); 6],
             out: 0,
             ins: 0,
             local: [
@@ -580,7 +628,8 @@ impl SgList {
 }
 
 /// A virtqueue with its lock (`virtqueue` plus the C driver's `vq_lock`).
-/// Requests of type `R` go in and come back out.
+/// Requests of type `R` go in and come back out; `D` is driver state kept
+/// under the same lock (counters, for instance).
 ///
 /// Dropping the queue resets the device (once per device) and takes back
 /// the requests the device did not complete, dropping them.
@@ -590,9 +639,9 @@ impl SgList {
 /// `vq` is a live virtqueue of the device of `set`, which this queue keeps
 /// alive; every buffer on it was added as an `R` by [`QueueGuard::add`].
 #[pin_data(PinnedDrop)]
-pub(crate) struct Queue<R: Request> {
+pub(crate) struct Queue<R: Request, D = ()> {
     #[pin]
-    lock: SpinLockIrq<()>,
+    lock: SpinLockIrq<D>,
     vq: NonNull<bindings::virtqueue>,
     set: Arc<QueueSet>,
     _p: PhantomData<R>,
@@ -601,17 +650,17 @@ pub(crate) struct Queue<R: Request> {
 // SAFETY: The virtqueue is only used under `lock`, except for the operations
 // the virtio core allows concurrently (`notify`, size, index, broken state);
 // requests in flight are owned by the queue and are `Send`.
-unsafe impl<R: Request + Send> Send for Queue<R> {}
-// SAFETY: See `Send`.
-unsafe impl<R: Request + Send> Sync for Queue<R> {}
+unsafe impl<R: Request + Send, D: Send> Send for Queue<R, D> {}
+// SAFETY: See `Send`; `D` is only reached under the lock.
+unsafe impl<R: Request + Send, D: Send> Sync for Queue<R, D> {}
 
-impl<R: Request> Queue<R> {
-    /// Wraps a queue from [`Device::find_vqs`].
-    pub(crate) fn new(raw: RawQueue) -> impl PinInit<Self> {
+impl<R: Request, D> Queue<R, D> {
+    /// Wraps a queue from [`Device::find_vqs`], with `data` under its lock.
+    pub(crate) fn new(raw: RawQueue, data: D) -> impl PinInit<Self> {
         // INVARIANT: `raw` came from `find_vqs` with its set; no buffer has
         // been added yet.
         pin_init!(Self {
-            lock <- new_spinlock_irq!(()),
+            lock <- new_spinlock_irq!(data),
             vq: raw.vq,
             set: raw.set,
             _p: PhantomData,
@@ -623,9 +672,9 @@ impl<R: Request> Queue<R> {
     }
 
     /// Locks the queue for adding and reaping buffers.
-    pub(crate) fn lock(&self) -> QueueGuard<'_, R> {
+    pub(crate) fn lock(&self) -> QueueGuard<'_, R, D> {
         QueueGuard {
-            _guard: self.lock.lock(),
+            guard: self.lock.lock(),
             queue: self,
         }
     }
@@ -648,7 +697,7 @@ impl<R: Request> Queue<R> {
 }
 
 #[pinned_drop]
-impl<R: Request> PinnedDrop for Queue<R> {
+impl<R: Request, D> PinnedDrop for Queue<R, D> {
     fn drop(self: Pin<&mut Self>) {
         // The device must stop before buffers are detached.
         self.set.reset_device();
@@ -667,12 +716,17 @@ impl<R: Request> PinnedDrop for Queue<R> {
 }
 
 /// A locked [`Queue`].
-pub(crate) struct QueueGuard<'a, R: Request> {
-    _guard: SpinLockIrqGuard<'a, ()>,
-    queue: &'a Queue<R>,
+pub(crate) struct QueueGuard<'a, R: Request, D> {
+    guard: SpinLockIrqGuard<'a, D>,
+    queue: &'a Queue<R, D>,
 }
 
-impl<R: Request> QueueGuard<'_, R> {
+impl<R: Request, D> QueueGuard<'_, R, D> {
+    /// Returns the driver state kept under the queue's lock.
+    pub(crate) fn data(&mut self) -> &mut D {
+        &mut self.guard
+    }
+
     /// Hands `req` to the device (`virtqueue_add_sgs()`). On failure the
     /// request comes back with the error: `ENOSPC` when the ring is full,
     /// `EIO` when the device is broken.
