@@ -40,7 +40,7 @@ endif
 RUST_SRCS := $(filter-out %/bindings_generated.rs,$(shell find $(MODDIR) tools -name '*.rs' -not -path '*/target/*'))
 
 .PHONY: all deps kernel-debug kernel-perf module clippy fmt fmt-check unit \
-	initramfs guest-test check run clean FORCE
+	initramfs guest-test check run bench clean FORCE
 
 all: module
 
@@ -85,6 +85,22 @@ check: deps
 	$(MAKE) fmt-check
 	$(MAKE) clippy
 	$(MAKE) guest-test KMAKE_FLAGS="LLVM=1 CLIPPY=1 W_ERROR=1"
+
+# Benchmarks on the perf kernel: the module is built from a copy of the
+# sources (out-of-tree objects live beside them), results go under
+# build/bench/<timestamp>/. BENCH_ARGS passes options to tests/bench.py.
+BENCH_SRC := $(BUILD)/bench-src
+BENCH_ARGS ?=
+bench: kernel-perf
+	rm -rf $(BENCH_SRC) && mkdir -p $(BENCH_SRC)
+	git ls-files -co --exclude-standard Kbuild drivers include | cpio -pdm --quiet $(BENCH_SRC)
+	$(MAKE) -C $$(cat $(BUILD)/kdir-perf) M=$(BENCH_SRC) $(KMAKE_FLAGS)
+	scripts/mkinitramfs.sh $(BUILD)/initramfs-perf.cpio \
+		$$(cat $(BUILD)/kdir-perf)/drivers/scsi/virtio_scsi.ko \
+		$$(cat $(BUILD)/kdir-perf)/drivers/block/virtio_blk.ko \
+		$(BENCH_SRC)/$(MODULE)
+	$(PYTHON) tests/bench.py --kernel $$(cat $(BUILD)/kdir-perf)/arch/x86/boot/bzImage \
+		--initrd $(BUILD)/initramfs-perf.cpio --out $(BUILD)/bench $(BENCH_ARGS)
 
 run: initramfs
 	$(PYTHON) tests/run_guest.py --kernel $(kdir)/arch/x86/boot/bzImage \

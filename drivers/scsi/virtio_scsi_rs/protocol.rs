@@ -249,23 +249,39 @@ pub(crate) fn decode_lun(lun: &[u8; 8]) -> Option<(u32, u64)> {
     Some((u32::from(lun[1]), value))
 }
 
+/// Writes the fields shared by both request header formats (LUN, tag,
+/// SIMPLE task attribute, priority and CRN 0) and the CDB at `cdb_off`,
+/// zero-padded to 32 bytes. Returns `None` if `hdr` is short or the CDB is
+/// longer than 32 bytes.
+fn write_req_common(
+    hdr: &mut [u8],
+    lun: &[u8; 8],
+    tag: u64,
+    cdb_off: usize,
+    cdb: &[u8],
+) -> Option<()> {
+    let cdb_area = hdr.get_mut(cdb_off..cdb_off + CDB_SIZE as usize)?;
+    if cdb.len() > cdb_area.len() {
+        return None;
+    }
+    let (head, tail) = cdb_area.split_at_mut(cdb.len());
+    head.copy_from_slice(cdb);
+    tail.fill(0);
+    hdr[0..8].copy_from_slice(lun);
+    hdr[8..16].copy_from_slice(&tag.to_le_bytes());
+    hdr[16] = TASK_ATTR_SIMPLE;
+    hdr[17] = 0; // prio
+    hdr[18] = 0; // crn
+    Some(())
+}
+
 /// Writes a command request header (without PI) into `buf`, which must be
 /// at least [`CMD_REQ_SIZE`] bytes; the CDB is zero-padded to 32 bytes.
 /// Returns the header length, or `None` if `buf` is short or the CDB is
 /// longer than 32 bytes.
 pub(crate) fn write_cmd_req(buf: &mut [u8], lun: &[u8; 8], tag: u64, cdb: &[u8]) -> Option<usize> {
     let hdr = buf.get_mut(..CMD_REQ_SIZE)?;
-    if cdb.len() > CDB_SIZE as usize {
-        return None;
-    }
-    hdr[0..8].copy_from_slice(lun);
-    hdr[8..16].copy_from_slice(&tag.to_le_bytes());
-    hdr[16] = TASK_ATTR_SIMPLE;
-    hdr[17] = 0; // prio
-    hdr[18] = 0; // crn
-    let (head, tail) = hdr[19..].split_at_mut(cdb.len());
-    head.copy_from_slice(cdb);
-    tail.fill(0);
+    write_req_common(hdr, lun, tag, 19, cdb)?;
     Some(CMD_REQ_SIZE)
 }
 
@@ -282,19 +298,9 @@ pub(crate) fn write_cmd_req_pi(
     cdb: &[u8],
 ) -> Option<usize> {
     let hdr = buf.get_mut(..CMD_REQ_PI_SIZE)?;
-    if cdb.len() > CDB_SIZE as usize {
-        return None;
-    }
-    hdr[0..8].copy_from_slice(lun);
-    hdr[8..16].copy_from_slice(&tag.to_le_bytes());
-    hdr[16] = TASK_ATTR_SIMPLE;
-    hdr[17] = 0; // prio
-    hdr[18] = 0; // crn
+    write_req_common(hdr, lun, tag, 27, cdb)?;
     hdr[19..23].copy_from_slice(&pi_bytesout.to_le_bytes());
     hdr[23..27].copy_from_slice(&pi_bytesin.to_le_bytes());
-    let (head, tail) = hdr[27..].split_at_mut(cdb.len());
-    head.copy_from_slice(cdb);
-    tail.fill(0);
     Some(CMD_REQ_PI_SIZE)
 }
 

@@ -40,10 +40,9 @@ pub(crate) fn dev_print(dev: &impl AsRawDevice, level: Level, args: fmt::Argumen
     let dev = dev.as_raw_device();
     let fmt = kernel::c_str!("%pA").as_char_ptr();
     let args = core::ptr::from_ref(&args).cast::<kernel::ffi::c_void>();
-    // SAFETY: By the `AsRawDevice` contract `dev` is valid during this call;
-    // `fmt` is a NUL-terminated string with a single `%pA`, whose argument
-    // `args` points to a `fmt::Arguments` that outlives the call, as `%pA`
-    // (`rust_fmt_argument()`) requires.
+    // `%pA` (`rust_fmt_argument()`) formats the `fmt::Arguments` at `args`.
+    // SAFETY: `dev` is valid (`AsRawDevice`), `fmt` has a single `%pA`, and
+    // `args` points to a `fmt::Arguments` that outlives the call.
     unsafe {
         match level {
             Level::Err => bindings::_dev_err(dev, fmt, args),

@@ -492,10 +492,10 @@ impl<T: HostTemplate> Host<T> {
         // SAFETY: `name` is NUL-terminated and `root` is the template's
         // directory, alive until `Template::exit`, after all hosts.
         let dir = unsafe { bindings::debugfs_create_dir(name.as_ptr(), root) };
-        // SAFETY: The host is added, so its `shost_gendev` is registered and
-        // can carry device-managed memory; the file is removed with `dir`
-        // before the host goes away (`remove`), and `debugfs_read` only
-        // runs while it exists.
+        // The file is removed with `dir` in `remove`, before the host goes
+        // away; `debugfs_read` only runs while it exists.
+        // SAFETY: The host is added: `shost_gendev` is registered and can
+        // carry device-managed memory for the file's entry.
         unsafe {
             bindings::debugfs_create_devm_seqfile(
                 core::ptr::addr_of_mut!((*self.shost.as_ptr()).shost_gendev),

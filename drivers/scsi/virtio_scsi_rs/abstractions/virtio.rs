@@ -138,10 +138,10 @@ impl Device {
             pre_vectors,
             ..Default::default()
         };
+        // The callbacks are `vq_callback`, which tolerates running before the
+        // driver data is set.
         // SAFETY: The device is valid (type invariant); `vqs` and `infos`
-        // hold `n` entries each and outlive the call; `desc` is a valid
-        // `irq_affinity`. Callbacks are this driver's `vq_callback`, which
-        // tolerates being called before the driver data is set.
+        // hold `n` entries each and outlive the call; `desc` is valid.
         to_result(unsafe {
             bindings::vscsi_virtio_find_vqs(
                 self.as_raw(),
@@ -385,10 +385,10 @@ impl<T: Driver> Adapter<T> {
         // SAFETY: The virtio core passes a valid device that stays valid
         // until this function returns.
         let dev = unsafe { Device::from_raw(vdev) };
-        // SAFETY: `priv` was set by `probe_callback` from `into_foreign`, and
-        // remove is called once, so ownership is taken back exactly once.
         // `priv` stays set while `T::remove` runs: completions that arrive
         // while it drains the device still need the driver data.
+        // SAFETY: `priv` was set by `probe_callback` from `into_foreign`, and
+        // remove is called once, so ownership is taken back exactly once.
         let data = unsafe { T::Data::from_foreign((*vdev).priv_) };
         T::remove(dev, data);
         // SAFETY: As above; clear the stale pointer.
@@ -740,11 +740,10 @@ impl<R: Request, D> QueueGuard<'_, R, D> {
             return Err((req, EINVAL));
         }
         let token = req.into_token();
-        // SAFETY: The queue is live and locked; `sgs.lists` holds
-        // `out + ins` valid, terminated scatterlists (the `SgList` push
-        // contracts), kept alive by `sgs` and the request until the call
-        // returns; the buffers stay valid until the token comes back
-        // (`Request` contract).
+        // `sgs.lists` holds `out + ins` valid, terminated scatterlists (the
+        // `SgList` push contracts), alive until the call returns.
+        // SAFETY: The queue is live and locked; the buffers stay valid until
+        // the token comes back (`Request` contract).
         let ret = unsafe {
             bindings::virtqueue_add_sgs(
                 self.queue.raw(),

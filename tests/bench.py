@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""`make bench`: the Rust driver against the C driver (and virtio-blk on the same back end).
+
+One guest per configuration; inside it the virtio-scsi device is switched between the C and the
+Rust driver by sysfs unbind/bind, alternating the order every repetition, so that each repetition
+gives one paired sample per row. Two measures:
+
+  (a) wall clock under TCG: IOPS, bandwidth or latency per row, and the paired ratio Rust/C with a
+      95 % confidence interval (t distribution over the per-repetition ratios);
+  (b) deterministic: guest instructions per I/O under `-icount shift=0,sleep=off` with one vCPU,
+      from the guest's busy time (total minus idle and iowait in /proc/stat) over a fixed number
+      of I/Os (1 ns of guest time is one instruction).
+
+Every ratio is oriented so that > 1 means the Rust driver is better. Results: results.json,
+results.md, chart.png and commands.txt under --out/<timestamp>/.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness.guest import DRIVERS, Guest  # noqa: E402
+from harness.topology import Controller, Disk, Topology  # noqa: E402
+
+# Two-sided 95 % t quantiles by degrees of freedom.
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+       20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+ROWS = [
+    # id, description, fio arguments, measure
+    ("randread_qd1", "4k random read, QD1 (p50/p99 latency)", "--rw=randread --bs=4k --iodepth=1", "lat"),
+    ("randread_qd32_1j", "4k random read, QD32, 1 job", "--rw=randread --bs=4k --iodepth=32", "iops"),
+    ("randread_qd32_2j", "4k random read, QD32, 2 jobs", "--rw=randread --bs=4k --iodepth=32 --numjobs=2", "iops"),
+    ("randwrite_qd32", "4k random write, QD32", "--rw=randwrite --bs=4k --iodepth=32", "iops"),
+    ("seqread_128k", "128k sequential read, QD8", "--rw=read --bs=128k --iodepth=8", "bw"),
+]
+POLL_ROW = ("hipri_qd32", "4k random read, io_uring hipri, poll queue, QD32",
+            "--rw=randread --bs=4k --iodepth=32 --ioengine=io_uring --hipri", "iops")
+BACKENDS = ("null", "file")
+
+
+def t95(df):
+    keys = sorted(T95)
+    for k in keys:
+        if df <= k:
+            return T95[k]
+    return 1.96
+
+
+def ci(samples):
+    n = len(samples)
+    m = statistics.fmean(samples)
+    if n < 2:
+        return m, m, m
+    h = t95(n - 1) * statistics.stdev(samples) / math.sqrt(n)
+    return m, m - h, m + h
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.out = os.path.join(args.out, stamp)
+        os.makedirs(self.out, exist_ok=True)
+        self.commands = []
+        self.rows = []
+
+    def guest(self, name, topo, smp=2, append="", qemu_args=(), accel=None):
+        logdir = os.path.join(self.out, "logs", name)
+        os.makedirs(logdir, exist_ok=True)
+        if accel:
+            os.environ["VSCSI_ACCEL"] = accel
+        else:
+            os.environ.pop("VSCSI_ACCEL", None)
+        g = Guest(self.args.kernel, self.args.initrd, logdir, topo, smp=smp, mem="2G", append=append,
+                  qemu_args=qemu_args)
+        g.start()
+        self.commands.append(f"# guest {name}\n" + open(os.path.join(logdir, "qemu.cmdline")).read())
+        return g
+
+    # --- driver switching ------------------------------------------------------------------------
+
+    def setup(self, g, params=""):
+        """Loads all drivers; the SCSI device starts unbound."""
+        for d in ("c", "rust"):
+            g.sh(f"insmod {DRIVERS[d][1]} {params}")
+        g.sh("insmod /lib/modules/virtio_blk.ko")
+        g.wait_for("[ -b /dev/vda ]", what="/dev/vda")
+        self.scsi_dev = None
+        for d in ("c", "rust"):
+            name = DRIVERS[d][0]
+            out = g.sh(f"cd /sys/bus/virtio/drivers/{name} && ls -d virtio* 2>/dev/null || true").split()
+            if out:
+                self.scsi_dev = out[0]
+                g.sh(f"echo {self.scsi_dev} > /sys/bus/virtio/drivers/{name}/unbind")
+        assert self.scsi_dev, "no virtio-scsi device bound"
+
+    def bind(self, g, driver):
+        name = DRIVERS[driver][0]
+        g.sh(f"echo {self.scsi_dev} > /sys/bus/virtio/drivers/{name}/bind")
+        g.sh("echo '0 0 0' > $(ls -d /sys/class/scsi_host/host* | tail -1)/scan")
+        g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
+        g.sh("echo none > /sys/block/sda/queue/scheduler")
+
+    def unbind(self, g, driver):
+        g.sh(f"echo {self.scsi_dev} > /sys/bus/virtio/drivers/{DRIVERS[driver][0]}/unbind")
+
+    # --- fio -------------------------------------------------------------------------------------
+
+    def fio(self, g, dev, fio_args, measure):
+        a = self.args
+        engine = "" if "--ioengine" in fio_args else "--ioengine=libaio"
+        cmd = (f"fio --name=b --filename={dev} --direct=1 {engine} {fio_args} --time_based"
+               f" --runtime={a.runtime} --ramp_time={a.ramp} --group_reporting --percentile_list=50:99"
+               " --output-format=json")
+        out = g.sh(cmd, timeout=a.runtime * 10 + 120)
+        job = json.loads(out[out.index("{"):])["jobs"][0]
+        io = job["write"] if job["write"]["io_bytes"] > job["read"]["io_bytes"] else job["read"]
+        if measure == "iops":
+            return {"iops": io["iops"]}
+        if measure == "bw":
+            return {"mb_s": io["bw_bytes"] / 1e6}
+        pct = io["clat_ns"]["percentile"]
+        return {"p50_us": pct["50.000000"] / 1e3, "p99_us": pct["99.000000"] / 1e3}
+
+    # --- configurations --------------------------------------------------------------------------
+
+    def run_backend(self, backend, rows, params="", smp=2, num_queues=2, tag=""):
+        size = 4 << 30
+        disk = Disk(backend=backend, size=size, read_zeroes=True)
+        topo = Topology([Controller(num_queues=num_queues, disks=[disk])],
+                        extra_args=self.blk_args(backend, size, num_queues))
+        g = self.guest(f"{backend}{tag}", topo, smp=smp, append="scsi_mod.scan=manual")
+        try:
+            self.setup(g, params)
+            samples = {r[0]: {"c": [], "rust": [], "blk": []} for r in rows}
+            # Warm-up: one pass per driver, not recorded.
+            for d in ("c", "rust"):
+                self.bind(g, d)
+                self.fio(g, "/dev/sda", rows[0][2], rows[0][3])
+                self.unbind(g, d)
+            for rep in range(self.args.reps):
+                order = ("c", "rust") if rep % 2 == 0 else ("rust", "c")
+                for d in order:
+                    self.bind(g, d)
+                    for rid, _, fio_args, measure in rows:
+                        samples[rid][d].append(self.fio(g, "/dev/sda", fio_args, measure))
+                    self.unbind(g, d)
+                for rid, _, fio_args, measure in rows:
+                    if "--hipri" in fio_args:
+                        continue  # virtio-blk has no poll queues here
+                    samples[rid]["blk"].append(self.fio(g, "/dev/vda", fio_args, measure))
+                print(f"  {backend}{tag}: repetition {rep + 1}/{self.args.reps} done", flush=True)
+        finally:
+            g.stop()
+        for rid, desc, fio_args, measure in rows:
+            self.rows.append(self.summarise(f"{rid}{tag}", desc, backend, measure, samples[rid]))
+
+    def blk_args(self, backend, size, num_queues):
+        if backend == "null":
+            node = f"node-name=blk0,driver=null-co,size={size},read-zeroes=on"
+        else:
+            path = os.path.join(self.out, "blk0.img")
+            with open(path, "wb") as f:
+                f.truncate(size)
+            node = f"node-name=blk0,driver=file,filename={path},aio=native,cache.direct=on"
+        return ["-blockdev", node, "-device", f"virtio-blk-pci,drive=blk0,num-queues={num_queues}"]
+
+    def summarise(self, rid, desc, backend, measure, s):
+        keys = {"iops": ["iops"], "bw": ["mb_s"], "lat": ["p50_us", "p99_us"]}[measure]
+        row = {"id": rid, "description": desc, "backend": backend, "measure": measure, "samples": s}
+        key = keys[0]
+        c = [x[key] for x in s["c"]]
+        r = [x[key] for x in s["rust"]]
+        if measure == "lat":
+            ratios = [ci_ / ri for ci_, ri in zip(c, r)]  # lower latency is better
+        else:
+            ratios = [ri / ci_ for ci_, ri in zip(c, r)]
+        m, lo, hi = ci(ratios)
+        row.update({"ratio": m, "ci_low": lo, "ci_high": hi, "n": len(ratios)})
+        for d in ("c", "rust", "blk"):
+            for k in keys:
+                vals = [x[k] for x in s[d]]
+                row[f"{d}_{k}"] = statistics.median(vals) if vals else None
+        return row
+
+    def run_icount(self):
+        """Guest instructions per 4k random read at QD32 on null-co, one vCPU, icount."""
+        a = self.args
+        topo = Topology([Controller(num_queues=1, disks=[Disk(backend="null", size=4 << 30)])],
+                        extra_args=self.blk_args("null", 4 << 30, 1))
+        g = self.guest("icount", topo, smp=1, append="scsi_mod.scan=manual",
+                       qemu_args=["-icount", "shift=0,sleep=off"], accel="tcg")
+        per_io = {"c": [], "rust": []}
+        try:
+            self.setup(g)
+            fio = (f"fio --name=b --filename=/dev/sda --direct=1 --ioengine=libaio --rw=randread --bs=4k"
+                   f" --iodepth=32 --number_ios={a.icount_ios} --size=4g --output-format=terse >/dev/null")
+            busy = "awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat"
+            for rep in range(a.icount_reps + 1):
+                order = ("c", "rust") if rep % 2 == 0 else ("rust", "c")
+                for d in order:
+                    self.bind(g, d)
+                    out = g.sh(f"{busy}; {fio}; {busy}", timeout=3600)
+                    (b0, _), (b1, _) = (map(int, line.split()) for line in out.strip().splitlines())
+                    hz = 100  # USER_HZ
+                    if rep > 0:  # the first round warms up
+                        per_io[d].append((b1 - b0) / hz * 1e9 / a.icount_ios)
+                    self.unbind(g, d)
+                print(f"  icount: round {rep + 1}/{a.icount_reps + 1} done", flush=True)
+        finally:
+            g.stop()
+        ratios = [c / r for c, r in zip(per_io["c"], per_io["rust"])]
+        m, lo, hi = ci(ratios)
+        self.rows.append({"id": "instructions_per_io", "backend": "null", "measure": "instructions",
+                          "description": "guest instructions per 4k random read, QD32, icount, 1 vCPU",
+                          "samples": per_io, "ratio": m, "ci_low": lo, "ci_high": hi, "n": len(ratios),
+                          "c_instructions": statistics.median(per_io["c"]),
+                          "rust_instructions": statistics.median(per_io["rust"]), "blk_instructions": None})
+
+    def run_scan(self):
+        """Time from bind to 256 LUNs (one target) visible."""
+        disks = [Disk(backend="null", size=1 << 20, target=0, lun=i) for i in range(256)]
+        g = self.guest("scan256", Topology([Controller(num_queues=2, disks=disks)]))
+        times = {"c": [], "rust": []}
+        try:
+            self.setup(g)
+            for rep in range(self.args.scan_reps):
+                order = ("c", "rust") if rep % 2 == 0 else ("rust", "c")
+                for d in order:
+                    name = DRIVERS[d][0]
+                    out = g.sh(f"s=$(cut -d' ' -f1 /proc/uptime); echo {self.scsi_dev} > /sys/bus/virtio/drivers/{name}/bind;"
+                               " until [ $(ls /sys/class/scsi_device | wc -l) -ge 256 ]; do usleep 10000; done;"
+                               " e=$(cut -d' ' -f1 /proc/uptime); echo $s $e", timeout=1200)
+                    s, e = map(float, out.split())
+                    times[d].append(e - s)
+                    self.unbind(g, d)
+        finally:
+            g.stop()
+        ratios = [c / r for c, r in zip(times["c"], times["rust"])]
+        m, lo, hi = ci(ratios)
+        self.rows.append({"id": "scan_256_luns", "backend": "null", "measure": "seconds",
+                          "description": "bind and scan of 256 LUNs (guest seconds)", "samples": times,
+                          "ratio": m, "ci_low": lo, "ci_high": hi, "n": len(ratios),
+                          "c_seconds": statistics.median(times["c"]), "rust_seconds": statistics.median(times["rust"]),
+                          "blk_seconds": None})
+
+    # --- output ----------------------------------------------------------------------------------
+
+    def write(self):
+        meta = {"kernel": self.args.kernel, "reps": self.args.reps, "runtime_s": self.args.runtime,
+                "ramp_s": self.args.ramp, "icount_ios": self.args.icount_ios, "argv": sys.argv,
+                "ratio": "> 1 means the Rust driver is better (IOPS, MB/s: Rust/C; latency, instructions, "
+                         "seconds: C/Rust); CI: 95 % t interval over paired repetitions"}
+        with open(os.path.join(self.out, "results.json"), "w") as f:
+            json.dump({"meta": meta, "rows": self.rows}, f, indent=2)
+        with open(os.path.join(self.out, "commands.txt"), "w") as f:
+            f.write("$ " + " ".join(sys.argv) + "\n\n" + "\n".join(self.commands))
+        lines = ["| row | back end | C | Rust | virtio-blk | Rust vs C (95 % CI) | n |", "|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            lines.append(f"| {r['description']} | {r['backend']} | {fmt(r, 'c')} | {fmt(r, 'rust')} | {fmt(r, 'blk')} |"
+                         f" {r['ratio']:.3f} ({r['ci_low']:.3f}–{r['ci_high']:.3f}) | {r['n']} |")
+        table = "\n".join(lines) + "\n"
+        with open(os.path.join(self.out, "results.md"), "w") as f:
+            f.write("# virtio-scsi-rs benchmark\n\nRatios > 1: the Rust driver is better. " + meta["ratio"] + ".\n\n" + table)
+        self.chart()
+        print(table)
+        print(f"results in {self.out}")
+
+    def chart(self):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        labels = [f"{r['id']} ({r['backend']})" for r in self.rows]
+        ratios = [r["ratio"] for r in self.rows]
+        err = [[r["ratio"] - r["ci_low"] for r in self.rows], [r["ci_high"] - r["ratio"] for r in self.rows]]
+        fig, ax = plt.subplots(figsize=(10, 0.45 * len(labels) + 1.5))
+        ax.barh(labels, ratios, xerr=err, color=["tab:green" if x >= 1 else "tab:orange" for x in ratios])
+        ax.axvline(1.0, color="black", linewidth=1)
+        ax.set_xlabel("Rust vs C (> 1: Rust better), 95 % CI")
+        ax.invert_yaxis()
+        fig.tight_layout()
+        fig.savefig(os.path.join(self.out, "chart.png"), dpi=120)
+
+
+def fmt(row, d):
+    m = row["measure"]
+    if m == "lat":
+        p50, p99 = row.get(f"{d}_p50_us"), row.get(f"{d}_p99_us")
+        return "–" if p50 is None else f"{p50:.0f}/{p99:.0f} µs"
+    key = {"iops": "iops", "bw": "mb_s", "instructions": "instructions", "seconds": "seconds"}[m]
+    v = row.get(f"{d}_{key}")
+    if v is None:
+        return "–"
+    unit = {"iops": " IOPS", "mb_s": " MB/s", "instructions": " instr", "seconds": " s"}[key]
+    return f"{v:,.0f}{unit}" if key != "seconds" else f"{v:.2f}{unit}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernel", required=True)
+    ap.add_argument("--initrd", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--runtime", type=int, default=3, help="seconds per fio run")
+    ap.add_argument("--ramp", type=int, default=1, help="fio warm-up seconds per run")
+    ap.add_argument("--icount-ios", type=int, default=100000)
+    ap.add_argument("--icount-reps", type=int, default=3)
+    ap.add_argument("--scan-reps", type=int, default=3)
+    ap.add_argument("--only", default="null,file,poll,icount,scan", help="comma-separated parts to run")
+    a = ap.parse_args()
+    b = Bench(a)
+    parts = a.only.split(",")
+    t0 = time.time()
+    for backend in BACKENDS:
+        if backend in parts:
+            print(f"== {backend}: {len(ROWS)} rows x {a.reps} repetitions", flush=True)
+            b.run_backend(backend, ROWS)
+    if "poll" in parts:
+        print("== poll queues", flush=True)
+        b.run_backend("null", [POLL_ROW], params="virtscsi_poll_queues=1", tag="_poll")
+    if "icount" in parts:
+        print("== icount", flush=True)
+        b.run_icount()
+    if "scan" in parts:
+        print("== scan", flush=True)
+        b.run_scan()
+    b.write()
+    print(f"total {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
