@@ -35,6 +35,16 @@ class CommandFailed(AssertionError):
         self.output = output
 
 
+class BootReport(GuestError):
+    """The guest kernel printed a report while booting, before any test step ran (no test
+    module is loaded at that point)."""
+
+    def __init__(self, reports, log):
+        body = "\n\n".join(str(r) for r in reports)
+        super().__init__(f"kernel report(s) while booting, before the test did anything (log: {log}):\n{body}")
+        self.reports = reports
+
+
 class KernelReport(AssertionError):
     """The guest kernel printed a WARN, BUG, Oops, KASAN, lockdep, hung-task or leak report."""
 
@@ -184,6 +194,11 @@ class Guest:
             line = self._ctl_readline(deadline, "boot")
             if line.startswith("@@READY"):
                 break
+        # Reports printed while booting belong to the kernel and the emulator, not to the test,
+        # which has not started; the caller decides whether to boot again.
+        boot = splat.find_reports(self._new_console_text())
+        if boot:
+            raise BootReport(boot, self.console)
         return self
 
     def stop(self, timeout=60):
