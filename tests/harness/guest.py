@@ -35,9 +35,13 @@ class CommandFailed(AssertionError):
         self.output = output
 
 
-class BootReport(GuestError):
-    """The guest kernel printed a report while booting, before any test step ran (no test
-    module is loaded at that point)."""
+class BootFailure(GuestError):
+    """The guest did not come up: QEMU or the kernel failed before init was ready, before any
+    test step ran (no test module is loaded at that point)."""
+
+
+class BootReport(BootFailure):
+    """The guest kernel printed a report while booting, before any test step ran."""
 
     def __init__(self, reports, log):
         body = "\n\n".join(str(r) for r in reports)
@@ -190,10 +194,13 @@ class Guest:
         assert "QMP" in greeting, greeting
         self.qmp("qmp_capabilities")
         deadline = time.monotonic() + boot_timeout
-        while True:
-            line = self._ctl_readline(deadline, "boot")
-            if line.startswith("@@READY"):
-                break
+        try:
+            while True:
+                line = self._ctl_readline(deadline, "boot")
+                if line.startswith("@@READY"):
+                    break
+        except GuestError as e:
+            raise BootFailure(f"{e} (QEMU log: {self.logdir}/qemu.log)") from None
         # Reports printed while booting belong to the kernel and the emulator, not to the test,
         # which has not started; the caller decides whether to boot again.
         boot = splat.find_reports(self._new_console_text())

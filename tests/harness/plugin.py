@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from .guest import BootReport, Guest
+from .guest import BootFailure, Guest
 from .topology import Topology
 
 GUESTS = pytest.StashKey[list]()
@@ -63,15 +63,16 @@ def make_guest(request, guest_kernel, guest_initrd):
             g = Guest(guest_kernel, guest_initrd, logdir, topology or Topology(), **kw)
             try:
                 g.start()
-            except BootReport as e:
-                # A report before the test did anything: seen under heavy host load under TCG
-                # (early-boot interrupts while the TSC is calibrated). Keep the evidence and boot
-                # once more; a second one fails the test.
+            except BootFailure as e:
+                # The guest failed before the test did anything. Seen here under TCG: a KASAN
+                # report from an early-boot interrupt while the TSC is calibrated (heavy host
+                # load), and QEMU 7.2 aborting in msix_table_mmio_write() during PCI enumeration.
+                # Keep the evidence and boot once more; a second failure fails the test.
                 g.stop()
                 kept = logdir + f"-boot{attempt}"
                 shutil.rmtree(kept, ignore_errors=True)
                 shutil.copytree(logdir, kept)
-                report(f"{request.node.nodeid}: boot {attempt + 1} had a kernel report (logs in {kept})")
+                report(f"{request.node.nodeid}: boot {attempt + 1} failed before the test started (logs in {kept})")
                 if attempt == 1:
                     raise AssertionError(str(e)) from None
                 continue
