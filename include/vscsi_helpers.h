@@ -13,6 +13,9 @@ struct device;
 struct irq_affinity;
 struct module;
 struct Scsi_Host;
+struct completion;
+struct scsi_device;
+struct work_struct;
 struct spinlock;
 struct virtio_device;
 struct virtio_driver;
@@ -42,5 +45,13 @@ void vscsi_spin_unlock_irqrestore(struct spinlock *lock, unsigned long flags);
 struct scsi_cmnd;
 int vscsi_scsi_add_host(struct Scsi_Host *shost, struct device *dev);
 u32 vscsi_scsi_prot_bytes(struct scsi_cmnd *sc);
+/* scsi_execute_cmd() for a data-in command, default arguments. */
+int vscsi_scsi_execute_in(struct scsi_device *sdev, const u8 *cdb, void *buf,
+			  unsigned int len, int timeout, int retries);
+
+/* linux/completion.h, linux/workqueue.h */
+void vscsi_init_completion(struct completion *x);
+void vscsi_init_work(struct work_struct *work, void (*func)(struct work_struct *));
+bool vscsi_queue_work_freezable(struct work_struct *work);
 
 #endif /* VSCSI_HELPERS_H */

@@ -7,7 +7,9 @@ Rust driver by sysfs unbind/bind, alternating the order every repetition, so tha
 gives one paired sample per row. Two measures:
 
   (a) wall clock under TCG: IOPS, bandwidth or latency per row, and the paired ratio Rust/C with a
-      95 % confidence interval (t distribution over the per-repetition ratios);
+      95 % confidence interval: the geometric mean of the per-repetition ratios, with a t interval
+      computed on their logarithms (ratios are multiplicative; one disturbed repetition must not
+      dominate an arithmetic mean);
   (b) deterministic: guest instructions per I/O under `-icount shift=0,sleep=off` with one vCPU,
       from the guest's busy time (total minus idle and iowait in /proc/stat) over a fixed number
       of I/Os (1 ns of guest time is one instruction).
@@ -56,13 +58,30 @@ def t95(df):
     return 1.96
 
 
-def ci(samples):
-    n = len(samples)
-    m = statistics.fmean(samples)
+def ci(ratios):
+    """Geometric mean of `ratios` and its 95 % t interval (on the logarithms)."""
+    logs = [math.log(x) for x in ratios]
+    n = len(logs)
+    m = statistics.fmean(logs)
     if n < 2:
-        return m, m, m
-    h = t95(n - 1) * statistics.stdev(samples) / math.sqrt(n)
-    return m, m - h, m + h
+        return math.exp(m), math.exp(m), math.exp(m)
+    h = t95(n - 1) * statistics.stdev(logs) / math.sqrt(n)
+    return math.exp(m), math.exp(m - h), math.exp(m + h)
+
+
+def resummarise(bench, path):
+    """Recomputes every row's ratio and interval from the samples in an earlier results.json."""
+    with open(path) as f:
+        old = json.load(f)
+    for row in old["rows"]:
+        s = row["samples"]
+        if row["measure"] in ("iops", "bw", "lat"):
+            bench.rows.append(bench.summarise(row["id"], row["description"], row["backend"], row["measure"], s))
+            continue
+        c, r = s["c"], s["rust"]
+        m, lo, hi = ci([a / b for a, b in zip(c, r)])
+        row.update({"ratio": m, "ci_low": lo, "ci_high": hi, "n": len(c)})
+        bench.rows.append(row)
 
 
 class Bench:
@@ -89,12 +108,13 @@ class Bench:
 
     # --- driver switching ------------------------------------------------------------------------
 
-    def setup(self, g, params=""):
+    def setup(self, g, params="", blk=True):
         """Loads all drivers; the SCSI device starts unbound."""
         for d in ("c", "rust"):
             g.sh(f"insmod {DRIVERS[d][1]} {params}")
-        g.sh("insmod /lib/modules/virtio_blk.ko")
-        g.wait_for("[ -b /dev/vda ]", what="/dev/vda")
+        if blk:
+            g.sh("insmod /lib/modules/virtio_blk.ko")
+            g.wait_for("[ -b /dev/vda ]", what="/dev/vda")
         self.scsi_dev = None
         for d in ("c", "rust"):
             name = DRIVERS[d][0]
@@ -205,16 +225,20 @@ class Bench:
             self.setup(g)
             fio = (f"fio --name=b --filename=/dev/sda --direct=1 --ioengine=libaio --rw=randread --bs=4k"
                    f" --iodepth=32 --number_ios={a.icount_ios} --size=4g --output-format=terse >/dev/null")
-            busy = "awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat"
+            # Busy time = guest clock elapsed minus idle. Under icount the guest clock counts
+            # instructions; the idle figure in /proc/stat is exact with NO_HZ (it is measured, not
+            # sampled at ticks) and only rounded to 10 ms, while the busy fields are tick samples
+            # (a few percent of noise at this length), so they are not used.
+            probe = "echo $EPOCHREALTIME $(awk '/^cpu / {print $5+$6}' /proc/stat)"
             for rep in range(a.icount_reps + 1):
                 order = ("c", "rust") if rep % 2 == 0 else ("rust", "c")
                 for d in order:
                     self.bind(g, d)
-                    out = g.sh(f"{busy}; {fio}; {busy}", timeout=3600)
-                    (b0, _), (b1, _) = (map(int, line.split()) for line in out.strip().splitlines())
-                    hz = 100  # USER_HZ
+                    out = g.sh(f"{probe}; {fio}; {probe}", timeout=3600)
+                    (t0, i0), (t1, i1) = (line.split() for line in out.strip().splitlines())
+                    busy_ns = (float(t1) - float(t0)) * 1e9 - (int(i1) - int(i0)) * 1e7  # USER_HZ 100
                     if rep > 0:  # the first round warms up
-                        per_io[d].append((b1 - b0) / hz * 1e9 / a.icount_ios)
+                        per_io[d].append(busy_ns / a.icount_ios)
                     self.unbind(g, d)
                 print(f"  icount: round {rep + 1}/{a.icount_reps + 1} done", flush=True)
         finally:
@@ -233,7 +257,7 @@ class Bench:
         g = self.guest("scan256", Topology([Controller(num_queues=2, disks=disks)]))
         times = {"c": [], "rust": []}
         try:
-            self.setup(g)
+            self.setup(g, blk=False)
             for rep in range(self.args.scan_reps):
                 order = ("c", "rust") if rep % 2 == 0 else ("rust", "c")
                 for d in order:
@@ -315,24 +339,34 @@ def main():
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--runtime", type=int, default=3, help="seconds per fio run")
     ap.add_argument("--ramp", type=int, default=1, help="fio warm-up seconds per run")
-    ap.add_argument("--icount-ios", type=int, default=100000)
-    ap.add_argument("--icount-reps", type=int, default=3)
+    ap.add_argument("--icount-ios", type=int, default=300000)
+    ap.add_argument("--icount-reps", type=int, default=5)
     ap.add_argument("--scan-reps", type=int, default=3)
     ap.add_argument("--only", default="null,file,poll,icount,scan", help="comma-separated parts to run")
+    ap.add_argument("--resummarise", metavar="RESULTS_JSON",
+                    help="recompute the tables of an earlier run from its samples, run nothing")
     a = ap.parse_args()
     b = Bench(a)
+    if a.resummarise:
+        resummarise(b, a.resummarise)
+        b.write()
+        return
+
     parts = a.only.split(",")
     t0 = time.time()
     for backend in BACKENDS:
         if backend in parts:
             print(f"== {backend}: {len(ROWS)} rows x {a.reps} repetitions", flush=True)
             b.run_backend(backend, ROWS)
+            b.write()
     if "poll" in parts:
         print("== poll queues", flush=True)
         b.run_backend("null", [POLL_ROW], params="virtscsi_poll_queues=1", tag="_poll")
+        b.write()
     if "icount" in parts:
         print("== icount", flush=True)
         b.run_icount()
+        b.write()
     if "scan" in parts:
         print("== scan", flush=True)
         b.run_scan()

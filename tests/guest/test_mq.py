@@ -44,11 +44,14 @@ def request_irqs(g):
 
 
 def rust_counters(g):
-    """{queue: {counter: value}} from the Rust driver's debugfs file."""
+    """{queue: {counter: value}} from the request-queue lines of the Rust driver's debugfs file
+    (the control and event lines follow them)."""
     out = g.sh("cat /sys/kernel/debug/virtio_scsi_rs/host*/queues")
     counters = {}
     for line in out.strip().splitlines():
         f = line.split()
+        if not f[0].isdigit():
+            continue
         counters[int(f[0])] = {"type": f[1], **{f[i]: int(f[i + 1]) for i in range(2, len(f), 2)}}
     return counters
 

@@ -317,7 +317,18 @@ class Guest:
         if arguments:
             msg["arguments"] = arguments
         self.qmp_sock.send((json.dumps(msg) + "\n").encode())
+        return self._qmp_reply(command, time.monotonic() + timeout)
+
+    def qmp_burst(self, commands, timeout=60):
+        """Sends every (command, arguments) pair before reading any reply, so QEMU handles them
+        back to back (one burst); returns the replies in order. Any error fails."""
+        for command, arguments in commands:
+            self.qmp_sock.send((json.dumps({"execute": command, "arguments": arguments}) + "\n").encode())
         deadline = time.monotonic() + timeout
+        return [self._qmp_reply(command, deadline) for command, _ in commands]
+
+    def _qmp_reply(self, command, deadline):
+        """The next reply (events on the way are kept in `qmp_events`); an error reply raises."""
         while True:
             reply = json.loads(self.qmp_sock.readline(deadline))
             if "event" in reply:

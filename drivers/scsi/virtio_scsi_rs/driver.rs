@@ -8,13 +8,16 @@
 use crate::abstractions::device::{dev_err, dev_info, dev_warn};
 use crate::abstractions::params;
 use crate::abstractions::scsi::{
-    self, Command, CommandRequest, HctxType, HostByte, HostTemplate, QueueError, QueueMaps,
-    ScsiDevice, SeqFile,
+    self, Command, CommandRequest, EhCommand, EhResult, HctxType, HostByte, HostRef, HostTemplate,
+    QueueError, QueueMaps, ScsiDevice, SeqFile, TimeoutAction,
 };
 use crate::abstractions::virtio::{
-    self, virtio_device_table, DeviceId, Queue, QueueInfo, RawQueue,
+    self, virtio_device_table, DeviceBuf, DeviceId, Exchange, ExchangeRequest, Queue, QueueInfo,
 };
-use crate::protocol::{self, config_offset, feature, Clamp, Config, HostLimits};
+use crate::protocol::{
+    self, config_offset, feature, Clamp, Config, EventAction, HostLimits, Tmf, TMF_REQ_SIZE,
+    TMF_RESP_SIZE,
+};
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::c_str;
 use kernel::prelude::*;
@@ -60,9 +63,65 @@ struct VqStats {
 /// A request virtqueue: SCSI commands go in and come back.
 type ReqQueue = Queue<CommandRequest<VirtioScsi>, VqStats>;
 
-/// Commands reaped under the queue lock before they are completed outside
-/// it.
-const REAP_BATCH: usize = 32;
+/// Control queue counters, under its lock.
+#[derive(Clone, Copy, Default)]
+struct CtrlStats {
+    /// Task management functions sent.
+    tmf_sent: u64,
+    /// ... that the device answered with FUNCTION COMPLETE or SUCCEEDED.
+    tmf_ok: u64,
+    /// ... that the device answered otherwise (or could not be sent).
+    tmf_failed: u64,
+    /// ... that the device did not answer within [`TMF_TIMEOUT_MS`].
+    tmf_timed_out: u64,
+    /// Command timeouts seen by `eh_timed_out`.
+    cmd_timeouts: u64,
+    /// ... of which polling the request queue completed the command.
+    cmd_timeouts_reaped: u64,
+}
+
+/// How a task management function ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TmfOutcome {
+    /// FUNCTION COMPLETE or FUNCTION SUCCEEDED.
+    Complete,
+    /// Rejected, failed, or not sent.
+    Failed,
+    /// No answer within [`TMF_TIMEOUT_MS`].
+    TimedOut,
+}
+
+/// The control queue: task management functions.
+type CtrlQueue = Queue<ExchangeRequest<TMF_REQ_SIZE, TMF_RESP_SIZE>, CtrlStats>;
+
+/// How long a task management function may take before the error handler
+/// escalates (C waits forever).
+const TMF_TIMEOUT_MS: u32 = 30_000;
+
+/// Event buffers kept posted (`VIRTIO_SCSI_EVENT_LEN` in C).
+const EVENT_BUFS: usize = 8;
+
+/// Event queue state, under its lock.
+#[derive(Clone, Copy, Default)]
+struct EventState {
+    /// Events are being stopped (remove): take no more, post no more.
+    stop: bool,
+    /// Buffers on the ring.
+    posted: u32,
+    /// Events received.
+    received: u64,
+    /// Events that carried EVENTS_MISSED.
+    missed: u64,
+    /// Events not understood.
+    unsupported: u64,
+}
+
+/// The event queue: buffers the device fills with hot-plug and parameter
+/// change events.
+type EventQueue = Queue<KBox<DeviceBuf>, EventState>;
+
+/// INQUIRY for the events-missed sweep: 36 bytes of standard data.
+const INQUIRY_LEN: u8 = 36;
 
 /// Per-adapter state (`struct virtio_scsi` in C), stored in the host's
 /// private data.
@@ -73,9 +132,10 @@ pub(crate) struct VirtioScsi {
     /// Hardware queues per map type (default, read, poll), as in C.
     io_queues: [u32; 3],
     vdev: virtio::DeviceRef,
-    /// Control and event queues; task management and events use them.
-    _ctrl_vq: RawQueue,
-    _event_vq: RawQueue,
+    /// Task management.
+    ctrl_vq: Pin<KBox<CtrlQueue>>,
+    /// Hot-plug and parameter change events.
+    event_vq: Pin<KBox<EventQueue>>,
     sg_tablesize: u32,
     /// T10 PI was negotiated: requests carry the PI header.
     t10_pi: bool,
@@ -87,16 +147,14 @@ impl VirtioScsi {
     /// Completes one command from its response (`virtscsi_complete_cmd()`).
     fn complete_cmd(&self, mut cmd: Command<Self>, used_len: u32) {
         let bufflen = cmd.bufflen();
-        let mut sense = [0u8; protocol::SENSE_SIZE as usize];
-        let resp = {
-            let private = cmd.private();
-            let resp = protocol::parse_cmd_resp(&private[RESP_OFF..], used_len, bufflen);
-            if let Some(r) = &resp {
+        let (private, sense) = cmd.private_and_sense();
+        let resp = protocol::parse_cmd_resp(&private[RESP_OFF..], used_len, bufflen);
+        if let Some(r) = &resp {
+            if r.sense_len != 0 {
                 let src = RESP_OFF + protocol::CMD_RESP_FIXED;
                 sense[..r.sense_len].copy_from_slice(&private[src..src + r.sense_len]);
             }
-            resp
-        };
+        }
         match resp {
             None => {
                 self.warn_bad_response();
@@ -109,9 +167,6 @@ impl VirtioScsi {
                 }
                 cmd.set_result(host_byte(outcome.host), outcome.status);
                 cmd.set_resid(r.resid);
-                if r.sense_len != 0 {
-                    cmd.sense_buffer()[..r.sense_len].copy_from_slice(&sense[..r.sense_len]);
-                }
             }
         }
         cmd.done();
@@ -127,54 +182,34 @@ impl VirtioScsi {
     /// `virtscsi_mq_poll()` for polling) and returns how many commands
     /// completed.
     ///
-    /// Commands are taken off the ring in batches under the queue lock and
-    /// completed after it is dropped, so submitters on other CPUs wait less.
-    /// With interrupts, callbacks stay off until the ring is empty and
-    /// `enable_cb` confirms nothing arrived meanwhile.
+    /// As in C, commands complete under the queue lock, all that the ring
+    /// holds in one lock hold (one batch per poll call). With interrupts,
+    /// callbacks stay off until the ring is empty and `enable_cb` confirms
+    /// nothing arrived meanwhile.
     fn reap(&self, vq: &ReqQueue, polled: bool) -> u32 {
-        let mut total = 0;
-        let mut first = true;
+        let mut guard = vq.lock();
+        let mut n = 0u32;
+        if !polled {
+            guard.data().interrupts += 1;
+        }
         loop {
-            let mut batch: [Option<(Command<Self>, u32)>; REAP_BATCH] =
-                [const { None }; REAP_BATCH];
-            let mut n = 0;
-            let more = {
-                let mut guard = vq.lock();
-                if !polled {
-                    guard.disable_cb();
-                    if first {
-                        // Counted here rather than in `vq_done`: one lock
-                        // round trip per interrupt, not two.
-                        guard.data().interrupts += 1;
-                        first = false;
-                    }
-                }
-                while n < REAP_BATCH {
-                    let Some((req, len)) = guard.get_buf() else {
-                        break;
-                    };
-                    batch[n] = Some((req.into_command(), len));
-                    n += 1;
-                }
-                let stats = guard.data();
-                stats.completed += n as u64;
-                if polled {
-                    stats.polled += n as u64;
-                }
-                if n == REAP_BATCH {
-                    true
-                } else {
-                    !polled && !guard.enable_cb()
-                }
-            };
-            for (cmd, len) in batch.iter_mut().take(n).filter_map(Option::take) {
-                self.complete_cmd(cmd, len);
+            if !polled {
+                guard.disable_cb();
             }
-            total += n as u32;
-            if !more {
-                return total;
+            while let Some((req, len)) = guard.get_buf() {
+                self.complete_cmd(req.into_command(), len);
+                n += 1;
+            }
+            if polled || guard.enable_cb() {
+                break;
             }
         }
+        let stats = guard.data();
+        stats.completed += u64::from(n);
+        if polled {
+            stats.polled += u64::from(n);
+        }
+        n
     }
 
     /// Notifies the device of what was queued on `vq` (`virtscsi_kick_vq()`).
@@ -191,6 +226,204 @@ impl VirtioScsi {
             vq.notify();
         }
     }
+
+    /// Polls every request queue, completing what the device finished
+    /// (`virtscsi_poll_requests()`): after a TMF, commands it completed on
+    /// other queues must not wait for an interrupt.
+    fn poll_requests(&self) {
+        let polled_from = (self.io_queues[0] + self.io_queues[1]) as usize;
+        for (i, vq) in self.req_vqs.iter().enumerate() {
+            self.reap(vq, i >= polled_from);
+        }
+    }
+
+    /// Takes back the control requests the device answered and wakes their
+    /// waiters (`virtscsi_complete_free()` for the control queue).
+    fn ctrl_done(&self) {
+        loop {
+            let done = {
+                let mut guard = self.ctrl_vq.lock();
+                guard.get_buf()
+            };
+            match done {
+                Some((req, len)) => req.complete(len),
+                None => return,
+            }
+        }
+    }
+
+    /// Sends a task management function and waits for the answer, at most
+    /// [`TMF_TIMEOUT_MS`] (`virtscsi_tmf()`); then polls the request queues.
+    fn tmf(&self, tmf: Tmf, target: u32, lun: u64, tag: u64) -> EhResult {
+        let outcome = self.send_tmf(tmf, target, lun, tag);
+        {
+            let mut guard = self.ctrl_vq.lock();
+            let stats = guard.data();
+            match outcome {
+                TmfOutcome::Complete => stats.tmf_ok += 1,
+                TmfOutcome::Failed => stats.tmf_failed += 1,
+                TmfOutcome::TimedOut => stats.tmf_timed_out += 1,
+            }
+        }
+        if outcome == TmfOutcome::TimedOut {
+            dev_warn!(
+                &*self.vdev,
+                "{} to {}:{} not answered in {} ms\n",
+                tmf.name(),
+                target,
+                lun,
+                TMF_TIMEOUT_MS
+            );
+        }
+        self.poll_requests();
+        if outcome == TmfOutcome::Complete {
+            EhResult::Success
+        } else {
+            EhResult::Failed
+        }
+    }
+
+    fn send_tmf(&self, tmf: Tmf, target: u32, lun: u64, tag: u64) -> TmfOutcome {
+        let Some(wire_lun) = protocol::encode_lun(target, lun) else {
+            return TmfOutcome::Failed;
+        };
+        let mut req = [0u8; TMF_REQ_SIZE];
+        protocol::write_tmf_req(&mut req, tmf, &wire_lun, tag);
+        let Ok(exchange) = Exchange::new(req) else {
+            return TmfOutcome::Failed;
+        };
+        let kick = {
+            let mut guard = self.ctrl_vq.lock();
+            if guard.add(exchange.request()).is_err() {
+                return TmfOutcome::Failed;
+            }
+            guard.data().tmf_sent += 1;
+            guard.kick_prepare()
+        };
+        if kick {
+            self.ctrl_vq.notify();
+        }
+        match exchange.wait(TMF_TIMEOUT_MS) {
+            None => TmfOutcome::TimedOut,
+            Some((resp, len)) if protocol::tmf_succeeded(&resp, len) => TmfOutcome::Complete,
+            Some(_) => TmfOutcome::Failed,
+        }
+    }
+
+    /// Gives an event buffer (back) to the device unless events are
+    /// stopping; a buffer that cannot be posted is freed, never leaked.
+    fn post_event_buf(&self, buf: KBox<DeviceBuf>, kick: bool) {
+        let needs_kick = {
+            let mut guard = self.event_vq.lock();
+            if guard.data().stop {
+                return;
+            }
+            if guard.add(buf).is_err() {
+                // Only a broken device refuses a buffer it returned.
+                return;
+            }
+            guard.data().posted += 1;
+            kick && guard.kick_prepare()
+        };
+        if needs_kick {
+            self.event_vq.notify();
+        }
+    }
+
+    /// Takes the next event the device filled, unless events are stopping.
+    fn next_event(&self) -> Option<(KBox<DeviceBuf>, u32)> {
+        let mut guard = self.event_vq.lock();
+        if guard.data().stop {
+            return None;
+        }
+        let (buf, len) = guard.get_buf()?;
+        let state = guard.data();
+        state.posted -= 1;
+        state.received += 1;
+        Some((buf, len))
+    }
+
+    /// Stops event handling: no event is taken or posted after this.
+    fn stop_events(&self) {
+        self.event_vq.lock().data().stop = true;
+    }
+}
+
+/// Handles one event (`virtscsi_handle_event()`), in process context.
+fn handle_event(host: HostRef<'_, VirtioScsi>, ev: protocol::Event) {
+    let vscsi = host.data();
+    if ev.missed {
+        vscsi.event_vq.lock().data().missed += 1;
+        rescan_hotunplug(host);
+        host.scan();
+    }
+    match ev.action {
+        EventAction::None => {}
+        EventAction::ScanTarget { target } => host.scan_target(0, target),
+        EventAction::AddDevice { target, lun } => {
+            if let Err(e) = host.add_device(0, target, lun) {
+                dev_info!(
+                    &*vscsi.vdev,
+                    "adding 0:{}:{} failed ({:?})\n",
+                    target,
+                    lun,
+                    e
+                );
+            }
+        }
+        EventAction::RemoveDevice {
+            target,
+            lun,
+            then_scan_target,
+        } => {
+            host.with_device(0, target, lun, ScsiDevice::remove);
+            if then_scan_target {
+                host.scan_target(0, target);
+            }
+        }
+        EventAction::RescanDevice { target, lun } => {
+            host.with_device(0, target, lun, ScsiDevice::rescan);
+        }
+        EventAction::Unsupported { event, reason } => {
+            let first = {
+                let mut guard = vscsi.event_vq.lock();
+                let state = guard.data();
+                state.unsupported += 1;
+                state.unsupported == 1
+            };
+            if first {
+                dev_warn!(
+                    &*vscsi.vdev,
+                    "unsupported event {:#x} reason {:#x} ignored (warned once)\n",
+                    event,
+                    reason
+                );
+            }
+        }
+    }
+}
+
+/// After lost events, asks every device whether it is still there and
+/// removes those that are not (`virtscsi_rescan_hotunplug()`).
+fn rescan_hotunplug(host: HostRef<'_, VirtioScsi>) {
+    let cdb = [0x12, 0, 0, 0, INQUIRY_LEN, 0];
+    let Ok(mut inq) = KVec::from_elem(0u8, usize::from(INQUIRY_LEN), GFP_KERNEL) else {
+        // Without a buffer the sweep is skipped; the host scan still runs
+        // and the event buffer is still re-posted.
+        return;
+    };
+    host.for_each_device(|sdev| {
+        inq.fill(0);
+        let gone = match sdev.execute_in(&cdb, &mut inq, 30_000, 5) {
+            Ok(0) => protocol::inquiry_says_gone(&inq),
+            // All LUNs of a target unplugged: QEMU answers BAD_TARGET.
+            Ok(result) => (result >> 16) & 0xff == HostByte::BadTarget as i32,
+            Err(_) => false,
+        };
+        if gone {
+            sdev.remove();
+        }
+    });
 }
 
 /// Maps the protocol layer's host byte to the midlayer's.
@@ -222,6 +455,8 @@ impl HostTemplate for VirtioScsi {
     const PROC_NAME: &'static CStr = c_str!("virtio_scsi_rs");
     const CMD_SIZE: usize = CMD_SIZE;
     const TRACK_QUEUE_DEPTH: bool = true;
+    // The host reset is a TMF sweep that returns when the device answered.
+    const SKIP_SETTLE_DELAY: bool = true;
 
     /// `virtscsi_queuecommand()`.
     fn queuecommand(vscsi: &Self, mut cmd: Command<Self>) -> Result<(), QueueError<Self>> {
@@ -295,6 +530,14 @@ impl HostTemplate for VirtioScsi {
         }
     }
 
+    /// Nothing to prepare: `queuecommand` writes the whole request header
+    /// and completion reads only what the used length says the device
+    /// wrote. Providing this saves the midlayer's clearing of the 172-byte
+    /// private area on every command (C clears it).
+    fn init_cmd_priv(_private: &mut [u8]) -> Result {
+        Ok(())
+    }
+
     /// `virtscsi_commit_rqs()`.
     fn commit_rqs(vscsi: &Self, hwq: u16) {
         if let Some(vq) = vscsi.req_vqs.get(usize::from(hwq)) {
@@ -352,6 +595,90 @@ impl HostTemplate for VirtioScsi {
                 i, kind, s.submitted, s.completed, s.kicks, s.interrupts, s.polled
             ));
         }
+        let c = *vscsi.ctrl_vq.lock().data();
+        m.print(format_args!(
+            "control tmf_sent {} tmf_ok {} tmf_failed {} tmf_timed_out {} cmd_timeouts {} cmd_timeouts_reaped {}\n",
+            c.tmf_sent, c.tmf_ok, c.tmf_failed, c.tmf_timed_out, c.cmd_timeouts, c.cmd_timeouts_reaped
+        ));
+        let e = *vscsi.event_vq.lock().data();
+        m.print(format_args!(
+            "event posted {} received {} missed {} unsupported {}\n",
+            e.posted, e.received, e.missed, e.unsupported
+        ));
+    }
+
+    /// `virtscsi_handle_event()` for every filled event buffer, each
+    /// re-posted after its event is handled.
+    fn work(host: HostRef<'_, Self>) {
+        let vscsi = host.data();
+        while let Some((buf, len)) = vscsi.next_event() {
+            match protocol::parse_event(buf.bytes(), len) {
+                Some(ev) => handle_event(host, ev),
+                None => vscsi.warn_bad_response(),
+            }
+            vscsi.post_event_buf(buf, true);
+        }
+    }
+
+    /// A lost interrupt must not turn into an endless timer: poll the
+    /// command's queue (which completes it if the device did), otherwise
+    /// let the midlayer abort it. C always resets the timer.
+    fn eh_timed_out(host: HostRef<'_, Self>, cmd: &EhCommand) -> TimeoutAction {
+        let vscsi = host.data();
+        let hwq = (cmd.unique_tag() >> 16) as usize;
+        if let Some(vq) = vscsi.req_vqs.get(hwq) {
+            let polled = hwq as u32 >= vscsi.io_queues[0] + vscsi.io_queues[1];
+            vscsi.reap(vq, polled);
+        }
+        let mut guard = vscsi.ctrl_vq.lock();
+        let stats = guard.data();
+        stats.cmd_timeouts += 1;
+        if cmd.is_complete() {
+            stats.cmd_timeouts_reaped += 1;
+            TimeoutAction::Done
+        } else {
+            TimeoutAction::NotHandled
+        }
+    }
+
+    /// `virtscsi_abort()`: ABORT TASK for the command's tag.
+    fn eh_abort(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
+        let (_, id, lun) = cmd.device().address();
+        let tag = u64::from(cmd.unique_tag());
+        host.data().tmf(Tmf::AbortTask, id, lun, tag)
+    }
+
+    /// `virtscsi_device_reset()`: LOGICAL UNIT RESET.
+    fn eh_device_reset(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
+        let (_, id, lun) = cmd.device().address();
+        host.data().tmf(Tmf::LogicalUnitReset, id, lun, 0)
+    }
+
+    /// I_T NEXUS RESET of the command's target (C has no target reset).
+    fn eh_target_reset(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
+        let (_, id, lun) = cmd.device().address();
+        host.data().tmf(Tmf::ItNexusReset, id, lun, 0)
+    }
+
+    /// Host reset as an I_T NEXUS RESET of every target with devices (C
+    /// has no host reset); succeeds if every target reset succeeded.
+    fn eh_host_reset(host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+        let mut targets = [0u64; 4];
+        host.for_each_device(|sdev| {
+            let (_, id, _) = sdev.address();
+            if let Some(word) = targets.get_mut((id / 64) as usize) {
+                *word |= 1 << (id % 64);
+            }
+        });
+        let mut result = EhResult::Success;
+        for id in 0..256u32 {
+            if targets[(id / 64) as usize] & (1 << (id % 64)) != 0
+                && host.data().tmf(Tmf::ItNexusReset, id, 0, 0) != EhResult::Success
+            {
+                result = EhResult::Failed;
+            }
+        }
+        result
     }
 }
 
@@ -434,8 +761,14 @@ impl virtio::Driver for VirtioScsi {
             infos.push(info, GFP_KERNEL)?;
         }
         let mut raw = dev.find_vqs::<Self>(&infos, VQ_BASE)?.into_iter();
-        let ctrl_vq = raw.next().ok_or(EINVAL)?;
-        let event_vq = raw.next().ok_or(EINVAL)?;
+        let ctrl_vq = KBox::pin_init(
+            Queue::new(raw.next().ok_or(EINVAL)?, CtrlStats::default()),
+            GFP_KERNEL,
+        )?;
+        let event_vq = KBox::pin_init(
+            Queue::new(raw.next().ok_or(EINVAL)?, EventState::default()),
+            GFP_KERNEL,
+        )?;
         let mut req_vqs = KVec::with_capacity(num_queues as usize, GFP_KERNEL)?;
         for r in raw {
             let vq = KBox::pin_init(Queue::new(r, VqStats::default()), GFP_KERNEL)?;
@@ -454,11 +787,20 @@ impl virtio::Driver for VirtioScsi {
             io_queues,
             vdev: dev.get(),
             t10_pi,
-            _ctrl_vq: ctrl_vq,
-            _event_vq: event_vq,
+            ctrl_vq,
+            event_vq,
             sg_tablesize: u32::from(limits.sg_tablesize),
             warned_bad_resp: AtomicBool::new(false),
         };
+        // Event buffers go on the ring now and are announced in `scan`,
+        // after DRIVER_OK; with HOTPLUG or CHANGE (C: HOTPLUG only). An
+        // allocation failure fails the probe; nothing is leaked.
+        if dev.has_feature(feature::HOTPLUG) || dev.has_feature(feature::CHANGE) {
+            for _ in 0..EVENT_BUFS {
+                let buf = KBox::new(DeviceBuf::new(limits.event_info_size)?, GFP_KERNEL)?;
+                vscsi.post_event_buf(buf, false);
+            }
+        }
         let mut host = scsi::Host::alloc(&TEMPLATE, vscsi)?;
         host.set_limits(&scsi::Limits {
             can_queue: limits.can_queue,
@@ -491,12 +833,20 @@ impl virtio::Driver for VirtioScsi {
     }
 
     fn scan(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
+        let event_vq = &host.data().event_vq;
+        let kick = event_vq.lock().kick_prepare();
+        if kick {
+            event_vq.notify();
+        }
         host.scan();
     }
 
-    /// `virtscsi_remove()`: remove the host (waits for in-flight commands),
-    /// then reset the device and delete the queues, then free the host.
+    /// `virtscsi_remove()`: stop events (no event is handled once this
+    /// starts), remove the host (waits for in-flight commands), then reset
+    /// the device and delete the queues, then free the host.
     fn remove(_dev: &virtio::Device, mut host: Self::Data) {
+        host.data().stop_events();
+        host.disable_work();
         host.remove();
         drop(host);
     }
@@ -504,6 +854,14 @@ impl virtio::Driver for VirtioScsi {
     /// `virtscsi_req_done()` and friends, in hard-IRQ context.
     fn vq_done(host: &scsi::Host<VirtioScsi>, index: u32) {
         let vscsi = host.data();
+        match index {
+            0 => return vscsi.ctrl_done(),
+            1 => {
+                host.queue_work();
+                return;
+            }
+            _ => {}
+        }
         if let Some(vq) = index
             .checked_sub(VQ_BASE)
             .and_then(|i| vscsi.req_vqs.get(i as usize))

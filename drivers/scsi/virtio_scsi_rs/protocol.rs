@@ -540,6 +540,173 @@ pub(crate) fn host_limits(
         clamped,
     }
 }
+/// Event types (`VIRTIO_SCSI_T_*` of `struct virtio_scsi_event`).
+pub(crate) mod event {
+    /// No event (only meaningful with [`EVENTS_MISSED`]).
+    pub(crate) const NO_EVENT: u32 = 0;
+    /// A transport reset: a device appeared, disappeared or was reset.
+    pub(crate) const TRANSPORT_RESET: u32 = 1;
+    /// An asynchronous notification.
+    pub(crate) const ASYNC_NOTIFY: u32 = 2;
+    /// A parameter of a device changed (reason = ASC/ASCQ).
+    pub(crate) const PARAM_CHANGE: u32 = 3;
+    /// Flag: the device dropped events for lack of buffers.
+    pub(crate) const EVENTS_MISSED: u32 = 0x8000_0000;
+    /// TRANSPORT_RESET reason: hard reset.
+    pub(crate) const RESET_HARD: u32 = 0;
+    /// TRANSPORT_RESET reason: a device appeared.
+    pub(crate) const RESET_RESCAN: u32 = 1;
+    /// TRANSPORT_RESET reason: a device disappeared.
+    pub(crate) const RESET_REMOVED: u32 = 2;
+}
+
+/// What the driver does for one event (the `virtscsi_handle_*()` functions
+/// of the C driver, with the spec's LUN-0 rule and RESET_HARD added).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EventAction {
+    /// Nothing to do.
+    None,
+    /// Scan a whole target, adding new LUNs (`scsi_scan_target()`).
+    ScanTarget { target: u32 },
+    /// Add one device (`scsi_add_device()`).
+    AddDevice { target: u32, lun: u64 },
+    /// Remove one device; if `then_scan_target`, scan its target afterwards
+    /// (LUN 0 gone: the spec asks for a rescan of the target).
+    RemoveDevice {
+        target: u32,
+        lun: u64,
+        then_scan_target: bool,
+    },
+    /// Revalidate one device (`scsi_rescan_device()`): capacity, mode.
+    RescanDevice { target: u32, lun: u64 },
+    /// The event was not understood; the value is its type and reason.
+    Unsupported { event: u32, reason: u32 },
+}
+
+/// A decoded event: what to do, and whether events were lost before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Event {
+    /// [`event::EVENTS_MISSED`] was set: sweep all devices, then scan.
+    pub(crate) missed: bool,
+    /// The action for the event itself.
+    pub(crate) action: EventAction,
+}
+
+/// Decodes an event buffer the device filled (`used_len` bytes written).
+/// Returns `None` when the device wrote less than a whole event.
+pub(crate) fn parse_event(buf: &[u8], used_len: u32) -> Option<Event> {
+    if (used_len as usize) < EVENT_SIZE as usize {
+        return None;
+    }
+    let raw = buf.get(..EVENT_SIZE as usize)?;
+    let kind = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    let mut lun = [0u8; 8];
+    lun.copy_from_slice(&raw[4..12]);
+    let reason = u32::from_le_bytes([raw[12], raw[13], raw[14], raw[15]]);
+    let missed = kind & event::EVENTS_MISSED != 0;
+    let kind = kind & !event::EVENTS_MISSED;
+    let unsupported = EventAction::Unsupported {
+        event: kind,
+        reason,
+    };
+    let action = match kind {
+        event::NO_EVENT => EventAction::None,
+        event::TRANSPORT_RESET | event::PARAM_CHANGE => match decode_lun(&lun) {
+            None => unsupported,
+            Some((target, lun)) => match (kind, reason) {
+                (event::TRANSPORT_RESET, event::RESET_RESCAN) if lun == 0 => {
+                    EventAction::ScanTarget { target }
+                }
+                (event::TRANSPORT_RESET, event::RESET_RESCAN) => {
+                    EventAction::AddDevice { target, lun }
+                }
+                (event::TRANSPORT_RESET, event::RESET_REMOVED) => EventAction::RemoveDevice {
+                    target,
+                    lun,
+                    then_scan_target: lun == 0,
+                },
+                // The device was reset: revalidate it (C ignores this).
+                (event::TRANSPORT_RESET, event::RESET_HARD) => {
+                    EventAction::RescanDevice { target, lun }
+                }
+                (event::PARAM_CHANGE, _) => param_change(target, lun, reason),
+                _ => unsupported,
+            },
+        },
+        _ => unsupported,
+    };
+    Some(Event { missed, action })
+}
+
+/// PARAM_CHANGE: the reason carries the ASC in bits 0-7 and the ASCQ in
+/// bits 8-15 of the unit attention the device also reports.
+fn param_change(target: u32, lun: u64, reason: u32) -> EventAction {
+    let asc = reason & 0xff;
+    let ascq = (reason >> 8) & 0xff;
+    match (asc, ascq) {
+        // Mode parameters changed, log parameters changed, capacity changed.
+        (0x2a, 0x00) | (0x2a, 0x01) | (0x2a, 0x09) => EventAction::RescanDevice { target, lun },
+        // REPORTED LUNS DATA HAS CHANGED: the LUN set of the target moved.
+        (0x3f, 0x0e) => EventAction::ScanTarget { target },
+        _ => EventAction::None,
+    }
+}
+
+/// Size of a TMF request (`struct virtio_scsi_ctrl_tmf_req`).
+pub(crate) const TMF_REQ_SIZE: usize = 24;
+/// Size of a TMF response (`struct virtio_scsi_ctrl_tmf_resp`).
+pub(crate) const TMF_RESP_SIZE: usize = 1;
+/// Control request type: task management (`VIRTIO_SCSI_T_TMF`).
+pub(crate) const T_TMF: u32 = 0;
+
+/// Task management functions (`VIRTIO_SCSI_T_TMF_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Tmf {
+    /// ABORT TASK: one command, by tag.
+    AbortTask = 0,
+    /// I_T NEXUS RESET: every LU of the target.
+    ItNexusReset = 4,
+    /// LOGICAL UNIT RESET.
+    LogicalUnitReset = 5,
+}
+
+impl Tmf {
+    /// Name for log messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Tmf::AbortTask => "ABORT TASK",
+            Tmf::ItNexusReset => "I_T NEXUS RESET",
+            Tmf::LogicalUnitReset => "LOGICAL UNIT RESET",
+        }
+    }
+}
+
+/// Writes a TMF request: type, subtype, LUN, tag (`virtscsi_tmf()` and its
+/// callers in C).
+pub(crate) fn write_tmf_req(buf: &mut [u8; TMF_REQ_SIZE], tmf: Tmf, lun: &[u8; 8], tag: u64) {
+    buf[0..4].copy_from_slice(&T_TMF.to_le_bytes());
+    buf[4..8].copy_from_slice(&(tmf as u32).to_le_bytes());
+    buf[8..16].copy_from_slice(lun);
+    buf[16..24].copy_from_slice(&tag.to_le_bytes());
+}
+
+/// Whether a TMF response means the function completed: `OK` (FUNCTION
+/// COMPLETE) or `FUNCTION_SUCCEEDED`. A short write is a failure.
+pub(crate) fn tmf_succeeded(resp: &[u8], used_len: u32) -> bool {
+    used_len as usize >= TMF_RESP_SIZE
+        && matches!(
+            resp.first(),
+            Some(&response::OK) | Some(&response::FUNCTION_SUCCEEDED)
+        )
+}
+
+/// Whether INQUIRY data from an events-missed sweep says the LUN is gone:
+/// the peripheral qualifier is not 0 (`virtscsi_rescan_hotunplug()`).
+pub(crate) fn inquiry_says_gone(inq: &[u8]) -> bool {
+    inq.first().map_or(true, |b| b >> 5 != 0)
+}
+
 /// Self-tests of this module, shared by two runners: `cargo test` on the host
 /// (`tools/vscsi-protocol`) and the KUnit suite `virtio_scsi_rs_protocol` in
 /// the kernel (`kunit/`). Each case returns the first failed check.
@@ -603,6 +770,10 @@ pub(crate) mod selftest {
         request_header_with_pi_layout,
         response_parsing_clamps_sense_and_resid,
         response_mapping,
+        events_decode_to_actions,
+        events_missed_and_short_buffers,
+        param_change_reasons,
+        tmf_request_layout_and_results,
     );
 
     fn config_offsets_match_the_specification() -> CaseResult {
@@ -871,6 +1042,139 @@ pub(crate) mod selftest {
                     }
             );
         }
+        Ok(())
+    }
+
+    fn ev(kind: u32, lun: [u8; 8], reason: u32) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&kind.to_le_bytes());
+        b[4..12].copy_from_slice(&lun);
+        b[12..16].copy_from_slice(&reason.to_le_bytes());
+        b
+    }
+
+    fn action(b: &[u8; 16]) -> Option<EventAction> {
+        parse_event(b, 16).map(|e| e.action)
+    }
+
+    fn events_decode_to_actions() -> CaseResult {
+        use event::*;
+        // Target 3, LUN 0 (as QEMU encodes it for LUN < 256).
+        let t3l0 = [1, 3, 0, 0, 0, 0, 0, 0];
+        let t3l5 = [1, 3, 0, 5, 0, 0, 0, 0];
+        // LUN 300 in the flat format: Linux LUN 0x412c.
+        let t7l300 = [1, 7, 0x41, 0x2c, 0, 0, 0, 0];
+        check!(
+            action(&ev(TRANSPORT_RESET, t3l0, RESET_RESCAN))
+                == Some(EventAction::ScanTarget { target: 3 })
+        );
+        check!(
+            action(&ev(TRANSPORT_RESET, t3l5, RESET_RESCAN))
+                == Some(EventAction::AddDevice { target: 3, lun: 5 })
+        );
+        check!(
+            action(&ev(TRANSPORT_RESET, t7l300, RESET_REMOVED))
+                == Some(EventAction::RemoveDevice {
+                    target: 7,
+                    lun: 0x412c,
+                    then_scan_target: false
+                })
+        );
+        check!(
+            action(&ev(TRANSPORT_RESET, t3l0, RESET_REMOVED))
+                == Some(EventAction::RemoveDevice {
+                    target: 3,
+                    lun: 0,
+                    then_scan_target: true
+                })
+        );
+        check!(
+            action(&ev(TRANSPORT_RESET, t3l5, RESET_HARD))
+                == Some(EventAction::RescanDevice { target: 3, lun: 5 })
+        );
+        check!(
+            action(&ev(TRANSPORT_RESET, t3l5, 7))
+                == Some(EventAction::Unsupported {
+                    event: TRANSPORT_RESET,
+                    reason: 7
+                })
+        );
+        check!(
+            action(&ev(ASYNC_NOTIFY, t3l5, 16))
+                == Some(EventAction::Unsupported {
+                    event: ASYNC_NOTIFY,
+                    reason: 16
+                })
+        );
+        // A LUN field the format does not allow is not acted on.
+        check!(matches!(
+            action(&ev(TRANSPORT_RESET, [2, 3, 0, 0, 0, 0, 0, 0], RESET_RESCAN)),
+            Some(EventAction::Unsupported { .. })
+        ));
+        check!(action(&ev(NO_EVENT, [0; 8], 0)) == Some(EventAction::None));
+        Ok(())
+    }
+
+    fn events_missed_and_short_buffers() -> CaseResult {
+        use event::*;
+        let e = parse_event(&ev(NO_EVENT | EVENTS_MISSED, [0; 8], 0), 16);
+        check!(
+            e == Some(Event {
+                missed: true,
+                action: EventAction::None
+            })
+        );
+        let e = parse_event(
+            &ev(
+                TRANSPORT_RESET | EVENTS_MISSED,
+                [1, 0, 0, 2, 0, 0, 0, 0],
+                RESET_RESCAN,
+            ),
+            16,
+        );
+        check!(
+            e.is_some_and(|e| e.missed && e.action == EventAction::AddDevice { target: 0, lun: 2 })
+        );
+        // The device wrote less than an event, or the buffer is short.
+        check!(parse_event(&ev(TRANSPORT_RESET, [1, 0, 0, 0, 0, 0, 0, 0], 1), 15).is_none());
+        check!(parse_event(&[0u8; 8], 16).is_none());
+        Ok(())
+    }
+
+    fn param_change_reasons() -> CaseResult {
+        let lun = [1, 2, 0, 1, 0, 0, 0, 0];
+        let change = |asc: u32, ascq: u32| action(&ev(event::PARAM_CHANGE, lun, asc | ascq << 8));
+        for ascq in [0, 1, 9] {
+            check!(change(0x2a, ascq) == Some(EventAction::RescanDevice { target: 2, lun: 1 }));
+        }
+        check!(change(0x3f, 0x0e) == Some(EventAction::ScanTarget { target: 2 }));
+        check!(change(0x2a, 0x02) == Some(EventAction::None));
+        check!(change(0x29, 0x00) == Some(EventAction::None));
+        Ok(())
+    }
+
+    fn tmf_request_layout_and_results() -> CaseResult {
+        let mut b = [0xffu8; TMF_REQ_SIZE];
+        let lun = encode_lun(4, 9).unwrap_or([0; 8]);
+        write_tmf_req(&mut b, Tmf::AbortTask, &lun, 0x0001_0023);
+        check!(b[0..4] == [0, 0, 0, 0]);
+        check!(b[4..8] == [0, 0, 0, 0]);
+        check!(b[8..16] == [1, 4, 0x40, 9, 0, 0, 0, 0]);
+        check!(b[16..24] == [0x23, 0, 1, 0, 0, 0, 0, 0]);
+        write_tmf_req(&mut b, Tmf::LogicalUnitReset, &lun, 0);
+        check!(b[4..8] == [5, 0, 0, 0]);
+        write_tmf_req(&mut b, Tmf::ItNexusReset, &lun, 0);
+        check!(b[4..8] == [4, 0, 0, 0]);
+        check!(tmf_succeeded(&[response::OK], 1));
+        check!(tmf_succeeded(&[response::FUNCTION_SUCCEEDED], 1));
+        check!(!tmf_succeeded(&[response::FUNCTION_REJECTED], 1));
+        check!(!tmf_succeeded(&[response::BAD_TARGET], 1));
+        check!(!tmf_succeeded(&[response::OK], 0));
+        check!(inquiry_says_gone(&[0x7f, 0]));
+        check!(inquiry_says_gone(&[0x20]));
+        check!(!inquiry_says_gone(&[0x00, 0x80]));
+        check!(!inquiry_says_gone(&[0x05]));
+        check!(inquiry_says_gone(&[]));
         Ok(())
     }
 }

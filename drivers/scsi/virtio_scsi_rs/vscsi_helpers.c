@@ -8,11 +8,14 @@
  */
 
 #include <linux/blk-integrity.h>
+#include <linux/completion.h>
 #include <linux/moduleparam.h>
 #include <linux/spinlock.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <linux/workqueue.h>
 #include <scsi/scsi_cmnd.h>
+#include <scsi/scsi_device.h>
 #include <scsi/scsi_host.h>
 
 #include <vscsi_helpers.h>
@@ -91,6 +94,27 @@ int vscsi_scsi_add_host(struct Scsi_Host *shost, struct device *dev)
 	return scsi_add_host(shost, dev);
 }
 
+int vscsi_scsi_execute_in(struct scsi_device *sdev, const u8 *cdb, void *buf,
+			  unsigned int len, int timeout, int retries)
+{
+	return scsi_execute_cmd(sdev, cdb, REQ_OP_DRV_IN, buf, len, timeout,
+				retries, NULL);
+}
+
+void vscsi_init_completion(struct completion *x)
+{
+	init_completion(x);
+}
+
+void vscsi_init_work(struct work_struct *work, work_func_t func)
+{
+	INIT_WORK(work, func);
+}
+
+bool vscsi_queue_work_freezable(struct work_struct *work)
+{
+	return queue_work(system_freezable_wq, work);
+}
 
 /*
  * Bytes of protection information that travel with the command's data, as

@@ -80,10 +80,21 @@ pub(crate) trait HostTemplate: Sized + 'static {
     const CMD_SIZE: usize;
     /// Let the midlayer track the queue depth (`track_queue_depth`).
     const TRACK_QUEUE_DEPTH: bool = false;
+    /// Skip the midlayer's 10 s settle delay after a host reset
+    /// (`skip_settle_delay`): the host is ready when its handler returns.
+    const SKIP_SETTLE_DELAY: bool = false;
 
     /// Starts a command (`queuecommand`). A command that cannot be started
     /// now is handed back in [`QueueError::HostBusy`] and retried later.
     fn queuecommand(host: &Self::HostData, cmd: Command<Self>) -> Result<(), QueueError<Self>>;
+
+    /// Prepares a command's private area once, when the midlayer allocates
+    /// the command (`init_cmd_priv`); the area arrives zeroed. With this
+    /// operation the midlayer no longer clears the area before every
+    /// command, so the driver must not rely on it being zero.
+    fn init_cmd_priv(_private: &mut [u8]) -> Result {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
 
     /// Flushes commands queued without [`Command::is_last`]
     /// (`commit_rqs`).
@@ -118,6 +129,66 @@ pub(crate) trait HostTemplate: Sized + 'static {
     fn debugfs_show(_host: &Self::HostData, _m: &SeqFile) {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
+
+    /// The host's deferred work, run in process context on the freezable
+    /// system workqueue after [`Host::queue_work`]. It never runs once
+    /// [`Host::remove`] has started.
+    fn work(_host: HostRef<'_, Self>) {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// A command's timer expired (`eh_timed_out`).
+    fn eh_timed_out(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> TimeoutAction {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Aborts one command (`eh_abort_handler`).
+    fn eh_abort(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Resets the command's logical unit (`eh_device_reset_handler`).
+    fn eh_device_reset(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Resets the command's target (`eh_target_reset_handler`).
+    fn eh_target_reset(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Resets the whole host (`eh_host_reset_handler`).
+    fn eh_host_reset(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// The outcome of an error handler (`SUCCESS`, `FAILED` in `scsi/scsi.h`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EhResult {
+    /// The function completed; the midlayer stops escalating.
+    Success,
+    /// The function failed or timed out; the midlayer escalates.
+    Failed,
+}
+
+impl EhResult {
+    fn to_c(self) -> i32 {
+        // `SUCCESS` and `FAILED` from `scsi/scsi.h` (macros bindgen skips).
+        match self {
+            EhResult::Success => 0x2002,
+            EhResult::Failed => 0x2003,
+        }
+    }
+}
+
+/// What to do with a command whose timer expired (`enum scsi_timeout_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TimeoutAction {
+    /// The driver completed it (`SCSI_EH_DONE`).
+    Done,
+    /// Let the midlayer abort it (`SCSI_EH_NOT_HANDLED`).
+    NotHandled,
 }
 
 /// A `seq_file` being printed into.
@@ -270,6 +341,9 @@ impl<T: HostTemplate> Template<T> {
             queuecommand: Some(Adapter::<T>::queuecommand),
             ..Default::default()
         };
+        if T::HAS_INIT_CMD_PRIV {
+            t.init_cmd_priv = Some(Adapter::<T>::init_cmd_priv);
+        }
         if T::HAS_COMMIT_RQS {
             t.commit_rqs = Some(Adapter::<T>::commit_rqs);
         }
@@ -285,6 +359,21 @@ impl<T: HostTemplate> Template<T> {
         if T::HAS_MQ_POLL {
             t.mq_poll = Some(Adapter::<T>::mq_poll);
         }
+        if T::HAS_EH_TIMED_OUT {
+            t.eh_timed_out = Some(Adapter::<T>::eh_timed_out);
+        }
+        if T::HAS_EH_ABORT {
+            t.eh_abort_handler = Some(Adapter::<T>::eh_abort);
+        }
+        if T::HAS_EH_DEVICE_RESET {
+            t.eh_device_reset_handler = Some(Adapter::<T>::eh_device_reset);
+        }
+        if T::HAS_EH_TARGET_RESET {
+            t.eh_target_reset_handler = Some(Adapter::<T>::eh_target_reset);
+        }
+        if T::HAS_EH_HOST_RESET {
+            t.eh_host_reset_handler = Some(Adapter::<T>::eh_host_reset);
+        }
         if T::HAS_DEBUGFS_SHOW {
             // SAFETY: `PROC_NAME` is a valid string; a failure gives an
             // error pointer, which debugfs accepts as a parent and ignores.
@@ -294,6 +383,7 @@ impl<T: HostTemplate> Template<T> {
             self.debugfs.store(dir, Ordering::Release);
         }
         t.set_track_queue_depth(u32::from(T::TRACK_QUEUE_DEPTH));
+        t.set_skip_settle_delay(u32::from(T::SKIP_SETTLE_DELAY));
         // SAFETY: `state` is `BUSY`, so nobody else writes or reads `inner`
         // (readers wait for `READY`).
         unsafe { self.inner.get().write(t) };
@@ -346,6 +436,14 @@ pub(crate) struct Limits {
     pub(crate) nr_maps: u32,
 }
 
+/// What a [`Host`] keeps in `hostdata`: the driver's data first, then the
+/// host's work item (initialised once, at allocation).
+#[repr(C)]
+struct HostPriv<D> {
+    data: D,
+    work: Opaque<bindings::work_struct>,
+}
+
 /// A SCSI host (`struct Scsi_Host`) with its private data of type
 /// `T::HostData` stored inline.
 ///
@@ -355,10 +453,14 @@ pub(crate) struct Limits {
 /// # Invariants
 ///
 /// `shost` was allocated by `scsi_host_alloc` from `T`'s template with room
-/// for a `T::HostData`, which is initialised and pinned in its `hostdata`;
-/// this value owns the reference from `scsi_host_alloc`.
+/// for a `HostPriv<T::HostData>`, whose data is initialised and pinned in its
+/// `hostdata` and whose work item is initialised; this value owns the
+/// reference from `scsi_host_alloc`. Once `work_disabled` is set the work
+/// item is neither queued nor running, and cannot be queued again.
 pub(crate) struct Host<T: HostTemplate> {
     shost: NonNull<bindings::Scsi_Host>,
+    /// The work item was disabled for good (`disable_work_sync()`).
+    work_disabled: bool,
     added: bool,
     template: &'static Template<T>,
     /// The host's debugfs directory, or null.
@@ -379,9 +481,9 @@ impl<T: HostTemplate> Host<T> {
         init: impl PinInit<T::HostData, Error>,
     ) -> Result<Self> {
         // `hostdata` is aligned to `unsigned long`.
-        build_assert!(align_of::<T::HostData>() <= align_of::<kernel::ffi::c_ulong>());
+        build_assert!(align_of::<HostPriv<T::HostData>>() <= align_of::<kernel::ffi::c_ulong>());
         let sht = template.get()?;
-        let size = kernel::ffi::c_int::try_from(size_of::<T::HostData>())?;
+        let size = kernel::ffi::c_int::try_from(size_of::<HostPriv<T::HostData>>())?;
         // SAFETY: `sht` is a ready template that lives for `'static`.
         let shost = NonNull::new(unsafe { bindings::scsi_host_alloc(sht, size) }).ok_or(ENOMEM)?;
         let data = Self::data_ptr(shost);
@@ -392,19 +494,56 @@ impl<T: HostTemplate> Host<T> {
             unsafe { bindings::scsi_host_put(shost.as_ptr()) };
             return Err(e);
         }
+        // SAFETY: The work item lies in the new host's private area, which
+        // never moves; it is initialised once, here.
+        unsafe { bindings::vscsi_init_work(Self::work_ptr(shost), Some(Adapter::<T>::work)) };
         // INVARIANT: The host is allocated from `T`'s template and its data
-        // is initialised.
+        // and work item are initialised.
         Ok(Self {
             shost,
+            work_disabled: false,
             added: false,
             template,
             debugfs: core::ptr::null_mut(),
         })
     }
 
-    fn data_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut T::HostData {
+    fn priv_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut HostPriv<T::HostData> {
         // SAFETY: `hostdata` is the trailing array of a live host.
         unsafe { core::ptr::addr_of_mut!((*shost.as_ptr()).hostdata) }.cast()
+    }
+
+    fn data_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut T::HostData {
+        // SAFETY: The private area holds a `HostPriv` (type invariant).
+        unsafe { core::ptr::addr_of_mut!((*Self::priv_ptr(shost)).data) }
+    }
+
+    fn work_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut bindings::work_struct {
+        // SAFETY: The private area holds a `HostPriv` (type invariant).
+        Opaque::raw_get(unsafe { core::ptr::addr_of!((*Self::priv_ptr(shost)).work) })
+    }
+
+    /// Queues the host's work ([`HostTemplate::work`]) on the freezable
+    /// system workqueue, unless it is pending already or the host is not
+    /// added (or being removed). Callable from interrupt context.
+    pub(crate) fn queue_work(&self) -> bool {
+        if !self.added || self.work_disabled {
+            return false;
+        }
+        // SAFETY: The work item is initialised (type invariant); once it is
+        // disabled, queueing is a no-op, and it is disabled before the host
+        // data it reaches goes away.
+        unsafe { bindings::vscsi_queue_work_freezable(Self::work_ptr(self.shost)) }
+    }
+
+    /// Stops the host's work for good: waits for a running instance and
+    /// makes later [`Host::queue_work`] calls no-ops (`disable_work_sync()`).
+    pub(crate) fn disable_work(&mut self) {
+        if !self.work_disabled {
+            // SAFETY: The work item is initialised (type invariant).
+            unsafe { bindings::disable_work_sync(Self::work_ptr(self.shost)) };
+            self.work_disabled = true;
+        }
     }
 
     /// Returns the host's private data.
@@ -515,9 +654,11 @@ impl<T: HostTemplate> Host<T> {
         }
     }
 
-    /// Removes the host from the midlayer (`scsi_remove_host()`): devices go
-    /// away, in-flight commands complete first. Idempotent.
+    /// Removes the host from the midlayer (`scsi_remove_host()`): the work
+    /// stops first, then devices go away, in-flight commands complete
+    /// first. Idempotent.
     pub(crate) fn remove(&mut self) {
+        self.disable_work();
         if !self.debugfs.is_null() {
             // SAFETY: The directory was created in `add` and is removed once;
             // removal waits for readers of its files.
@@ -540,6 +681,168 @@ impl<T: HostTemplate> Drop for Host<T> {
         unsafe { core::ptr::drop_in_place(Self::data_ptr(self.shost)) };
         // SAFETY: We own the reference from `scsi_host_alloc`.
         unsafe { bindings::scsi_host_put(self.shost.as_ptr()) };
+    }
+}
+
+/// A borrowed, added host, as given to [`HostTemplate::work`] and the error
+/// handlers: the host's data and the midlayer's scan and device operations,
+/// which may sleep.
+///
+/// # Invariants
+///
+/// `shost` is a live host allocated by [`Host::alloc`] for `T`, added to the
+/// midlayer and not yet removed, for `'a`.
+pub(crate) struct HostRef<'a, T: HostTemplate> {
+    shost: NonNull<bindings::Scsi_Host>,
+    _p: PhantomData<&'a T>,
+}
+
+impl<T: HostTemplate> Clone for HostRef<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: HostTemplate> Copy for HostRef<'_, T> {}
+
+/// `SCAN_WILD_CARD`: every LUN.
+const SCAN_WILD_CARD: u64 = !0;
+
+impl<'a, T: HostTemplate> HostRef<'a, T> {
+    /// # Safety
+    ///
+    /// `shost` must satisfy the type invariant for `'a`.
+    unsafe fn from_raw(shost: *mut bindings::Scsi_Host) -> Self {
+        // INVARIANT: The caller guarantees it.
+        Self {
+            // SAFETY: The caller passes a live host.
+            shost: unsafe { NonNull::new_unchecked(shost) },
+            _p: PhantomData,
+        }
+    }
+
+    /// Returns the host's private data.
+    pub(crate) fn data(&self) -> &'a T::HostData {
+        // SAFETY: The data lives as long as the host (type invariant).
+        unsafe { &*Host::<T>::data_ptr(self.shost) }
+    }
+
+    /// Adds the device at `channel:id:lun` (`scsi_add_device()`).
+    pub(crate) fn add_device(&self, channel: u32, id: u32, lun: u64) -> Result {
+        // SAFETY: The host is live and added (type invariant); the call may
+        // sleep, which the contexts giving a `HostRef` allow.
+        to_result(unsafe { bindings::scsi_add_device(self.shost.as_ptr(), channel, id, lun) })
+    }
+
+    /// Calls `f` with the device at `channel:id:lun`, holding a reference
+    /// to it, if there is one (`scsi_device_lookup()`); returns whether
+    /// there was.
+    pub(crate) fn with_device(
+        &self,
+        channel: u32,
+        id: u32,
+        lun: u64,
+        f: impl FnOnce(&ScsiDevice),
+    ) -> bool {
+        // SAFETY: The host is live (type invariant).
+        let sdev = unsafe { bindings::scsi_device_lookup(self.shost.as_ptr(), channel, id, lun) };
+        if sdev.is_null() {
+            return false;
+        }
+        // SAFETY: `sdev` is a device of this host with a reference we hold
+        // until the `put` below.
+        f(unsafe { ScsiDevice::from_raw(sdev) });
+        // SAFETY: Drops the reference `scsi_device_lookup()` took.
+        unsafe { bindings::scsi_device_put(sdev) };
+        true
+    }
+
+    /// Scans target `channel:id` for new LUNs (`scsi_scan_target()` with
+    /// `SCSI_SCAN_RESCAN`).
+    pub(crate) fn scan_target(&self, channel: u32, id: u32) {
+        // SAFETY: The host is live and added (type invariant), so its
+        // `shost_gendev` is registered.
+        unsafe {
+            bindings::scsi_scan_target(
+                core::ptr::addr_of_mut!((*self.shost.as_ptr()).shost_gendev),
+                channel,
+                id,
+                SCAN_WILD_CARD,
+                bindings::scsi_scan_mode_SCSI_SCAN_RESCAN,
+            )
+        };
+    }
+
+    /// Scans the whole host (`scsi_scan_host()`).
+    pub(crate) fn scan(&self) {
+        // SAFETY: The host is live and added (type invariant).
+        unsafe { bindings::scsi_scan_host(self.shost.as_ptr()) };
+    }
+
+    /// Calls `f` for each device of the host (`shost_for_each_device()`),
+    /// holding a reference to the device during the call.
+    pub(crate) fn for_each_device(&self, mut f: impl FnMut(&ScsiDevice)) {
+        let mut sdev: *mut bindings::scsi_device = core::ptr::null_mut();
+        loop {
+            // SAFETY: The host is live; `sdev` is null or the device the
+            // previous call returned, whose reference this call drops.
+            sdev = unsafe { bindings::__scsi_iterate_devices(self.shost.as_ptr(), sdev) };
+            if sdev.is_null() {
+                return;
+            }
+            // SAFETY: We hold a reference to `sdev` until the next call.
+            f(unsafe { ScsiDevice::from_raw(sdev) });
+        }
+    }
+}
+
+/// A command in the hands of the error handler (`eh_*` callbacks): it can
+/// be inspected, not completed.
+///
+/// # Invariants
+///
+/// `self.0` is a valid `scsi_cmnd` of a live device for the lifetime of the
+/// reference.
+#[repr(transparent)]
+pub(crate) struct EhCommand(Opaque<bindings::scsi_cmnd>);
+
+impl EhCommand {
+    /// # Safety
+    ///
+    /// `sc` must be valid for `'a`.
+    unsafe fn from_raw<'a>(sc: *mut bindings::scsi_cmnd) -> &'a Self {
+        // SAFETY: Transparent wrapper; the caller guarantees validity.
+        unsafe { &*sc.cast::<Self>() }
+    }
+
+    /// Returns the command's device.
+    pub(crate) fn device(&self) -> &ScsiDevice {
+        // SAFETY: A command's device outlives it (type invariant).
+        unsafe { ScsiDevice::from_raw((*self.0.get()).device) }
+    }
+
+    /// Returns whether the command was completed (`SCMD_STATE_COMPLETE`),
+    /// for instance by polling its queue in `eh_timed_out`.
+    pub(crate) fn is_complete(&self) -> bool {
+        // SAFETY: The command is valid (type invariant); `state` is only
+        // changed with atomic bit operations, and a racy read is fine here.
+        let state = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0.get()).state)) };
+        state & (1 << bindings::SCMD_STATE_COMPLETE) != 0
+    }
+
+    /// Returns the blk-mq unique tag (`blk_mq_unique_tag()`).
+    pub(crate) fn unique_tag(&self) -> u32 {
+        // `scsi_cmd_to_rq()`: the command is the request's driver payload.
+        // SAFETY: The command was allocated right behind its request, which
+        // is valid while the command is (type invariant).
+        unsafe {
+            let rq = self
+                .0
+                .get()
+                .cast::<u8>()
+                .sub(size_of::<bindings::request>())
+                .cast::<bindings::request>();
+            bindings::blk_mq_unique_tag(rq)
+        }
     }
 }
 
@@ -599,6 +902,63 @@ impl ScsiDevice {
         i32::from(unsafe { (*(*self.raw()).host).cmd_per_lun })
     }
 
+    /// Returns the device's channel, target id and LUN.
+    pub(crate) fn address(&self) -> (u32, u32, u64) {
+        // SAFETY: The device is valid (type invariant); these never change.
+        unsafe {
+            let d = self.raw();
+            ((*d).channel, (*d).id, (*d).lun)
+        }
+    }
+
+    /// Sends a data-in command and waits for it (`scsi_execute_cmd()`):
+    /// returns the SCSI result (0: good; host byte in bits 16-23) or an
+    /// error if it could not be sent. May sleep.
+    pub(crate) fn execute_in(
+        &self,
+        cdb: &[u8],
+        buf: &mut [u8],
+        timeout_ms: u32,
+        retries: i32,
+    ) -> Result<i32> {
+        let len = u32::try_from(buf.len())?;
+        // SAFETY: Pure conversion.
+        let timeout = unsafe { bindings::__msecs_to_jiffies(timeout_ms) };
+        let timeout = i32::try_from(timeout).unwrap_or(i32::MAX);
+        // SAFETY: The device is valid and referenced by the caller; `cdb`
+        // and `buf` are valid for the whole (synchronous) call; the midlayer
+        // bounces `buf` if it cannot be mapped directly.
+        let ret = unsafe {
+            bindings::vscsi_scsi_execute_in(
+                self.raw(),
+                cdb.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                len,
+                timeout,
+                retries,
+            )
+        };
+        if ret < 0 {
+            Err(Error::from_errno(ret))
+        } else {
+            Ok(ret)
+        }
+    }
+
+    /// Revalidates the device: capacity, mode pages (`scsi_rescan_device()`).
+    /// May sleep.
+    pub(crate) fn rescan(&self) {
+        // SAFETY: The device is valid and the caller holds a reference.
+        unsafe { bindings::scsi_rescan_device(self.raw()) };
+    }
+
+    /// Removes the device (`scsi_remove_device()`). May sleep.
+    pub(crate) fn remove(&self) {
+        // SAFETY: The device is valid and the caller holds a reference (as
+        // `HostRef::for_each_device` does).
+        unsafe { bindings::scsi_remove_device(self.raw()) };
+    }
+
     /// Sets the queue depth (`scsi_change_queue_depth()`); returns the new
     /// depth.
     pub(crate) fn change_queue_depth(&self, depth: i32) -> i32 {
@@ -635,7 +995,7 @@ impl<T: HostTemplate> Command<T> {
 
     /// Returns the CDB and the private area together (they do not overlap).
     pub(crate) fn cdb_and_private(&mut self) -> (&[u8], &mut [u8]) {
-        // SAFETY: As in `private`.
+        // SAFETY: As in `private_and_sense`; the CDB is a separate buffer.
         let private =
             unsafe { core::slice::from_raw_parts_mut(self.raw().add(1).cast::<u8>(), T::CMD_SIZE) };
         // SAFETY: The command is valid and owned; `cmnd` lies inside the
@@ -722,13 +1082,19 @@ impl<T: HostTemplate> Command<T> {
         unsafe { bindings::vscsi_scsi_prot_bytes(self.raw()) }
     }
 
-    /// Returns the private area (`scsi_cmd_priv()`), `T::CMD_SIZE` bytes
-    /// that the midlayer zeroes before each command.
-    pub(crate) fn private(&mut self) -> &mut [u8] {
+    /// Returns the private area and the sense buffer together (separate
+    /// allocations, so they do not overlap).
+    pub(crate) fn private_and_sense(&mut self) -> (&mut [u8], &mut [u8]) {
         // SAFETY: The template's `cmd_size` (`T::CMD_SIZE`) bytes right
         // behind the command belong to it and, while the command is owned,
-        // to us alone.
-        unsafe { core::slice::from_raw_parts_mut(self.raw().add(1).cast::<u8>(), T::CMD_SIZE) }
+        // to us alone; so does the sense buffer, a separate allocation of
+        // `SCSI_SENSE_BUFFERSIZE` bytes the midlayer makes for every command.
+        unsafe {
+            (
+                core::slice::from_raw_parts_mut(self.raw().add(1).cast::<u8>(), T::CMD_SIZE),
+                core::slice::from_raw_parts_mut((*self.raw()).sense_buffer, SENSE_BUFFERSIZE),
+            )
+        }
     }
 
     /// Sets the result (`result`): host byte and SAM status byte.
@@ -741,14 +1107,6 @@ impl<T: HostTemplate> Command<T> {
     pub(crate) fn set_resid(&mut self, resid: u32) {
         // SAFETY: The command is valid and owned (type invariant).
         unsafe { (*self.raw()).resid_len = resid };
-    }
-
-    /// Returns the sense buffer (`sense_buffer`, `SCSI_SENSE_BUFFERSIZE`
-    /// bytes).
-    pub(crate) fn sense_buffer(&mut self) -> &mut [u8] {
-        // SAFETY: The midlayer allocates `SCSI_SENSE_BUFFERSIZE` bytes of
-        // sense buffer for every command; it is ours while we own it.
-        unsafe { core::slice::from_raw_parts_mut((*self.raw()).sense_buffer, SENSE_BUFFERSIZE) }
     }
 
     /// Completes the command (`scsi_done()`).
@@ -829,7 +1187,7 @@ impl<T: HostTemplate> CommandRequest<T> {
 unsafe impl<T: HostTemplate> Request for CommandRequest<T> {
     fn sgs(&mut self, sgs: &mut SgList) {
         let sc = self.cmd.raw();
-        // SAFETY: The private area follows the command (see `private`).
+        // SAFETY: The private area follows the command (see `private_and_sense`).
         let base = unsafe { sc.add(1).cast::<u8>() };
         let dir = self.cmd.data_direction();
         // SAFETY: The command is owned, so its scatterlist is valid.
@@ -936,6 +1294,28 @@ impl<T: HostTemplate> Adapter<T> {
 
     /// # Safety
     ///
+    /// Called by the midlayer with a command being allocated for a host of
+    /// `T`, which nobody else uses yet.
+    unsafe extern "C" fn init_cmd_priv(
+        _shost: *mut bindings::Scsi_Host,
+        sc: *mut bindings::scsi_cmnd,
+    ) -> i32 {
+        // SAFETY: The private area of `T::CMD_SIZE` bytes follows the
+        // command; the command is not in use yet, so it is ours. Zeroing it
+        // first makes every byte initialised whatever the allocator left.
+        let private = unsafe {
+            let p = sc.add(1).cast::<u8>();
+            core::ptr::write_bytes(p, 0, T::CMD_SIZE);
+            core::slice::from_raw_parts_mut(p, T::CMD_SIZE)
+        };
+        match T::init_cmd_priv(private) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
     /// Called by the midlayer with a live host of `T`.
     unsafe extern "C" fn commit_rqs(shost: *mut bindings::Scsi_Host, hwq: u16) {
         // SAFETY: The midlayer passes a live host of this template.
@@ -999,6 +1379,94 @@ impl<T: HostTemplate> Adapter<T> {
         // SAFETY: `m` is valid during the call; `SeqFile` is transparent.
         T::debugfs_show(host, unsafe { &*m.cast::<SeqFile>() });
         0
+    }
+
+    /// # Safety
+    ///
+    /// Called by the workqueue for the work item of a host of `T`, which
+    /// `Host::remove` disables (waiting for this function) before the host
+    /// is removed or its data dropped.
+    unsafe extern "C" fn work(work: *mut bindings::work_struct) {
+        let off = core::mem::offset_of!(HostPriv<T::HostData>, work)
+            + core::mem::offset_of!(bindings::Scsi_Host, hostdata);
+        // SAFETY: `work` is the `work` field of the `HostPriv` in the
+        // `hostdata` of a `Scsi_Host` (`container_of()`).
+        let shost = unsafe { work.cast::<u8>().sub(off) }.cast::<bindings::Scsi_Host>();
+        // SAFETY: The work only runs between `Host::add` (queueing checks
+        // it) and `Host::remove` (which disables it first).
+        T::work(unsafe { HostRef::from_raw(shost) });
+    }
+
+    /// # Safety
+    ///
+    /// `sc` must be a command of a live, added host of `T`, as the midlayer
+    /// passes to the `eh_*` callbacks.
+    unsafe fn eh_args<'a>(sc: *mut bindings::scsi_cmnd) -> (HostRef<'a, T>, &'a EhCommand) {
+        // SAFETY: The caller guarantees `sc`; its device and host are valid.
+        unsafe {
+            let shost = (*(*sc).device).host;
+            (HostRef::from_raw(shost), EhCommand::from_raw(sc))
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer's timeout handler with a command of a host of `T`.
+    unsafe extern "C" fn eh_timed_out(
+        sc: *mut bindings::scsi_cmnd,
+    ) -> bindings::scsi_timeout_action {
+        // SAFETY: The midlayer passes such a command.
+        let (host, cmd) = unsafe { Self::eh_args(sc) };
+        match T::eh_timed_out(host, cmd) {
+            TimeoutAction::Done => bindings::scsi_timeout_action_SCSI_EH_DONE,
+            TimeoutAction::NotHandled => bindings::scsi_timeout_action_SCSI_EH_NOT_HANDLED,
+        }
+    }
+
+    /// Runs error handler `f` for `sc` and converts its result.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::eh_args`].
+    unsafe fn eh_handler(
+        sc: *mut bindings::scsi_cmnd,
+        f: fn(HostRef<'_, T>, &EhCommand) -> EhResult,
+    ) -> i32 {
+        // SAFETY: The caller passes a command of a live, added host of `T`.
+        let (host, cmd) = unsafe { Self::eh_args(sc) };
+        f(host, cmd).to_c()
+    }
+
+    /// # Safety
+    ///
+    /// Called by the error handler with a command of a host of `T`.
+    unsafe extern "C" fn eh_abort(sc: *mut bindings::scsi_cmnd) -> i32 {
+        // SAFETY: The midlayer passes such a command.
+        unsafe { Self::eh_handler(sc, T::eh_abort) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the error handler with a command of a host of `T`.
+    unsafe extern "C" fn eh_device_reset(sc: *mut bindings::scsi_cmnd) -> i32 {
+        // SAFETY: The midlayer passes such a command.
+        unsafe { Self::eh_handler(sc, T::eh_device_reset) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the error handler with a command of a host of `T`.
+    unsafe extern "C" fn eh_target_reset(sc: *mut bindings::scsi_cmnd) -> i32 {
+        // SAFETY: The midlayer passes such a command.
+        unsafe { Self::eh_handler(sc, T::eh_target_reset) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the error handler with a command of a host of `T`.
+    unsafe extern "C" fn eh_host_reset(sc: *mut bindings::scsi_cmnd) -> i32 {
+        // SAFETY: The midlayer passes such a command.
+        unsafe { Self::eh_handler(sc, T::eh_host_reset) }
     }
 
     /// # Safety

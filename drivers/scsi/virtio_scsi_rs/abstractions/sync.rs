@@ -11,6 +11,8 @@
 //! in the guard.
 
 use crate::bindings;
+use kernel::prelude::*;
+use kernel::types::Opaque;
 
 /// A spinlock that disables local interrupts while held
 /// (`spin_lock_irqsave()`).
@@ -42,15 +44,50 @@ unsafe impl kernel::sync::lock::Backend for SpinLockIrqBackend {
     }
 
     unsafe fn lock(ptr: *mut Self::State) -> Self::GuardState {
+        // On SMP kernels without PREEMPT_RT, `spin_lock_irqsave()` is a
+        // macro for `_raw_spin_lock_irqsave(&lock->rlock)`, `rlock` being
+        // the first member of `spinlock_t`: call it directly and save the C
+        // wrapper's call on every I/O.
+        #[cfg(all(
+            CONFIG_SMP,
+            not(CONFIG_PREEMPT_RT),
+            not(CONFIG_INLINE_SPIN_LOCK_IRQSAVE)
+        ))]
+        // SAFETY: The caller guarantees that `ptr` points to an initialised
+        // spinlock, whose `rlock` is at offset 0 (see above).
+        return unsafe { bindings::_raw_spin_lock_irqsave(ptr.cast()) };
+        #[cfg(not(all(
+            CONFIG_SMP,
+            not(CONFIG_PREEMPT_RT),
+            not(CONFIG_INLINE_SPIN_LOCK_IRQSAVE)
+        )))]
         // SAFETY: The caller guarantees that `ptr` points to an initialised
         // spinlock.
-        unsafe { bindings::vscsi_spin_lock_irqsave(ptr) }
+        return unsafe { bindings::vscsi_spin_lock_irqsave(ptr) };
     }
 
     unsafe fn unlock(ptr: *mut Self::State, flags: &Self::GuardState) {
+        // As in `lock`, for `spin_unlock_irqrestore()`.
+        #[cfg(all(
+            CONFIG_SMP,
+            not(CONFIG_PREEMPT_RT),
+            not(CONFIG_INLINE_SPIN_UNLOCK_IRQRESTORE)
+        ))]
+        // SAFETY: The caller owns the lock, and `flags` comes from the
+        // `lock` call that acquired it; `rlock` is at offset 0.
+        unsafe {
+            bindings::_raw_spin_unlock_irqrestore(ptr.cast(), *flags)
+        };
+        #[cfg(not(all(
+            CONFIG_SMP,
+            not(CONFIG_PREEMPT_RT),
+            not(CONFIG_INLINE_SPIN_UNLOCK_IRQRESTORE)
+        )))]
         // SAFETY: The caller owns the lock, and `flags` comes from the
         // `lock` call that acquired it.
-        unsafe { bindings::vscsi_spin_unlock_irqrestore(ptr, *flags) }
+        unsafe {
+            bindings::vscsi_spin_unlock_irqrestore(ptr, *flags)
+        };
     }
 }
 
@@ -65,3 +102,51 @@ macro_rules! new_spinlock_irq {
     };
 }
 pub(crate) use new_spinlock_irq;
+
+/// A completion (`struct completion`): one side signals once, the other
+/// waits for it with a time limit.
+///
+/// C header: [`include/linux/completion.h`](srctree/include/linux/completion.h).
+///
+/// # Invariants
+///
+/// `inner` was initialised by `init_completion()` and never moves.
+#[pin_data]
+pub(crate) struct Completion {
+    #[pin]
+    inner: Opaque<bindings::completion>,
+}
+
+// SAFETY: A completion is signalled and waited for from any thread; its
+// state is protected by its own wait-queue lock.
+unsafe impl Send for Completion {}
+// SAFETY: See `Send`; all operations take `&self`.
+unsafe impl Sync for Completion {}
+
+impl Completion {
+    /// Creates a completion that has not been signalled.
+    pub(crate) fn new() -> impl PinInit<Self> {
+        // INVARIANT: `init_completion()` initialises the pinned slot.
+        pin_init!(Self {
+            // SAFETY: `slot` is valid for writes and pinned.
+            inner <- Opaque::ffi_init(|slot| unsafe { bindings::vscsi_init_completion(slot) }),
+        })
+    }
+
+    /// Signals the completion, waking one waiter (`complete()`). Callable
+    /// from interrupt context.
+    pub(crate) fn complete(&self) {
+        // SAFETY: By the type invariant the completion is initialised.
+        unsafe { bindings::complete(self.inner.get()) };
+    }
+
+    /// Sleeps until the completion is signalled or `ms` milliseconds have
+    /// passed (`wait_for_completion_timeout()`); `true` if signalled.
+    pub(crate) fn wait_timeout_ms(&self, ms: u32) -> bool {
+        // SAFETY: Pure conversion.
+        let jiffies = unsafe { bindings::__msecs_to_jiffies(ms) };
+        // SAFETY: By the type invariant the completion is initialised; the
+        // caller is in process context (it may sleep).
+        unsafe { bindings::wait_for_completion_timeout(self.inner.get(), jiffies) != 0 }
+    }
+}

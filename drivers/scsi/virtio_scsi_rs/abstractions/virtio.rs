@@ -6,7 +6,7 @@
 //! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h).
 
 use crate::abstractions::device::AsRawDevice;
-use crate::abstractions::sync::{new_spinlock_irq, SpinLockIrq, SpinLockIrqGuard};
+use crate::abstractions::sync::{new_spinlock_irq, Completion, SpinLockIrq, SpinLockIrqGuard};
 use crate::bindings;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -557,7 +557,8 @@ pub(crate) struct SgList {
     lists: [*mut bindings::scatterlist; 6],
     out: u32,
     ins: u32,
-    local: [bindings::scatterlist; 2],
+    /// Initialised by `sg_init_one()` when pushed (`local[..nlocal]`).
+    local: [core::mem::MaybeUninit<bindings::scatterlist>; 2],
     nlocal: usize,
 }
 
@@ -567,10 +568,7 @@ impl SgList {
             lists: [core::ptr::null_mut(); 6],
             out: 0,
             ins: 0,
-            local: [
-                bindings::scatterlist::default(),
-                bindings::scatterlist::default(),
-            ],
+            local: [core::mem::MaybeUninit::uninit(); 2],
             nlocal: 0,
         }
     }
@@ -590,11 +588,11 @@ impl SgList {
         if self.nlocal == self.local.len() {
             return Err(EINVAL);
         }
-        let sg = &mut self.local[self.nlocal];
-        // SAFETY: `sg` is a valid scatterlist; the caller guarantees `buf`.
+        let sg = self.local[self.nlocal].as_mut_ptr();
+        // SAFETY: `sg` points to writable memory for one scatterlist, which
+        // `sg_init_one()` initialises whole; the caller guarantees `buf`.
         unsafe { bindings::sg_init_one(sg, buf.cast(), len) };
         self.nlocal += 1;
-        let sg: *mut bindings::scatterlist = sg;
         // SAFETY: `sg` lives in `self.local` and `self` is not moved while
         // the list is in use (`QueueGuard::add` keeps it on its stack).
         unsafe { self.push_list(sg, device_writes) }
@@ -791,5 +789,180 @@ impl<R: Request, D> QueueGuard<'_, R, D> {
     pub(crate) fn enable_cb(&mut self) -> bool {
         // SAFETY: The queue is live and locked.
         unsafe { bindings::virtqueue_enable_cb(self.queue.raw()) }
+    }
+}
+
+/// The unit of [`DeviceBuf`] memory: a cache line and then some (the
+/// largest DMA alignment an architecture asks for).
+#[repr(C, align(128))]
+#[derive(Clone, Copy)]
+struct Line([u8; 128]);
+
+/// A buffer only the device writes (an event buffer, for instance), in
+/// memory of its own: it starts on a cache line and fills whole lines, so no
+/// CPU-written state shares a line with it while the device owns it.
+///
+/// # Invariants
+///
+/// `lines` holds at least `len` bytes, which the allocation is aligned to
+/// [`Line`] for (kmalloc aligns a size to its largest power-of-two divisor).
+pub(crate) struct DeviceBuf {
+    lines: KVec<Line>,
+    len: u32,
+}
+
+impl DeviceBuf {
+    /// Allocates a zeroed buffer of `len` bytes (at least 1).
+    pub(crate) fn new(len: u32) -> Result<Self> {
+        let n = (len as usize).div_ceil(core::mem::size_of::<Line>()).max(1);
+        let mut lines = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            lines.push(Line([0; 128]), GFP_KERNEL)?;
+        }
+        Ok(Self { lines, len })
+    }
+
+    /// Returns the buffer's bytes (what the device wrote, after it gave the
+    /// buffer back).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        let ptr = self.lines.as_ptr().cast::<u8>();
+        // SAFETY: `lines` holds at least `len` initialised bytes (type
+        // invariant); `Line` is plain bytes.
+        unsafe { core::slice::from_raw_parts(ptr, self.len as usize) }
+    }
+}
+
+// SAFETY: The device-visible memory is the `KVec`'s heap allocation, owned
+// by the boxed `DeviceBuf` behind the token while the device has it; nothing
+// else points into it.
+unsafe impl Request for KBox<DeviceBuf> {
+    fn sgs(&mut self, sgs: &mut SgList) {
+        let ptr = self.lines.as_ptr().cast::<u8>();
+        // SAFETY: `ptr..ptr + len` is kmalloc memory owned by this request.
+        // Pushing one list onto an empty `SgList` cannot fail.
+        let _ = unsafe { sgs.push_buf(ptr, self.len, true) };
+    }
+
+    fn into_token(self) -> NonNull<kernel::ffi::c_void> {
+        // SAFETY: `KBox::into_raw` never returns null.
+        unsafe { NonNull::new_unchecked(KBox::into_raw(self).cast()) }
+    }
+
+    unsafe fn from_token(token: NonNull<kernel::ffi::c_void>) -> Self {
+        // SAFETY: The caller passes a token from `into_token`, once.
+        unsafe { KBox::from_raw(token.as_ptr().cast()) }
+    }
+}
+
+/// The device-visible part of an [`Exchange`]: request then response, on
+/// lines of their own.
+#[repr(C, align(128))]
+struct ExchangeBufs<const REQ: usize, const RESP: usize> {
+    req: [u8; REQ],
+    resp: core::cell::UnsafeCell<[u8; RESP]>,
+}
+
+#[pin_data]
+struct ExchangeInner<const REQ: usize, const RESP: usize> {
+    bufs: ExchangeBufs<REQ, RESP>,
+    /// Bytes the device wrote; valid once `done` is set.
+    used_len: core::sync::atomic::AtomicU32,
+    /// The device gave the buffers back.
+    done: AtomicBool,
+    #[pin]
+    completion: Completion,
+}
+
+/// A request and its response on a control-type queue, with a waiter (a
+/// task management function, for instance).
+///
+/// The buffers are reference counted: the in-flight [`ExchangeRequest`]
+/// holds one reference, so a waiter that gives up on a device that never
+/// answers frees nothing the device may still write; the memory goes when
+/// the device returns the buffers or the queue is torn down.
+pub(crate) struct Exchange<const REQ: usize, const RESP: usize>(Arc<ExchangeInner<REQ, RESP>>);
+
+/// The queued half of an [`Exchange`].
+pub(crate) struct ExchangeRequest<const REQ: usize, const RESP: usize>(
+    Arc<ExchangeInner<REQ, RESP>>,
+);
+
+// SAFETY: `resp` is only written by the device while an `ExchangeRequest`
+// owns the buffers and only read after `done` is set, which happens after the
+// device returned them.
+unsafe impl<const REQ: usize, const RESP: usize> Sync for ExchangeInner<REQ, RESP> {}
+// SAFETY: See `Sync`; the data is plain bytes and atomics.
+unsafe impl<const REQ: usize, const RESP: usize> Send for ExchangeInner<REQ, RESP> {}
+
+impl<const REQ: usize, const RESP: usize> Exchange<REQ, RESP> {
+    /// Allocates an exchange carrying `req`.
+    pub(crate) fn new(req: [u8; REQ]) -> Result<Self> {
+        let inner = Arc::pin_init(
+            pin_init!(ExchangeInner {
+                bufs: ExchangeBufs {
+                    req,
+                    resp: core::cell::UnsafeCell::new([0; RESP]),
+                },
+                used_len: core::sync::atomic::AtomicU32::new(0),
+                done: AtomicBool::new(false),
+                completion <- Completion::new(),
+            }),
+            GFP_KERNEL,
+        )?;
+        Ok(Self(inner))
+    }
+
+    /// Returns the half to add to a queue ([`QueueGuard::add`]).
+    pub(crate) fn request(&self) -> ExchangeRequest<REQ, RESP> {
+        ExchangeRequest(self.0.clone())
+    }
+
+    /// Waits up to `ms` milliseconds for the device's answer; returns the
+    /// response and the number of bytes the device wrote, or `None` if the
+    /// device did not answer in time (or the request was dropped).
+    pub(crate) fn wait(&self, ms: u32) -> Option<([u8; RESP], u32)> {
+        self.0.completion.wait_timeout_ms(ms);
+        if !self.0.done.load(Ordering::Acquire) {
+            return None;
+        }
+        // SAFETY: `done` is set after the device returned the buffers, so
+        // nothing writes `resp` any more.
+        let resp = unsafe { *self.0.bufs.resp.get() };
+        Some((resp, self.0.used_len.load(Ordering::Relaxed)))
+    }
+}
+
+impl<const REQ: usize, const RESP: usize> ExchangeRequest<REQ, RESP> {
+    /// Records that the device returned the buffers with `used_len` bytes
+    /// written, and wakes the waiter. Callable from interrupt context.
+    pub(crate) fn complete(self, used_len: u32) {
+        self.0.used_len.store(used_len, Ordering::Relaxed);
+        self.0.done.store(true, Ordering::Release);
+        self.0.completion.complete();
+    }
+}
+
+// SAFETY: The buffers live in the `Arc` allocation, kept alive by the
+// reference the token carries; the CPU writes `req` only before the first
+// `add` and reads `resp` only after `complete` (see `Exchange::wait`).
+unsafe impl<const REQ: usize, const RESP: usize> Request for ExchangeRequest<REQ, RESP> {
+    fn sgs(&mut self, sgs: &mut SgList) {
+        let bufs = &self.0.bufs;
+        // SAFETY: Both buffers are in the `Arc` allocation this request
+        // holds a reference to; two local lists fit in an empty `SgList`.
+        let _ = unsafe { sgs.push_buf(bufs.req.as_ptr(), REQ as u32, false) };
+        // SAFETY: As above.
+        let _ = unsafe { sgs.push_buf(bufs.resp.get().cast::<u8>(), RESP as u32, true) };
+    }
+
+    fn into_token(self) -> NonNull<kernel::ffi::c_void> {
+        let ptr = Arc::into_raw(self.0);
+        // SAFETY: `Arc::into_raw` never returns null.
+        unsafe { NonNull::new_unchecked(ptr.cast_mut().cast()) }
+    }
+
+    unsafe fn from_token(token: NonNull<kernel::ffi::c_void>) -> Self {
+        // SAFETY: The caller passes a token from `into_token`, once.
+        Self(unsafe { Arc::from_raw(token.as_ptr().cast::<ExchangeInner<REQ, RESP>>()) })
     }
 }
