@@ -40,7 +40,7 @@ endif
 RUST_SRCS := $(filter-out %/bindings_generated.rs,$(shell find $(MODDIR) tools -name '*.rs' -not -path '*/target/*'))
 
 .PHONY: all deps kernel-debug kernel-perf module clippy fmt fmt-check unit \
-	initramfs guest-test check run bench clean FORCE
+	initramfs guest-test check run bench bench-module profile clean FORCE
 
 all: module
 
@@ -91,16 +91,26 @@ check: deps
 # build/bench/<timestamp>/. BENCH_ARGS passes options to tests/bench.py.
 BENCH_SRC := $(BUILD)/bench-src
 BENCH_ARGS ?=
-bench: kernel-perf
+bench-module: kernel-perf
 	rm -rf $(BENCH_SRC) && mkdir -p $(BENCH_SRC)
 	git ls-files -co --exclude-standard Kbuild drivers include | cpio -pdm --quiet $(BENCH_SRC)
 	$(MAKE) -C $$(cat $(BUILD)/kdir-perf) M=$(BENCH_SRC) $(KMAKE_FLAGS)
+
+bench: bench-module
 	scripts/mkinitramfs.sh $(BUILD)/initramfs-perf.cpio \
 		$$(cat $(BUILD)/kdir-perf)/drivers/scsi/virtio_scsi.ko \
 		$$(cat $(BUILD)/kdir-perf)/drivers/block/virtio_blk.ko \
 		$(BENCH_SRC)/$(MODULE)
 	$(PYTHON) tests/bench.py --kernel $$(cat $(BUILD)/kdir-perf)/arch/x86/boot/bzImage \
 		--initrd $(BUILD)/initramfs-perf.cpio --out $(BUILD)/bench $(BENCH_ARGS)
+
+# A guest profile (perf in the guest, cpu-clock sampling) of both drivers'
+# 4k random-read path on the perf kernel; reports under build/profile/.
+profile: bench-module
+	VSCSI_EXTRA_TOOLS=/usr/bin/perf scripts/mkinitramfs.sh $(BUILD)/initramfs-profile.cpio \
+		$$(cat $(BUILD)/kdir-perf)/drivers/scsi/virtio_scsi.ko $(BENCH_SRC)/$(MODULE)
+	$(PYTHON) tests/profile.py --kernel $$(cat $(BUILD)/kdir-perf)/arch/x86/boot/bzImage \
+		--initrd $(BUILD)/initramfs-profile.cpio --out $(BUILD)/profile
 
 run: initramfs
 	$(PYTHON) tests/run_guest.py --kernel $(kdir)/arch/x86/boot/bzImage \

@@ -12,7 +12,7 @@ PKGS=(
 	# Kernel source
 	linux-source-6.12
 	# Guest
-	qemu-system-x86 busybox-static fio sg3-utils lsscsi e2fsprogs util-linux
+	qemu-system-x86 busybox-static fio sg3-utils lsscsi e2fsprogs util-linux linux-perf
 	genisoimage
 	# Host harness (a venv under the cache, see below)
 	python3 python3-venv

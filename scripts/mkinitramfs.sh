@@ -20,8 +20,9 @@ mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,lib/modules,etc,proc,
 cp /bin/busybox "$stage/bin/busybox"
 install -m 0755 "$here/guest/init" "$stage/init"
 
+# VSCSI_EXTRA_TOOLS adds more host binaries (e.g. /usr/bin/perf for a guest profile).
 tools=(/bin/bash /usr/bin/fio /usr/bin/lsscsi /sbin/mkfs.ext4 /sbin/mke2fs /sbin/e2fsck
-	/sbin/fsck.ext4 /sbin/blkdiscard /usr/bin/sg_*)
+	/sbin/fsck.ext4 /sbin/blkdiscard /usr/bin/sg_* ${VSCSI_EXTRA_TOOLS:-})
 libs=()
 for t in "${tools[@]}"; do
 	[ -e "$t" ] || { echo "mkinitramfs: $t missing; run scripts/install-deps.sh" >&2; exit 1; }

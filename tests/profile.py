@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""A guest profile of the 4k random-read path, C driver and Rust driver in the same guest.
+
+One vCPU under TCG, null-co, fio libaio QD32 in the background, `perf record -a -e cpu-clock`
+for a fixed time per driver, then `perf report` by symbol and by module. The initramfs must contain
+perf: `VSCSI_EXTRA_TOOLS=/usr/bin/perf scripts/mkinitramfs.sh OUT virtio_scsi.ko virtio_scsi_rs.ko`.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness.guest import DRIVERS, Guest  # noqa: E402
+from harness.topology import Controller, Disk, Topology  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--kernel", required=True)
+    ap.add_argument("--initrd", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seconds", type=int, default=10)
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    os.environ["VSCSI_ACCEL"] = "tcg"
+    topo = Topology([Controller(num_queues=1, disks=[Disk(backend="null", size=4 << 30)])])
+    g = Guest(a.kernel, a.initrd, os.path.join(a.out, "logs"), topo, smp=1, mem="2G", append="scsi_mod.scan=manual")
+    g.start()
+    try:
+        for d in ("c", "rust"):
+            g.sh(f"insmod {DRIVERS[d][1]}")
+        dev = None
+        for d in ("c", "rust"):
+            out = g.sh(f"cd /sys/bus/virtio/drivers/{DRIVERS[d][0]} && ls -d virtio* 2>/dev/null || true").split()
+            if out:
+                dev = out[0]
+                g.sh(f"echo {dev} > /sys/bus/virtio/drivers/{DRIVERS[d][0]}/unbind")
+        for d in ("c", "rust"):
+            name = DRIVERS[d][0]
+            g.sh(f"echo {dev} > /sys/bus/virtio/drivers/{name}/bind")
+            g.sh("echo '0 0 0' > $(ls -d /sys/class/scsi_host/host* | tail -1)/scan")
+            g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
+            g.sh("echo none > /sys/block/sda/queue/scheduler")
+            g.sh(f"fio --name=p --filename=/dev/sda --direct=1 --ioengine=libaio --rw=randread --bs=4k"
+                 f" --iodepth=32 --time_based --runtime={a.seconds + 6} > /tmp/fio.log 2>&1 &")
+            g.sh("sleep 3")
+            g.sh(f"perf record -q -a -e cpu-clock -F 999 -o /tmp/{d}.data -- sleep {a.seconds} 2>&1 | tail -2",
+                 timeout=a.seconds * 10 + 60)
+            g.sh("while pidof fio >/dev/null; do usleep 200000; done", timeout=120)
+            for sort in ("sym", "dso"):
+                rep = g.sh(f"perf report -q -i /tmp/{d}.data --sort {sort} --stdio --percent-limit 0.5 2>/dev/null",
+                           timeout=600)
+                with open(os.path.join(a.out, f"{d}-by-{sort}.txt"), "w") as f:
+                    f.write(rep)
+                print(f"== {d}: by {sort}\n{rep}", flush=True)
+            g.sh(f"echo {dev} > /sys/bus/virtio/drivers/{name}/unbind")
+    finally:
+        g.stop()
+
+
+if __name__ == "__main__":
+    main()
