@@ -231,10 +231,14 @@ impl VirtioScsi {
     /// (`virtscsi_poll_requests()`): after a TMF, commands it completed on
     /// other queues must not wait for an interrupt.
     fn poll_requests(&self) {
-        let polled_from = (self.io_queues[0] + self.io_queues[1]) as usize;
         for (i, vq) in self.req_vqs.iter().enumerate() {
-            self.reap(vq, i >= polled_from);
+            self.reap(vq, self.is_poll_queue(i));
         }
+    }
+
+    /// Whether request queue `i` is a poll queue (they come last).
+    fn is_poll_queue(&self, i: usize) -> bool {
+        i >= (self.io_queues[0] + self.io_queues[1]) as usize
     }
 
     /// Takes back the control requests the device answered and wakes their
@@ -581,9 +585,8 @@ impl HostTemplate for VirtioScsi {
     }
 
     fn debugfs_show(vscsi: &Self, m: &SeqFile) {
-        let polled_from = vscsi.io_queues[0] + vscsi.io_queues[1];
         for (i, vq) in vscsi.req_vqs.iter().enumerate() {
-            let kind = if i as u32 >= polled_from {
+            let kind = if vscsi.is_poll_queue(i) {
                 "poll"
             } else {
                 "default"
@@ -627,8 +630,7 @@ impl HostTemplate for VirtioScsi {
         let vscsi = host.data();
         let hwq = (cmd.unique_tag() >> 16) as usize;
         if let Some(vq) = vscsi.req_vqs.get(hwq) {
-            let polled = hwq as u32 >= vscsi.io_queues[0] + vscsi.io_queues[1];
-            vscsi.reap(vq, polled);
+            vscsi.reap(vq, vscsi.is_poll_queue(hwq));
         }
         let mut guard = vscsi.ctrl_vq.lock();
         let stats = guard.data();
@@ -846,7 +848,7 @@ impl virtio::Driver for VirtioScsi {
     /// the device and delete the queues, then free the host.
     fn remove(_dev: &virtio::Device, mut host: Self::Data) {
         host.data().stop_events();
-        host.disable_work();
+        // Disables the work (waiting for a running instance) first.
         host.remove();
         drop(host);
     }
@@ -855,18 +857,15 @@ impl virtio::Driver for VirtioScsi {
     fn vq_done(host: &scsi::Host<VirtioScsi>, index: u32) {
         let vscsi = host.data();
         match index {
-            0 => return vscsi.ctrl_done(),
+            0 => vscsi.ctrl_done(),
             1 => {
                 host.queue_work();
-                return;
             }
-            _ => {}
-        }
-        if let Some(vq) = index
-            .checked_sub(VQ_BASE)
-            .and_then(|i| vscsi.req_vqs.get(i as usize))
-        {
-            vscsi.reap(vq, false);
+            _ => {
+                if let Some(vq) = vscsi.req_vqs.get((index - VQ_BASE) as usize) {
+                    vscsi.reap(vq, false);
+                }
+            }
         }
     }
 }

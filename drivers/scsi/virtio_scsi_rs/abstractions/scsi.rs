@@ -538,7 +538,7 @@ impl<T: HostTemplate> Host<T> {
 
     /// Stops the host's work for good: waits for a running instance and
     /// makes later [`Host::queue_work`] calls no-ops (`disable_work_sync()`).
-    pub(crate) fn disable_work(&mut self) {
+    fn disable_work(&mut self) {
         if !self.work_disabled {
             // SAFETY: The work item is initialised (type invariant).
             unsafe { bindings::disable_work_sync(Self::work_ptr(self.shost)) };
@@ -649,8 +649,9 @@ impl<T: HostTemplate> Host<T> {
     /// Scans the host for devices (`scsi_scan_host()`).
     pub(crate) fn scan(&self) {
         if self.added {
-            // SAFETY: The host is valid and added.
-            unsafe { bindings::scsi_scan_host(self.shost.as_ptr()) };
+            // SAFETY: The host is added, and stays so while `self` is
+            // borrowed (removal takes `&mut self`).
+            unsafe { HostRef::<T>::from_raw(self.shost.as_ptr()) }.scan();
         }
     }
 
@@ -682,6 +683,27 @@ impl<T: HostTemplate> Drop for Host<T> {
         // SAFETY: We own the reference from `scsi_host_alloc`.
         unsafe { bindings::scsi_host_put(self.shost.as_ptr()) };
     }
+}
+
+/// `scsi_cmd_to_rq()`: the request a command is the driver payload of.
+///
+/// # Safety
+///
+/// `sc` must be a command the midlayer allocated (right behind its request).
+unsafe fn cmd_to_rq(sc: *mut bindings::scsi_cmnd) -> *mut bindings::request {
+    // SAFETY: The caller guarantees the request lies right before `sc`.
+    unsafe { sc.cast::<u8>().sub(size_of::<bindings::request>()) }.cast()
+}
+
+/// `scsi_cmd_priv()`: the `cmd_size` bytes of driver data behind a command.
+///
+/// # Safety
+///
+/// `sc` must be a command the midlayer allocated for a host of a template
+/// with a non-zero `cmd_size`.
+unsafe fn cmd_priv(sc: *mut bindings::scsi_cmnd) -> *mut u8 {
+    // SAFETY: The caller guarantees the private area follows the command.
+    unsafe { sc.add(1) }.cast()
 }
 
 /// A borrowed, added host, as given to [`HostTemplate::work`] and the error
@@ -823,26 +845,19 @@ impl EhCommand {
     /// Returns whether the command was completed (`SCMD_STATE_COMPLETE`),
     /// for instance by polling its queue in `eh_timed_out`.
     pub(crate) fn is_complete(&self) -> bool {
-        // SAFETY: The command is valid (type invariant); `state` is only
-        // changed with atomic bit operations, and a racy read is fine here.
+        // SAFETY: The command is valid (type invariant). `state` is only
+        // changed with atomic bit operations; a volatile read is the
+        // kernel's `READ_ONCE()`, and a stale value only means the midlayer
+        // aborts a command that just completed, which it tolerates.
         let state = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0.get()).state)) };
         state & (1 << bindings::SCMD_STATE_COMPLETE) != 0
     }
 
     /// Returns the blk-mq unique tag (`blk_mq_unique_tag()`).
     pub(crate) fn unique_tag(&self) -> u32 {
-        // `scsi_cmd_to_rq()`: the command is the request's driver payload.
-        // SAFETY: The command was allocated right behind its request, which
-        // is valid while the command is (type invariant).
-        unsafe {
-            let rq = self
-                .0
-                .get()
-                .cast::<u8>()
-                .sub(size_of::<bindings::request>())
-                .cast::<bindings::request>();
-            bindings::blk_mq_unique_tag(rq)
-        }
+        // SAFETY: The command is valid (type invariant) and was allocated
+        // by the midlayer behind its request, which is valid as long.
+        unsafe { bindings::blk_mq_unique_tag(cmd_to_rq(self.0.get())) }
     }
 }
 
@@ -995,9 +1010,10 @@ impl<T: HostTemplate> Command<T> {
 
     /// Returns the CDB and the private area together (they do not overlap).
     pub(crate) fn cdb_and_private(&mut self) -> (&[u8], &mut [u8]) {
-        // SAFETY: As in `private_and_sense`; the CDB is a separate buffer.
-        let private =
-            unsafe { core::slice::from_raw_parts_mut(self.raw().add(1).cast::<u8>(), T::CMD_SIZE) };
+        // SAFETY: The `T::CMD_SIZE` bytes behind an owned command belong to
+        // it and, while we own it, to us alone; the CDB lies inside the
+        // command, not in that area.
+        let private = unsafe { core::slice::from_raw_parts_mut(cmd_priv(self.raw()), T::CMD_SIZE) };
         // SAFETY: The command is valid and owned; `cmnd` lies inside the
         // command, disjoint from the private area behind it.
         let sc = unsafe { &*self.raw() };
@@ -1025,17 +1041,12 @@ impl<T: HostTemplate> Command<T> {
         }
     }
 
-    fn request(&self) -> *mut bindings::request {
-        // `scsi_cmd_to_rq()`: the command is the request's driver payload.
-        // SAFETY: The command was allocated right behind its request.
-        unsafe { self.raw().cast::<u8>().sub(size_of::<bindings::request>()) }.cast()
-    }
-
     /// Returns the blk-mq unique tag (`blk_mq_unique_tag()`): the hardware
     /// queue in the upper 16 bits, the tag in the lower.
     pub(crate) fn unique_tag(&self) -> u32 {
-        // SAFETY: The request is valid while the command is owned.
-        unsafe { bindings::blk_mq_unique_tag(self.request()) }
+        // SAFETY: The command is owned (type invariant), so it and the
+        // request it was allocated behind are valid.
+        unsafe { bindings::blk_mq_unique_tag(cmd_to_rq(self.raw())) }
     }
 
     /// Returns whether this is the last command of a batch (`SCMD_LAST`):
@@ -1086,15 +1097,15 @@ impl<T: HostTemplate> Command<T> {
     /// allocations, so they do not overlap).
     pub(crate) fn private_and_sense(&mut self) -> (&mut [u8], &mut [u8]) {
         // SAFETY: The template's `cmd_size` (`T::CMD_SIZE`) bytes right
-        // behind the command belong to it and, while the command is owned,
-        // to us alone; so does the sense buffer, a separate allocation of
-        // `SCSI_SENSE_BUFFERSIZE` bytes the midlayer makes for every command.
-        unsafe {
-            (
-                core::slice::from_raw_parts_mut(self.raw().add(1).cast::<u8>(), T::CMD_SIZE),
-                core::slice::from_raw_parts_mut((*self.raw()).sense_buffer, SENSE_BUFFERSIZE),
-            )
-        }
+        // behind the command belong to it and, while it is owned, to us.
+        let private = unsafe { core::slice::from_raw_parts_mut(cmd_priv(self.raw()), T::CMD_SIZE) };
+        // SAFETY: The midlayer allocates `SCSI_SENSE_BUFFERSIZE` bytes of
+        // sense buffer for every command, apart from the private area; it is
+        // ours while we own the command.
+        let sense = unsafe {
+            core::slice::from_raw_parts_mut((*self.raw()).sense_buffer, SENSE_BUFFERSIZE)
+        };
+        (private, sense)
     }
 
     /// Sets the result (`result`): host byte and SAM status byte.
@@ -1188,7 +1199,7 @@ unsafe impl<T: HostTemplate> Request for CommandRequest<T> {
     fn sgs(&mut self, sgs: &mut SgList) {
         let sc = self.cmd.raw();
         // SAFETY: The private area follows the command (see `private_and_sense`).
-        let base = unsafe { sc.add(1).cast::<u8>() };
+        let base = unsafe { cmd_priv(sc) };
         let dir = self.cmd.data_direction();
         // SAFETY: The command is owned, so its scatterlist is valid.
         let (data, nents) = unsafe { ((*sc).sdb.table.sgl, (*sc).sdb.table.nents) };
@@ -1304,7 +1315,7 @@ impl<T: HostTemplate> Adapter<T> {
         // command; the command is not in use yet, so it is ours. Zeroing it
         // first makes every byte initialised whatever the allocator left.
         let private = unsafe {
-            let p = sc.add(1).cast::<u8>();
+            let p = cmd_priv(sc);
             core::ptr::write_bytes(p, 0, T::CMD_SIZE);
             core::slice::from_raw_parts_mut(p, T::CMD_SIZE)
         };

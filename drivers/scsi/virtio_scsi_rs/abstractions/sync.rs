@@ -44,50 +44,74 @@ unsafe impl kernel::sync::lock::Backend for SpinLockIrqBackend {
     }
 
     unsafe fn lock(ptr: *mut Self::State) -> Self::GuardState {
-        // On SMP kernels without PREEMPT_RT, `spin_lock_irqsave()` is a
-        // macro for `_raw_spin_lock_irqsave(&lock->rlock)`, `rlock` being
-        // the first member of `spinlock_t`: call it directly and save the C
-        // wrapper's call on every I/O.
-        #[cfg(all(
-            CONFIG_SMP,
-            not(CONFIG_PREEMPT_RT),
-            not(CONFIG_INLINE_SPIN_LOCK_IRQSAVE)
-        ))]
-        // SAFETY: The caller guarantees that `ptr` points to an initialised
-        // spinlock, whose `rlock` is at offset 0 (see above).
-        return unsafe { bindings::_raw_spin_lock_irqsave(ptr.cast()) };
-        #[cfg(not(all(
-            CONFIG_SMP,
-            not(CONFIG_PREEMPT_RT),
-            not(CONFIG_INLINE_SPIN_LOCK_IRQSAVE)
-        )))]
         // SAFETY: The caller guarantees that `ptr` points to an initialised
         // spinlock.
-        return unsafe { bindings::vscsi_spin_lock_irqsave(ptr) };
+        unsafe { irqsave::lock(ptr) }
     }
 
     unsafe fn unlock(ptr: *mut Self::State, flags: &Self::GuardState) {
-        // As in `lock`, for `spin_unlock_irqrestore()`.
-        #[cfg(all(
-            CONFIG_SMP,
-            not(CONFIG_PREEMPT_RT),
-            not(CONFIG_INLINE_SPIN_UNLOCK_IRQRESTORE)
-        ))]
-        // SAFETY: The caller owns the lock, and `flags` comes from the
-        // `lock` call that acquired it; `rlock` is at offset 0.
-        unsafe {
-            bindings::_raw_spin_unlock_irqrestore(ptr.cast(), *flags)
-        };
-        #[cfg(not(all(
-            CONFIG_SMP,
-            not(CONFIG_PREEMPT_RT),
-            not(CONFIG_INLINE_SPIN_UNLOCK_IRQRESTORE)
-        )))]
         // SAFETY: The caller owns the lock, and `flags` comes from the
         // `lock` call that acquired it.
-        unsafe {
-            bindings::vscsi_spin_unlock_irqrestore(ptr, *flags)
-        };
+        unsafe { irqsave::unlock(ptr, *flags) }
+    }
+}
+
+/// `spin_lock_irqsave()` and `spin_unlock_irqrestore()` as direct calls: on
+/// SMP kernels without PREEMPT_RT and without inlined lock functions these
+/// macros expand to `_raw_spin_lock_irqsave(&lock->rlock)` (and the unlock
+/// counterpart), `rlock` being the first member of `spinlock_t` with or
+/// without lockdep. Calling them directly saves the C wrapper's call on every
+/// I/O.
+#[cfg(all(
+    CONFIG_SMP,
+    not(CONFIG_PREEMPT_RT),
+    not(CONFIG_INLINE_SPIN_LOCK_IRQSAVE),
+    not(CONFIG_INLINE_SPIN_UNLOCK_IRQRESTORE)
+))]
+mod irqsave {
+    use crate::bindings;
+
+    /// # Safety
+    ///
+    /// `ptr` points to an initialised spinlock.
+    pub(super) unsafe fn lock(ptr: *mut bindings::spinlock_t) -> kernel::ffi::c_ulong {
+        // SAFETY: The caller guarantees `ptr`; its `rlock` is at offset 0.
+        unsafe { bindings::_raw_spin_lock_irqsave(ptr.cast()) }
+    }
+
+    /// # Safety
+    ///
+    /// The caller holds the lock, taken by [`lock`] which returned `flags`.
+    pub(super) unsafe fn unlock(ptr: *mut bindings::spinlock_t, flags: kernel::ffi::c_ulong) {
+        // SAFETY: As guaranteed by the caller; `rlock` is at offset 0.
+        unsafe { bindings::_raw_spin_unlock_irqrestore(ptr.cast(), flags) }
+    }
+}
+
+/// Elsewhere, through the C wrappers in `vscsi_helpers.c`.
+#[cfg(not(all(
+    CONFIG_SMP,
+    not(CONFIG_PREEMPT_RT),
+    not(CONFIG_INLINE_SPIN_LOCK_IRQSAVE),
+    not(CONFIG_INLINE_SPIN_UNLOCK_IRQRESTORE)
+)))]
+mod irqsave {
+    use crate::bindings;
+
+    /// # Safety
+    ///
+    /// `ptr` points to an initialised spinlock.
+    pub(super) unsafe fn lock(ptr: *mut bindings::spinlock_t) -> kernel::ffi::c_ulong {
+        // SAFETY: The caller guarantees `ptr`.
+        unsafe { bindings::vscsi_spin_lock_irqsave(ptr) }
+    }
+
+    /// # Safety
+    ///
+    /// The caller holds the lock, taken by [`lock`] which returned `flags`.
+    pub(super) unsafe fn unlock(ptr: *mut bindings::spinlock_t, flags: kernel::ffi::c_ulong) {
+        // SAFETY: As guaranteed by the caller.
+        unsafe { bindings::vscsi_spin_unlock_irqrestore(ptr, flags) }
     }
 }
 

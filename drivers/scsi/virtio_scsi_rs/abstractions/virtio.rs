@@ -815,10 +815,7 @@ impl DeviceBuf {
     /// Allocates a zeroed buffer of `len` bytes (at least 1).
     pub(crate) fn new(len: u32) -> Result<Self> {
         let n = (len as usize).div_ceil(core::mem::size_of::<Line>()).max(1);
-        let mut lines = KVec::with_capacity(n, GFP_KERNEL)?;
-        for _ in 0..n {
-            lines.push(Line([0; 128]), GFP_KERNEL)?;
-        }
+        let lines = KVec::from_elem(Line([0; 128]), n, GFP_KERNEL)?;
         Ok(Self { lines, len })
     }
 
