@@ -33,6 +33,9 @@ int vscsi_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 			  struct virtqueue *vqs[], struct virtqueue_info vqs_info[],
 			  struct irq_affinity *desc);
 void vscsi_virtio_del_vqs(struct virtio_device *vdev);
+void vscsi_virtio_device_ready(struct virtio_device *vdev);
+/* virtio_device_freeze() then virtio_device_restore(), under the device lock. */
+int vscsi_virtio_reset_restore(struct virtio_device *vdev);
 
 /* Module parameters (vscsi_helpers.c) */
 unsigned int vscsi_param_poll_queues(void);
@@ -40,6 +43,10 @@ unsigned int vscsi_param_poll_queues(void);
 /* linux/spinlock.h */
 unsigned long vscsi_spin_lock_irqsave(struct spinlock *lock);
 void vscsi_spin_unlock_irqrestore(struct spinlock *lock, unsigned long flags);
+
+/* linux/rcupdate.h */
+void vscsi_rcu_read_lock(void);
+void vscsi_rcu_read_unlock(void);
 
 /* scsi/scsi_host.h, scsi/scsi_cmnd.h */
 struct scsi_cmnd;

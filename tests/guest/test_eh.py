@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0
-"""Error handling: task management through sg_reset under I/O, and command timeouts on a slow
-back end. QEMU's own trace of the control queue (virtio_scsi_tmf_req/resp) shows which task
-management functions reached the device and how it answered, for either driver.
+"""Error handling: task management through sg_reset under I/O, a host reset that resets and
+re-initialises the device, suspend and resume, and command timeouts on a slow back end. QEMU's own
+trace shows what reached the device, for either driver: the control queue (virtio_scsi_tmf_req/resp)
+which task management functions and how it answered, the device status (virtio_set_status) each
+reset and re-initialisation.
 
 Where the C driver lacks the behaviour, its run is an expected failure with the reason (strict).
 """
@@ -24,16 +26,37 @@ def expect_c_failure(request, driver, reason):
 
 
 def trace_args(tmp_path):
-    return ["-trace", f"enable=virtio_scsi_tmf_*,file={tmp_path / 'trace.log'}"]
+    # QEMU keeps the file= of the last -trace option only.
+    return ["-trace", "enable=virtio_set_status",
+            "-trace", f"enable=virtio_scsi_tmf_*,file={tmp_path / 'trace.log'}"]
+
+
+def trace_lines(tmp_path):
+    path = tmp_path / "trace.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def reinits(tmp_path):
+    """How many times the device was set DRIVER_OK again after Linux first did, from QEMU's trace
+    (read after the guest stopped). Linux's virtio core starts with ACKNOWLEDGE alone (status 1);
+    the firmware, which probes the controller before, never writes that value."""
+    statuses = [int(m.group(1)) for line in trace_lines(tmp_path)
+                if (m := re.search(r"virtio_set_status vdev \S+ val (\d+)", line))]
+    if 1 not in statuses:
+        return -1
+    edges, prev = 0, 0
+    for val in statuses[statuses.index(1):]:
+        edges += bool(val & 4 and not prev & 4)
+        prev = val
+    return edges - 1
 
 
 def tmfs(tmp_path):
     """[(subtype, response)] of every TMF the device answered, from QEMU's trace (read after the
     guest stopped, so the file is complete)."""
-    text = (tmp_path / "trace.log").read_text() if (tmp_path / "trace.log").exists() else ""
     reqs = {}
     done = []
-    for line in text.splitlines():
+    for line in trace_lines(tmp_path):
         m = re.search(r"virtio_scsi_tmf_req lun=\d+ tag=(0x[0-9a-f]+) subtype=(\d+)", line)
         if m:
             reqs.setdefault(m.group(1), []).append(int(m.group(2)))
@@ -53,33 +76,80 @@ def ios_done(g, dev="sda"):
     return int(g.sh(f"awk '$3==\"{dev}\" {{print $4 + $8}}' /proc/diskstats").strip())
 
 
-@pytest.mark.parametrize("kind,flag,subtype", [("device", "-d", 5), ("target", "-t", 4), ("host", "-H", 4)])
+def verify_under_io(g, action):
+    """Runs `action(g)` while fio writes and verifies /dev/sda; checks that I/O continues after it
+    and that fio ends without an error or a verify failure. Returns what `action` returned."""
+    g.sh(f"({FIO_VERIFY} > /tmp/v.log 2>&1; echo $? > /tmp/v.rc) &")
+    g.wait_for("[ $(awk '$3==\"sda\" {print $8}' /proc/diskstats) -gt 500 ]", what="fio writing")
+    result = action(g)
+    before = ios_done(g)
+    g.wait_for(f"[ $(awk '$3==\"sda\" {{print $4 + $8}}' /proc/diskstats) -gt {before + 500} ]",
+               what="I/O to continue")
+    assert not g.sh("ls /tmp/v.rc 2>/dev/null || true").strip(), g.sh("cat /tmp/v.log")
+    g.sh("killall -INT fio || true")
+    g.wait_for("[ -e /tmp/v.rc ]", timeout=60, what="fio to finish")
+    log = g.sh("cat /tmp/v.log")
+    assert "err= 0" in log and "verify failed" not in log and "bad magic" not in log, log
+    return result
+
+
+def rust_control_counters(g, driver):
+    """The Rust driver's control-queue counters from debugfs ({} for the C driver)."""
+    if driver != "rust":
+        return {}
+    out = g.sh("cat /sys/kernel/debug/virtio_scsi_rs/host*/queues")
+    line = next(l for l in out.splitlines() if l.startswith("control "))
+    words = line.split()[1:]
+    return {k: int(v) for k, v in zip(words[::2], words[1::2])}
+
+
+@pytest.mark.parametrize("kind,flag,subtype",
+                         [("device", "-d", 5), ("target", "-t", 4), ("host", "-H", None)])
 def test_sg_reset_under_io(make_guest, driver, request, tmp_path, kind, flag, subtype):
-    """sg_reset on a disk with fio verifying on it: the reset succeeds, the device was asked for the
-    matching TMF and answered it, I/O continues, and the data verifies."""
+    """sg_reset on a disk with fio verifying on it: the reset succeeds, I/O continues, and the data
+    verifies. Device and target resets: the device was asked for the matching TMF and answered it.
+    Host reset: the device was reset and initialised again (DRIVER_OK set once more), no TMF."""
     if kind != "device":
         expect_c_failure(request, driver, f"has no {kind} reset handler; the ioctl escalates and fails")
     topo = Topology([Controller(num_queues=2, disks=[Disk(backend="file", size=64 << 20)])])
     g = make_guest(topo, qemu_args=trace_args(tmp_path))
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
-    g.sh(f"({FIO_VERIFY} > /tmp/v.log 2>&1; echo $? > /tmp/v.rc) &")
-    g.wait_for("[ $(awk '$3==\"sda\" {print $8}' /proc/diskstats) -gt 500 ]", what="fio writing")
-    rc, out = g.run(f"sg_reset {flag} /dev/sda", check=False)
-    before = ios_done(g)
-    g.wait_for(f"[ $(awk '$3==\"sda\" {{print $4 + $8}}' /proc/diskstats) -gt {before + 500} ]",
-               what="I/O to continue after the reset")
-    assert not g.sh("ls /tmp/v.rc 2>/dev/null || true").strip(), g.sh("cat /tmp/v.log")
-    g.sh("killall -INT fio || true")
-    g.wait_for("[ -e /tmp/v.rc ]", timeout=60, what="fio to finish")
-    log = g.sh("cat /tmp/v.log")
-    assert "err= 0" in log and "verify failed" not in log and "bad magic" not in log, log
+    rc, out = verify_under_io(g, lambda g: g.run(f"sg_reset {flag} /dev/sda", check=False))
+    counters = rust_control_counters(g, driver)
     g.stop()
     answered = tmfs(tmp_path)
+    again = reinits(tmp_path)
     report(f"{driver}: sg_reset {flag}: rc {rc}; TMFs answered: "
-           + ", ".join(f"{TMF_NAMES.get(s, s)}={r}" for s, r in answered))
+           + ", ".join(f"{TMF_NAMES.get(s, s)}={r}" for s, r in answered)
+           + f"; device re-initialised {again} time(s)"
+           + (f"; host_resets {counters['host_resets']},"
+              f" commands taken back at the reset {counters['reset_cmds']}" if counters else ""))
     assert rc == 0, out
-    assert any(s == subtype and r == 0 for s, r in answered), answered
+    if subtype is None:
+        assert again == 1, again
+        assert counters.get("host_resets", 1) == 1, counters
+    else:
+        assert any(s == subtype and r == 0 for s, r in answered), answered
+        assert again == 0, again
+
+
+def test_suspend_resume_under_io(make_guest, driver, tmp_path):
+    """Suspend to idle and resume (`pm_test=devices`: every device is suspended and resumed, the
+    machine itself stays up) while fio writes and verifies: the driver's freeze resets the device,
+    its restore initialises it again, I/O continues and the data verifies."""
+    topo = Topology([Controller(num_queues=2, disks=[Disk(backend="file", size=64 << 20)])])
+    g = make_guest(topo, qemu_args=trace_args(tmp_path))
+    g.load_driver(driver)
+    g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
+    g.sh("echo devices > /sys/power/pm_test && echo 1 > /sys/module/suspend/parameters/pm_test_delay")
+    rc, out = verify_under_io(
+        g, lambda g: g.run("echo freeze > /sys/power/state", check=False, timeout=120))
+    g.stop()
+    again = reinits(tmp_path)
+    report(f"{driver}: suspend/resume under fio: rc {rc}; device re-initialised {again} time(s)")
+    assert rc == 0, out
+    assert again == 1, again
 
 
 def test_timeout_aborts_slow_command(make_guest, driver, request, tmp_path):

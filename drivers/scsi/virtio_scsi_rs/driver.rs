@@ -13,6 +13,7 @@ use crate::abstractions::scsi::{
 };
 use crate::abstractions::virtio::{
     self, virtio_device_table, DeviceBuf, DeviceId, Exchange, ExchangeRequest, Queue, QueueInfo,
+    WaitError,
 };
 use crate::protocol::{
     self, config_offset, feature, Clamp, Config, EventAction, HostLimits, Tmf, TMF_REQ_SIZE,
@@ -78,6 +79,12 @@ struct CtrlStats {
     cmd_timeouts: u64,
     /// ... of which polling the request queue completed the command.
     cmd_timeouts_reaped: u64,
+    /// Host resets done as a device reset and re-initialisation.
+    host_resets: u64,
+    /// Commands on the request queues when the device was reset: those it
+    /// had answered complete as usual, the others with DID_RESET, so the
+    /// midlayer retries them.
+    reset_cmds: u64,
 }
 
 /// How a task management function ended.
@@ -85,7 +92,7 @@ struct CtrlStats {
 enum TmfOutcome {
     /// FUNCTION COMPLETE or FUNCTION SUCCEEDED.
     Complete,
-    /// Rejected, failed, or not sent.
+    /// Rejected, failed, not sent, or taken back by a device reset.
     Failed,
     /// No answer within [`TMF_TIMEOUT_MS`].
     TimedOut,
@@ -102,10 +109,20 @@ const TMF_TIMEOUT_MS: u32 = 30_000;
 const EVENT_BUFS: usize = 8;
 
 /// Event queue state, under its lock.
-#[derive(Clone, Copy, Default)]
+#[derive(Default)]
 struct EventState {
     /// Events are being stopped (remove): take no more, post no more.
     stop: bool,
+    /// Events were lost to a device reset: rescan as for EVENTS_MISSED.
+    resync: bool,
+    /// Buffers kept while the queue is detached (freeze to restore).
+    spare: KVec<KBox<DeviceBuf>>,
+    stats: EventStats,
+}
+
+/// Event queue counters.
+#[derive(Clone, Copy, Default)]
+struct EventStats {
     /// Buffers on the ring.
     posted: u32,
     /// Events received.
@@ -139,6 +156,13 @@ pub(crate) struct VirtioScsi {
     sg_tablesize: u32,
     /// T10 PI was negotiated: requests carry the PI header.
     t10_pi: bool,
+    /// HOTPLUG or CHANGE was negotiated: event buffers are kept posted.
+    events: bool,
+    /// Size of one event buffer.
+    event_buf_len: u32,
+    /// Between freeze and a successful restore: commands that find their
+    /// queue detached are requeued rather than failed.
+    resetting: AtomicBool,
     /// A device response could not be trusted; warned once.
     warned_bad_resp: AtomicBool,
 }
@@ -214,16 +238,14 @@ impl VirtioScsi {
 
     /// Notifies the device of what was queued on `vq` (`virtscsi_kick_vq()`).
     fn kick_vq(vq: &ReqQueue) {
-        let needs_kick = {
-            let mut guard = vq.lock();
-            let kick = guard.kick_prepare();
-            if kick {
-                guard.data().kicks += 1;
-            }
-            kick
-        };
-        if needs_kick {
-            vq.notify();
+        let mut guard = vq.lock();
+        let kick = guard.kick_prepare();
+        if kick.is_some() {
+            guard.data().kicks += 1;
+        }
+        drop(guard);
+        if let Some(kick) = kick {
+            kick.notify();
         }
     }
 
@@ -296,42 +318,70 @@ impl VirtioScsi {
         let Ok(exchange) = Exchange::new(req) else {
             return TmfOutcome::Failed;
         };
-        let kick = {
-            let mut guard = self.ctrl_vq.lock();
-            if guard.add(exchange.request()).is_err() {
-                return TmfOutcome::Failed;
-            }
-            guard.data().tmf_sent += 1;
-            guard.kick_prepare()
-        };
-        if kick {
-            self.ctrl_vq.notify();
+        let mut guard = self.ctrl_vq.lock();
+        if guard.add(exchange.request()).is_err() {
+            return TmfOutcome::Failed;
+        }
+        guard.data().tmf_sent += 1;
+        let kick = guard.kick_prepare();
+        drop(guard);
+        if let Some(kick) = kick {
+            kick.notify();
         }
         match exchange.wait(TMF_TIMEOUT_MS) {
-            None => TmfOutcome::TimedOut,
-            Some((resp, len)) if protocol::tmf_succeeded(&resp, len) => TmfOutcome::Complete,
-            Some(_) => TmfOutcome::Failed,
+            Err(WaitError::TimedOut) => TmfOutcome::TimedOut,
+            Err(WaitError::Cancelled) => TmfOutcome::Failed,
+            Ok((resp, len)) if protocol::tmf_succeeded(&resp, len) => TmfOutcome::Complete,
+            Ok(_) => TmfOutcome::Failed,
         }
     }
 
     /// Gives an event buffer (back) to the device unless events are
-    /// stopping; a buffer that cannot be posted is freed, never leaked.
+    /// stopping; while the queue is detached (a reset) the buffer is kept
+    /// for the restore. A buffer that cannot be posted is freed, never
+    /// leaked.
     fn post_event_buf(&self, buf: KBox<DeviceBuf>, kick: bool) {
-        let needs_kick = {
-            let mut guard = self.event_vq.lock();
-            if guard.data().stop {
-                return;
-            }
-            if guard.add(buf).is_err() {
-                // Only a broken device refuses a buffer it returned.
-                return;
-            }
-            guard.data().posted += 1;
-            kick && guard.kick_prepare()
-        };
-        if needs_kick {
-            self.event_vq.notify();
+        let mut guard = self.event_vq.lock();
+        if guard.data().stop {
+            return;
         }
+        match guard.add(buf) {
+            Ok(()) => guard.data().stats.posted += 1,
+            Err((buf, e)) if e == ENODEV => {
+                // Within the capacity reserved at probe: no allocation.
+                let _ = guard.data().spare.push(buf, GFP_ATOMIC);
+            }
+            // Only a broken device refuses a buffer it returned.
+            Err(_) => {}
+        }
+        let kick = if kick { guard.kick_prepare() } else { None };
+        drop(guard);
+        if let Some(kick) = kick {
+            kick.notify();
+        }
+    }
+
+    /// Fills the event ring up to [`EVENT_BUFS`]: buffers kept over a reset
+    /// first, then new ones. Kicks the device if `kick`.
+    fn refill_events(&self, kick: bool) -> Result {
+        let spare = core::mem::take(&mut self.event_vq.lock().data().spare);
+        for buf in spare {
+            self.post_event_buf(buf, false);
+        }
+        let posted = self.event_vq.lock().data().stats.posted as usize;
+        for _ in posted..EVENT_BUFS {
+            let buf = KBox::new(DeviceBuf::new(self.event_buf_len)?, GFP_KERNEL)?;
+            self.post_event_buf(buf, false);
+        }
+        let kick = if kick {
+            self.event_vq.lock().kick_prepare()
+        } else {
+            None
+        };
+        if let Some(kick) = kick {
+            kick.notify();
+        }
+        Ok(())
     }
 
     /// Takes the next event the device filled, unless events are stopping.
@@ -341,9 +391,9 @@ impl VirtioScsi {
             return None;
         }
         let (buf, len) = guard.get_buf()?;
-        let state = guard.data();
-        state.posted -= 1;
-        state.received += 1;
+        let stats = &mut guard.data().stats;
+        stats.posted -= 1;
+        stats.received += 1;
         Some((buf, len))
     }
 
@@ -351,13 +401,101 @@ impl VirtioScsi {
     fn stop_events(&self) {
         self.event_vq.lock().data().stop = true;
     }
+
+    /// Takes every virtqueue away from the device, which is reset first
+    /// (`virtscsi_remove_vqs()` in C's freeze). Commands the device
+    /// completed are completed as usual; those it had not are completed
+    /// with DID_RESET for the midlayer to retry; unanswered TMFs end at
+    /// once; event buffers are kept for the restore.
+    fn detach_queues(&self) {
+        let mut filled = false;
+        // The buffers come back under the event queue's lock, so they are
+        // collected here and moved to the spare list after. Without room
+        // for them they are freed, and the restore allocates new ones.
+        let mut kept = KVec::with_capacity(EVENT_BUFS, GFP_KERNEL).unwrap_or_default();
+        self.event_vq.detach(|buf, used| {
+            // Completed but not handled: an event is lost.
+            filled |= used.is_some();
+            // Within the capacity reserved above: no allocation.
+            let _ = kept.push(buf, GFP_ATOMIC);
+        });
+        {
+            let mut guard = self.event_vq.lock();
+            let state = guard.data();
+            state.stats.posted = 0;
+            state.resync |= filled;
+            if state.spare.is_empty() {
+                state.spare = kept;
+            } else {
+                for buf in kept {
+                    let _ = state.spare.push(buf, GFP_ATOMIC);
+                }
+            }
+        }
+        self.ctrl_vq.detach(|req, used| match used {
+            Some(len) => req.complete(len),
+            None => drop(req),
+        });
+        for vq in self.req_vqs.iter() {
+            let mut n = 0u64;
+            vq.detach(|req, used| {
+                let mut cmd = req.into_command();
+                n += 1;
+                match used {
+                    Some(len) => self.complete_cmd(cmd, len),
+                    None => {
+                        cmd.set_result(HostByte::Reset, 0);
+                        cmd.done();
+                    }
+                }
+            });
+            vq.lock().data().completed += n;
+            self.ctrl_vq.lock().data().reset_cmds += n;
+        }
+    }
+
+    /// Creates the virtqueues again and gives them to their queues, then
+    /// sets DRIVER_OK and refills the event ring (`virtscsi_restore()`).
+    fn attach_queues(&self, dev: &virtio::Device) -> Result {
+        let infos = queue_infos(self.io_queues)?;
+        let mut raw = dev.find_vqs::<Self>(&infos, VQ_BASE)?.into_iter();
+        self.ctrl_vq.attach(raw.next().ok_or(EINVAL)?)?;
+        self.event_vq.attach(raw.next().ok_or(EINVAL)?)?;
+        for vq in self.req_vqs.iter() {
+            vq.attach(raw.next().ok_or(EINVAL)?)?;
+        }
+        dev.ready();
+        if self.events {
+            self.refill_events(true)?;
+        }
+        Ok(())
+    }
+}
+
+/// The virtqueues in device order: control, event, then the request
+/// queues (interrupt-driven ones first, then polled ones).
+fn queue_infos(io_queues: [u32; 3]) -> Result<KVec<QueueInfo>> {
+    let queue = |name, callback| QueueInfo { name, callback };
+    let num_queues = io_queues.iter().sum::<u32>();
+    let mut infos = KVec::with_capacity(num_queues as usize + VQ_BASE as usize, GFP_KERNEL)?;
+    infos.push(queue(c_str!("control"), true), GFP_KERNEL)?;
+    infos.push(queue(c_str!("event"), true), GFP_KERNEL)?;
+    for i in 0..num_queues {
+        let info = if i < io_queues[0] + io_queues[1] {
+            queue(c_str!("request"), true)
+        } else {
+            queue(c_str!("request_poll"), false)
+        };
+        infos.push(info, GFP_KERNEL)?;
+    }
+    Ok(infos)
 }
 
 /// Handles one event (`virtscsi_handle_event()`), in process context.
 fn handle_event(host: HostRef<'_, VirtioScsi>, ev: protocol::Event) {
     let vscsi = host.data();
     if ev.missed {
-        vscsi.event_vq.lock().data().missed += 1;
+        vscsi.event_vq.lock().data().stats.missed += 1;
         rescan_hotunplug(host);
         host.scan();
     }
@@ -391,9 +529,9 @@ fn handle_event(host: HostRef<'_, VirtioScsi>, ev: protocol::Event) {
         EventAction::Unsupported { event, reason } => {
             let first = {
                 let mut guard = vscsi.event_vq.lock();
-                let state = guard.data();
-                state.unsupported += 1;
-                state.unsupported == 1
+                let stats = &mut guard.data().stats;
+                stats.unsupported += 1;
+                stats.unsupported == 1
             };
             if first {
                 dev_warn!(
@@ -509,23 +647,25 @@ impl HostTemplate for VirtioScsi {
         let mut guard = vq.lock();
         match guard.add(req) {
             Ok(()) => {
-                let needs_kick = kick && guard.kick_prepare();
+                let kick = if kick { guard.kick_prepare() } else { None };
                 let stats = guard.data();
                 stats.submitted += 1;
-                if needs_kick {
+                if kick.is_some() {
                     stats.kicks += 1;
                 }
                 drop(guard);
-                if needs_kick {
-                    vq.notify();
+                if let Some(kick) = kick {
+                    kick.notify();
                 }
                 Ok(())
             }
             Err((req, e)) => {
                 drop(guard);
                 let cmd = req.into_command();
-                if e == EIO {
-                    // The device is broken: nothing will ever complete it.
+                // Broken device, or queues gone after a failed restore:
+                // nothing would ever complete the command. Between freeze
+                // and restore, and with a full ring, it waits.
+                if e == EIO || (e == ENODEV && !vscsi.resetting.load(Ordering::Acquire)) {
                     fail_cmd(cmd, HostByte::BadTarget)
                 } else {
                     Err(QueueError::HostBusy(cmd))
@@ -600,10 +740,11 @@ impl HostTemplate for VirtioScsi {
         }
         let c = *vscsi.ctrl_vq.lock().data();
         m.print(format_args!(
-            "control tmf_sent {} tmf_ok {} tmf_failed {} tmf_timed_out {} cmd_timeouts {} cmd_timeouts_reaped {}\n",
-            c.tmf_sent, c.tmf_ok, c.tmf_failed, c.tmf_timed_out, c.cmd_timeouts, c.cmd_timeouts_reaped
+            "control tmf_sent {} tmf_ok {} tmf_failed {} tmf_timed_out {} cmd_timeouts {} cmd_timeouts_reaped {} host_resets {} reset_cmds {}\n",
+            c.tmf_sent, c.tmf_ok, c.tmf_failed, c.tmf_timed_out, c.cmd_timeouts, c.cmd_timeouts_reaped,
+            c.host_resets, c.reset_cmds
         ));
-        let e = *vscsi.event_vq.lock().data();
+        let e = vscsi.event_vq.lock().data().stats;
         m.print(format_args!(
             "event posted {} received {} missed {} unsupported {}\n",
             e.posted, e.received, e.missed, e.unsupported
@@ -614,6 +755,12 @@ impl HostTemplate for VirtioScsi {
     /// re-posted after its event is handled.
     fn work(host: HostRef<'_, Self>) {
         let vscsi = host.data();
+        let resync = core::mem::take(&mut vscsi.event_vq.lock().data().resync);
+        if resync {
+            // Events were lost to a reset: as for EVENTS_MISSED.
+            rescan_hotunplug(host);
+            host.scan();
+        }
         while let Some((buf, len)) = vscsi.next_event() {
             match protocol::parse_event(buf.bytes(), len) {
                 Some(ev) => handle_event(host, ev),
@@ -662,9 +809,36 @@ impl HostTemplate for VirtioScsi {
         host.data().tmf(Tmf::ItNexusReset, id, lun, 0)
     }
 
-    /// Host reset as an I_T NEXUS RESET of every target with devices (C
-    /// has no host reset); succeeds if every target reset succeeded.
+    /// Host reset: the virtio device is reset and initialised again, as
+    /// for suspend and resume (C has no host reset). Commands the device
+    /// held are retried; I/O resumes when the midlayer restarts the queues.
+    /// Where that cannot be done (no `CONFIG_PM_SLEEP`, or the device is
+    /// being removed or suspended), an I_T NEXUS RESET of every target with
+    /// devices instead.
     fn eh_host_reset(host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+        let vscsi = host.data();
+        match vscsi.vdev.reset_and_restore() {
+            Ok(()) => {
+                vscsi.ctrl_vq.lock().data().host_resets += 1;
+                dev_info!(
+                    &*vscsi.vdev,
+                    "host reset: device reset and re-initialised\n"
+                );
+                EhResult::Success
+            }
+            Err(e) if e == EBUSY => Self::reset_all_targets(host),
+            Err(e) => {
+                dev_err!(&*vscsi.vdev, "host reset failed ({:?})\n", e);
+                EhResult::Failed
+            }
+        }
+    }
+}
+
+impl VirtioScsi {
+    /// I_T NEXUS RESET of every target with devices; succeeds if every
+    /// target reset succeeded.
+    fn reset_all_targets(host: HostRef<'_, Self>) -> EhResult {
         let mut targets = [0u64; 4];
         host.for_each_device(|sdev| {
             let (_, id, _) = sdev.address();
@@ -750,27 +924,17 @@ impl virtio::Driver for VirtioScsi {
             io_queues[2]
         );
 
-        let queue = |name, callback| QueueInfo { name, callback };
-        let mut infos = KVec::with_capacity(num_queues as usize + VQ_BASE as usize, GFP_KERNEL)?;
-        infos.push(queue(c_str!("control"), true), GFP_KERNEL)?;
-        infos.push(queue(c_str!("event"), true), GFP_KERNEL)?;
-        for i in 0..num_queues {
-            let info = if i < io_queues[0] {
-                queue(c_str!("request"), true)
-            } else {
-                queue(c_str!("request_poll"), false)
-            };
-            infos.push(info, GFP_KERNEL)?;
-        }
+        let infos = queue_infos(io_queues)?;
         let mut raw = dev.find_vqs::<Self>(&infos, VQ_BASE)?.into_iter();
         let ctrl_vq = KBox::pin_init(
             Queue::new(raw.next().ok_or(EINVAL)?, CtrlStats::default()),
             GFP_KERNEL,
         )?;
-        let event_vq = KBox::pin_init(
-            Queue::new(raw.next().ok_or(EINVAL)?, EventState::default()),
-            GFP_KERNEL,
-        )?;
+        let events = EventState {
+            spare: KVec::with_capacity(EVENT_BUFS, GFP_KERNEL)?,
+            ..Default::default()
+        };
+        let event_vq = KBox::pin_init(Queue::new(raw.next().ok_or(EINVAL)?, events), GFP_KERNEL)?;
         let mut req_vqs = KVec::with_capacity(num_queues as usize, GFP_KERNEL)?;
         for r in raw {
             let vq = KBox::pin_init(Queue::new(r, VqStats::default()), GFP_KERNEL)?;
@@ -789,6 +953,9 @@ impl virtio::Driver for VirtioScsi {
             io_queues,
             vdev: dev.get(),
             t10_pi,
+            events: dev.has_feature(feature::HOTPLUG) || dev.has_feature(feature::CHANGE),
+            event_buf_len: limits.event_info_size,
+            resetting: AtomicBool::new(false),
             ctrl_vq,
             event_vq,
             sg_tablesize: u32::from(limits.sg_tablesize),
@@ -797,11 +964,8 @@ impl virtio::Driver for VirtioScsi {
         // Event buffers go on the ring now and are announced in `scan`,
         // after DRIVER_OK; with HOTPLUG or CHANGE (C: HOTPLUG only). An
         // allocation failure fails the probe; nothing is leaked.
-        if dev.has_feature(feature::HOTPLUG) || dev.has_feature(feature::CHANGE) {
-            for _ in 0..EVENT_BUFS {
-                let buf = KBox::new(DeviceBuf::new(limits.event_info_size)?, GFP_KERNEL)?;
-                vscsi.post_event_buf(buf, false);
-            }
+        if vscsi.events {
+            vscsi.refill_events(false)?;
         }
         let mut host = scsi::Host::alloc(&TEMPLATE, vscsi)?;
         host.set_limits(&scsi::Limits {
@@ -835,12 +999,34 @@ impl virtio::Driver for VirtioScsi {
     }
 
     fn scan(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
-        let event_vq = &host.data().event_vq;
-        let kick = event_vq.lock().kick_prepare();
-        if kick {
-            event_vq.notify();
+        let kick = host.data().event_vq.lock().kick_prepare();
+        if let Some(kick) = kick {
+            kick.notify();
         }
         host.scan();
+    }
+
+    /// `virtscsi_freeze()`, for suspend and for the host reset: every
+    /// queue gives up its virtqueue after the device is reset (events are
+    /// no longer taken); commands arriving meanwhile are requeued.
+    fn freeze(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) -> Result {
+        let vscsi = host.data();
+        vscsi.resetting.store(true, Ordering::Release);
+        vscsi.detach_queues();
+        Ok(())
+    }
+
+    /// `virtscsi_restore()`: new virtqueues, DRIVER_OK, the event ring
+    /// refilled; if events were lost, the work rescans. On failure,
+    /// commands fail instead of waiting for queues that will not return.
+    fn restore(dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) -> Result {
+        let vscsi = host.data();
+        let ret = vscsi.attach_queues(dev);
+        vscsi.resetting.store(false, Ordering::Release);
+        if ret.is_ok() && vscsi.event_vq.lock().data().resync {
+            host.queue_work();
+        }
+        ret
     }
 
     /// `virtscsi_remove()`: stop events (no event is handled once this

@@ -9,7 +9,10 @@
 
 #include <linux/blk-integrity.h>
 #include <linux/completion.h>
+#include <linux/device.h>
 #include <linux/moduleparam.h>
+#include <linux/rcupdate.h>
+#include <linux/sched/mm.h>
 #include <linux/spinlock.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
@@ -68,12 +71,49 @@ int vscsi_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 			  struct virtqueue *vqs[], struct virtqueue_info vqs_info[],
 			  struct irq_affinity *desc)
 {
+	/* A second set would leak the first (re-creation after a reset). */
+	if (!list_empty(&vdev->vqs))
+		return -EBUSY;
 	return virtio_find_vqs(vdev, nvqs, vqs, vqs_info, desc);
 }
 
 void vscsi_virtio_del_vqs(struct virtio_device *vdev)
 {
 	vdev->config->del_vqs(vdev);
+}
+
+void vscsi_virtio_device_ready(struct virtio_device *vdev)
+{
+	virtio_device_ready(vdev);
+}
+
+/*
+ * Resets the device and initialises it again through the bound driver's
+ * freeze and restore callbacks (what suspend and resume do). The device lock
+ * keeps remove, bind and system sleep out meanwhile; it is only tried, since
+ * its holder may be waiting for the caller (remove waits for the SCSI error
+ * handler), and -EBUSY tells the caller to fall back to something else.
+ */
+int vscsi_virtio_reset_restore(struct virtio_device *vdev)
+{
+#ifdef CONFIG_PM_SLEEP
+	int ret;
+
+	if (!device_trylock(&vdev->dev))
+		return -EBUSY;
+	if (!vdev->dev.driver) {
+		ret = -ENODEV;
+		goto out;
+	}
+	ret = virtio_device_freeze(vdev);
+	if (!ret)
+		ret = virtio_device_restore(vdev);
+out:
+	device_unlock(&vdev->dev);
+	return ret;
+#else
+	return -EOPNOTSUPP;
+#endif
 }
 
 unsigned long vscsi_spin_lock_irqsave(struct spinlock *lock)
@@ -87,6 +127,16 @@ unsigned long vscsi_spin_lock_irqsave(struct spinlock *lock)
 void vscsi_spin_unlock_irqrestore(struct spinlock *lock, unsigned long flags)
 {
 	spin_unlock_irqrestore(lock, flags);
+}
+
+void vscsi_rcu_read_lock(void)
+{
+	rcu_read_lock();
+}
+
+void vscsi_rcu_read_unlock(void)
+{
+	rcu_read_unlock();
 }
 
 int vscsi_scsi_add_host(struct Scsi_Host *shost, struct device *dev)

@@ -174,3 +174,40 @@ impl Completion {
         unsafe { bindings::wait_for_completion_timeout(self.inner.get(), jiffies) != 0 }
     }
 }
+
+/// An RCU read-side critical section (`rcu_read_lock()` to
+/// `rcu_read_unlock()`), ended when the guard is dropped.
+///
+/// C header: [`include/linux/rcupdate.h`](srctree/include/linux/rcupdate.h).
+///
+/// # Invariants
+///
+/// The current task is inside the read-side section that `new` entered; the
+/// guard is not `Send`, so it ends on the CPU/task that began it.
+pub(crate) struct RcuReadGuard(core::marker::PhantomData<*mut ()>);
+
+impl RcuReadGuard {
+    /// Enters a read-side critical section (`rcu_read_lock()`).
+    pub(crate) fn new() -> Self {
+        // SAFETY: Always callable; the matching unlock is in `drop`.
+        unsafe { bindings::vscsi_rcu_read_lock() };
+        // INVARIANT: The section was just entered.
+        Self(core::marker::PhantomData)
+    }
+}
+
+impl Drop for RcuReadGuard {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant this task is in the section `new`
+        // entered.
+        unsafe { bindings::vscsi_rcu_read_unlock() };
+    }
+}
+
+/// Waits until every RCU read-side critical section that began before the
+/// call has ended (`synchronize_rcu()`). Sleeps.
+pub(crate) fn synchronize_rcu() {
+    // SAFETY: Callable from process context, which the caller is in (the
+    // function may sleep, as documented).
+    unsafe { bindings::synchronize_rcu() };
+}

@@ -6,7 +6,9 @@
 //! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h).
 
 use crate::abstractions::device::AsRawDevice;
-use crate::abstractions::sync::{new_spinlock_irq, Completion, SpinLockIrq, SpinLockIrqGuard};
+use crate::abstractions::sync::{
+    new_spinlock_irq, synchronize_rcu, Completion, RcuReadGuard, SpinLockIrq, SpinLockIrqGuard,
+};
 use crate::bindings;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -102,6 +104,30 @@ impl Device {
         // the write.
         unsafe { bindings::vscsi_virtio_cwrite32(self.as_raw(), offset, val) };
         Ok(())
+    }
+
+    /// Sets `DRIVER_OK` (`virtio_device_ready()`). Probe need not: the
+    /// virtio core does it after a successful probe or restore; a restore
+    /// that kicks its queues calls it first.
+    pub(crate) fn ready(&self) {
+        // SAFETY: By the type invariant the device is valid.
+        unsafe { bindings::vscsi_virtio_device_ready(self.as_raw()) };
+    }
+
+    /// Resets the device and initialises it again, as suspend and resume do
+    /// (`virtio_device_freeze()`, then `virtio_device_restore()`): the bound
+    /// driver's [`Driver::freeze`] and [`Driver::restore`] run, with the
+    /// device lock held and allocations made without I/O (`GFP_NOIO`).
+    /// Fails with `EBUSY` if the device lock is taken (remove, bind or
+    /// system sleep in progress) or the kernel lacks `CONFIG_PM_SLEEP`, with
+    /// `ENODEV` if no driver is bound.
+    ///
+    /// Must not be called from the driver's own callbacks (the device lock
+    /// may be held there).
+    pub(crate) fn reset_and_restore(&self) -> Result {
+        // SAFETY: By the type invariant the device is valid; the helper
+        // checks the binding under the device lock.
+        to_result(unsafe { bindings::vscsi_virtio_reset_restore(self.as_raw()) })
     }
 
     /// Finds the device's virtqueues (`virtio_find_vqs()`).
@@ -315,6 +341,21 @@ pub(crate) trait Driver {
     /// does that.
     fn remove(dev: &Device, data: Self::Data);
 
+    /// Quiesces the device for suspend or a reset (`freeze`): on return the
+    /// device is reset and its virtqueues deleted ([`Queue::detach`]).
+    /// Process context, device lock held.
+    fn freeze(_dev: &Device, _data: <Self::Data as ForeignOwnable>::Borrowed<'_>) -> Result {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Brings the device back after [`Driver::freeze`] (`restore`): the
+    /// virtio core has reset it and negotiated the features again; the
+    /// driver creates its virtqueues ([`Device::find_vqs`],
+    /// [`Queue::attach`]). `DRIVER_OK` follows unless the driver set it.
+    fn restore(_dev: &Device, _data: <Self::Data as ForeignOwnable>::Borrowed<'_>) -> Result {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
     /// A virtqueue created with a callback by [`Device::find_vqs`] has new
     /// used buffers (`vring_interrupt()`, hard-IRQ context). `index` is the
     /// queue's position in the list given to `find_vqs`.
@@ -353,6 +394,32 @@ impl<T: Driver> Adapter<T> {
         // by `remove_callback`, which cannot run concurrently with `scan`.
         let data = unsafe { T::Data::borrow((*vdev).priv_) };
         T::scan(dev, data);
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core for a device bound to this driver
+    /// (`virtio_device_freeze()`), with the device lock held.
+    unsafe extern "C" fn freeze_callback(vdev: *mut bindings::virtio_device) -> kernel::ffi::c_int {
+        // SAFETY: The virtio core passes a valid, bound device.
+        let dev = unsafe { Device::from_raw(vdev) };
+        // SAFETY: `priv` was set by `probe_callback` and is only reclaimed
+        // by `remove_callback`, which the device lock keeps out.
+        let data = unsafe { T::Data::borrow((*vdev).priv_) };
+        from_result(|| T::freeze(dev, data).map(|()| 0))
+    }
+
+    /// # Safety
+    ///
+    /// As for `freeze_callback` (`virtio_device_restore()`).
+    unsafe extern "C" fn restore_callback(
+        vdev: *mut bindings::virtio_device,
+    ) -> kernel::ffi::c_int {
+        // SAFETY: The virtio core passes a valid, bound device.
+        let dev = unsafe { Device::from_raw(vdev) };
+        // SAFETY: As in `freeze_callback`.
+        let data = unsafe { T::Data::borrow((*vdev).priv_) };
+        from_result(|| T::restore(dev, data).map(|()| 0))
     }
 
     /// # Safety
@@ -445,6 +512,10 @@ impl<T: Driver> Registration<T> {
                 (*drv).probe = Some(Adapter::<T>::probe_callback);
                 (*drv).remove = Some(Adapter::<T>::remove_callback);
                 (*drv).scan = Some(Adapter::<T>::scan_callback);
+                if T::HAS_FREEZE && T::HAS_RESTORE {
+                    (*drv).freeze = Some(Adapter::<T>::freeze_callback);
+                    (*drv).restore = Some(Adapter::<T>::restore_callback);
+                }
             }
             // SAFETY: `drv` is fully initialised, pinned (it lives in a
             // pinned `Registration`) and stays valid until `drop`
@@ -506,8 +577,12 @@ impl QueueSet {
 impl Drop for QueueSet {
     fn drop(&mut self) {
         self.reset_device();
+        // Notifications prepared before the last queue let go of the set
+        // may still be running (`Kick`).
+        synchronize_rcu();
         // SAFETY: By the type invariant the queues exist; no `Queue` or
-        // `RawQueue` is left to use them (each holds a reference to `self`).
+        // `RawQueue` is left to use them (each holds a reference to `self`),
+        // and no `Kick` either (the grace period above).
         unsafe { bindings::vscsi_virtio_del_vqs(self.vdev) };
     }
 }
@@ -625,29 +700,53 @@ impl SgList {
     }
 }
 
+/// A virtqueue of a [`Queue`], and the set that keeps it alive.
+///
+/// # Invariants
+///
+/// `vq` is a virtqueue of the device of `set`, created by the `find_vqs` call
+/// that created `set`; it is deleted only when `set` is dropped.
+struct Attached {
+    vq: NonNull<bindings::virtqueue>,
+    set: Arc<QueueSet>,
+}
+
+// SAFETY: `Attached` is only reached under its queue's lock; the set may be
+// dropped on any thread (in process context, see `QueueSet::drop`).
+unsafe impl Send for Attached {}
+
+/// What a [`Queue`]'s lock protects.
+struct QueueInner<D> {
+    /// The virtqueue; `None` between [`Queue::detach`] and [`Queue::attach`].
+    attached: Option<Attached>,
+    data: D,
+}
+
 /// A virtqueue with its lock (`virtqueue` plus the C driver's `vq_lock`).
 /// Requests of type `R` go in and come back out; `D` is driver state kept
 /// under the same lock (counters, for instance).
 ///
-/// Dropping the queue resets the device (once per device) and takes back
-/// the requests the device did not complete, dropping them.
+/// A queue can give up its virtqueue ([`Queue::detach`], which resets the
+/// device) and take a new one from a later [`Device::find_vqs`]
+/// ([`Queue::attach`]): that is how a driver resets and re-initialises a
+/// device under a live upper layer. While detached, adding fails with
+/// `ENODEV` and reaping finds nothing. Dropping the queue detaches it,
+/// dropping the requests the device did not complete.
 ///
 /// # Invariants
 ///
-/// `vq` is a live virtqueue of the device of `set`, which this queue keeps
-/// alive; every buffer on it was added as an `R` by [`QueueGuard::add`].
+/// Every buffer on the attached virtqueue was added as an `R` by
+/// [`QueueGuard::add`].
 #[pin_data(PinnedDrop)]
 pub(crate) struct Queue<R: Request, D = ()> {
     #[pin]
-    lock: SpinLockIrq<D>,
-    vq: NonNull<bindings::virtqueue>,
-    set: Arc<QueueSet>,
+    lock: SpinLockIrq<QueueInner<D>>,
     _p: PhantomData<R>,
 }
 
-// SAFETY: The virtqueue is only used under `lock`, except for the operations
-// the virtio core allows concurrently (`notify`, size, index, broken state);
-// requests in flight are owned by the queue and are `Send`.
+// SAFETY: The virtqueue is only used under `lock`, except for notifications
+// (`Kick`), which the virtio core allows concurrently; requests in flight
+// are owned by the queue and are `Send`.
 unsafe impl<R: Request + Send, D: Send> Send for Queue<R, D> {}
 // SAFETY: See `Send`; `D` is only reached under the lock.
 unsafe impl<R: Request + Send, D: Send> Sync for Queue<R, D> {}
@@ -658,80 +757,141 @@ impl<R: Request, D> Queue<R, D> {
         // INVARIANT: `raw` came from `find_vqs` with its set; no buffer has
         // been added yet.
         pin_init!(Self {
-            lock <- new_spinlock_irq!(data),
-            vq: raw.vq,
-            set: raw.set,
+            lock <- new_spinlock_irq!(QueueInner {
+                attached: Some(Attached {
+                    vq: raw.vq,
+                    set: raw.set,
+                }),
+                data,
+            }),
             _p: PhantomData,
         })
-    }
-
-    fn raw(&self) -> *mut bindings::virtqueue {
-        self.vq.as_ptr()
     }
 
     /// Locks the queue for adding and reaping buffers.
     pub(crate) fn lock(&self) -> QueueGuard<'_, R, D> {
         QueueGuard {
             guard: self.lock.lock(),
-            queue: self,
+            _p: PhantomData,
         }
     }
 
-    /// Notifies the device after [`QueueGuard::kick_prepare`] said so
-    /// (`virtqueue_notify()`); done without the lock. Returns `false` if the
-    /// device is broken.
-    pub(crate) fn notify(&self) -> bool {
-        // SAFETY: By the type invariant the queue is live; notify may run
-        // concurrently with the locked operations.
-        unsafe { bindings::virtqueue_notify(self.raw()) }
+    /// Returns the number of descriptors in the ring
+    /// (`virtqueue_get_vring_size()`), 0 while detached.
+    pub(crate) fn vring_size(&self) -> u32 {
+        match self.lock().vq() {
+            // SAFETY: The queue is attached and locked, so `vq` is live.
+            Some(vq) => unsafe { bindings::virtqueue_get_vring_size(vq) },
+            None => 0,
+        }
     }
 
-    /// Returns the number of descriptors in the ring
-    /// (`virtqueue_get_vring_size()`).
-    pub(crate) fn vring_size(&self) -> u32 {
-        // SAFETY: By the type invariant the queue is live.
-        unsafe { bindings::virtqueue_get_vring_size(self.raw()) }
+    /// Gives up the virtqueue: resets the device (once for all the queues
+    /// of one `find_vqs`), then hands every request still on the ring to
+    /// `f`, under the lock: with `Some(len)` for those the device completed
+    /// (and the driver has not reaped yet), `None` for those it never
+    /// finished. A no-op on a detached queue.
+    ///
+    /// Sleeps: the reset waits for running callbacks, and the last queue of
+    /// a set to be detached deletes the device's virtqueues (after the RCU
+    /// grace period that pending [`Kick`]s hold off).
+    pub(crate) fn detach(&self, mut f: impl FnMut(R, Option<u32>)) {
+        let Some(set) = self.lock.lock().attached.as_ref().map(|a| a.set.clone()) else {
+            return;
+        };
+        // Outside the lock: resetting sleeps. Requests added meanwhile go
+        // to a stopped device and are handed back below.
+        set.reset_device();
+        let attached = {
+            let mut guard = self.lock.lock();
+            let attached = guard.attached.take();
+            if let Some(a) = &attached {
+                let vq = a.vq.as_ptr();
+                let mut len = 0u32;
+                loop {
+                    // SAFETY: `vq` is live (we hold its set) and we hold the
+                    // queue's lock; `len` is a valid out pointer.
+                    let token = unsafe { bindings::virtqueue_get_buf(vq, &mut len) };
+                    let Some(token) = NonNull::new(token.cast::<kernel::ffi::c_void>()) else {
+                        break;
+                    };
+                    // SAFETY: Every buffer on the queue was added as an `R`
+                    // (type invariant); the ring returns each token once.
+                    f(unsafe { R::from_token(token) }, Some(len));
+                }
+                loop {
+                    // SAFETY: `vq` is live and the device is reset, so
+                    // detaching the unused buffers is allowed.
+                    let token = unsafe { bindings::virtqueue_detach_unused_buf(vq) };
+                    let Some(token) = NonNull::new(token) else {
+                        break;
+                    };
+                    // SAFETY: As above.
+                    f(unsafe { R::from_token(token) }, None);
+                }
+            }
+            attached
+        };
+        // Dropped without the lock: the last reference deletes the queues.
+        drop(attached);
+        drop(set);
+    }
+
+    /// Takes a virtqueue from a new [`Device::find_vqs`] call, after
+    /// [`Queue::detach`]. Fails with `EBUSY`, dropping `raw`, if the queue
+    /// is attached.
+    pub(crate) fn attach(&self, raw: RawQueue) -> Result {
+        let mut guard = self.lock.lock();
+        if guard.attached.is_some() {
+            drop(guard);
+            drop(raw);
+            return Err(EBUSY);
+        }
+        // INVARIANT: A fresh virtqueue carries no buffer.
+        guard.attached = Some(Attached {
+            vq: raw.vq,
+            set: raw.set,
+        });
+        Ok(())
     }
 }
 
 #[pinned_drop]
 impl<R: Request, D> PinnedDrop for Queue<R, D> {
     fn drop(self: Pin<&mut Self>) {
-        // The device must stop before buffers are detached.
-        self.set.reset_device();
-        loop {
-            // SAFETY: The queue is live (type invariant) and the device is
-            // reset, so detaching unused buffers is allowed.
-            let token = unsafe { bindings::virtqueue_detach_unused_buf(self.raw()) };
-            let Some(token) = NonNull::new(token) else {
-                break;
-            };
-            // SAFETY: Every buffer on this queue was added as an `R` (type
-            // invariant), and each token comes back once.
-            drop(unsafe { R::from_token(token) });
-        }
+        self.detach(|req, _| drop(req));
     }
 }
 
 /// A locked [`Queue`].
 pub(crate) struct QueueGuard<'a, R: Request, D> {
-    guard: SpinLockIrqGuard<'a, D>,
-    queue: &'a Queue<R, D>,
+    guard: SpinLockIrqGuard<'a, QueueInner<D>>,
+    _p: PhantomData<R>,
 }
 
-impl<R: Request, D> QueueGuard<'_, R, D> {
+impl<'a, R: Request, D> QueueGuard<'a, R, D> {
+    /// The virtqueue, if attached: live while the lock is held (the set is
+    /// only dropped after being taken out under the lock).
+    fn vq(&self) -> Option<*mut bindings::virtqueue> {
+        self.guard.attached.as_ref().map(|a| a.vq.as_ptr())
+    }
+
     /// Returns the driver state kept under the queue's lock.
     pub(crate) fn data(&mut self) -> &mut D {
-        &mut self.guard
+        &mut self.guard.data
     }
 
     /// Hands `req` to the device (`virtqueue_add_sgs()`). On failure the
     /// request comes back with the error: `ENOSPC` when the ring is full,
-    /// `EIO` when the device is broken.
+    /// `EIO` when the device is broken, `ENODEV` while the queue is
+    /// detached.
     ///
     /// Called with interrupts off, so descriptor tables are allocated with
     /// `GFP_ATOMIC`.
     pub(crate) fn add(&mut self, mut req: R) -> Result<(), (R, Error)> {
+        let Some(vq) = self.vq() else {
+            return Err((req, ENODEV));
+        };
         let mut sgs = SgList::new();
         req.sgs(&mut sgs);
         if sgs.out + sgs.ins == 0 {
@@ -740,11 +900,12 @@ impl<R: Request, D> QueueGuard<'_, R, D> {
         let token = req.into_token();
         // `sgs.lists` holds `out + ins` valid, terminated scatterlists (the
         // `SgList` push contracts), alive until the call returns.
-        // SAFETY: The queue is live and locked; the buffers stay valid until
-        // the token comes back (`Request` contract).
+        // SAFETY: The queue is attached and locked, so `vq` is live; the
+        // buffers stay valid until the token comes back (`Request`
+        // contract).
         let ret = unsafe {
             bindings::virtqueue_add_sgs(
-                self.queue.raw(),
+                vq,
                 sgs.lists.as_mut_ptr(),
                 sgs.out,
                 sgs.ins,
@@ -759,19 +920,33 @@ impl<R: Request, D> QueueGuard<'_, R, D> {
         }
     }
 
-    /// Returns whether the device needs a notification for what was added
-    /// (`virtqueue_kick_prepare()`); call [`Queue::notify`] after unlocking.
-    pub(crate) fn kick_prepare(&mut self) -> bool {
-        // SAFETY: The queue is live and locked.
-        unsafe { bindings::virtqueue_kick_prepare(self.queue.raw()) }
+    /// Returns a notification to send after unlocking if the device needs
+    /// one for what was added (`virtqueue_kick_prepare()`).
+    pub(crate) fn kick_prepare(&mut self) -> Option<Kick<'a>> {
+        let vq = self.vq()?;
+        // SAFETY: The queue is attached and locked.
+        if !unsafe { bindings::virtqueue_kick_prepare(vq) } {
+            return None;
+        }
+        // INVARIANT: `vq` is attached now, and the read-side section begins
+        // before the lock is dropped, so `QueueSet::drop` (which runs after
+        // the set was taken out under the lock) waits for it.
+        Some(Kick {
+            // SAFETY: `vq` comes from a `NonNull`.
+            vq: unsafe { NonNull::new_unchecked(vq) },
+            _rcu: RcuReadGuard::new(),
+            _p: PhantomData,
+        })
     }
 
     /// Takes back the next request the device completed, with the number
     /// of bytes it wrote (`virtqueue_get_buf()`).
     pub(crate) fn get_buf(&mut self) -> Option<(R, u32)> {
+        let vq = self.vq()?;
         let mut len = 0u32;
-        // SAFETY: The queue is live and locked; `len` is a valid out pointer.
-        let token = unsafe { bindings::virtqueue_get_buf(self.queue.raw(), &mut len) };
+        // SAFETY: The queue is attached and locked; `len` is a valid out
+        // pointer.
+        let token = unsafe { bindings::virtqueue_get_buf(vq, &mut len) };
         let token = NonNull::new(token.cast::<kernel::ffi::c_void>())?;
         // SAFETY: Every buffer on this queue was added as an `R` (type
         // invariant); the ring returns each token once.
@@ -780,15 +955,43 @@ impl<R: Request, D> QueueGuard<'_, R, D> {
 
     /// Disables completion callbacks (`virtqueue_disable_cb()`).
     pub(crate) fn disable_cb(&mut self) {
-        // SAFETY: The queue is live and locked.
-        unsafe { bindings::virtqueue_disable_cb(self.queue.raw()) };
+        if let Some(vq) = self.vq() {
+            // SAFETY: The queue is attached and locked.
+            unsafe { bindings::virtqueue_disable_cb(vq) };
+        }
     }
 
     /// Re-enables completion callbacks; `false` means more buffers arrived
     /// meanwhile and must be reaped first (`virtqueue_enable_cb()`).
     pub(crate) fn enable_cb(&mut self) -> bool {
-        // SAFETY: The queue is live and locked.
-        unsafe { bindings::virtqueue_enable_cb(self.queue.raw()) }
+        match self.vq() {
+            // SAFETY: The queue is attached and locked.
+            Some(vq) => unsafe { bindings::virtqueue_enable_cb(vq) },
+            None => true,
+        }
+    }
+}
+
+/// A notification for the device, prepared under a [`Queue`]'s lock by
+/// [`QueueGuard::kick_prepare`] and sent after unlocking.
+///
+/// # Invariants
+///
+/// `vq` was attached when the kick was prepared, and the RCU read-side
+/// section held since then keeps it from being deleted.
+pub(crate) struct Kick<'a> {
+    vq: NonNull<bindings::virtqueue>,
+    _rcu: RcuReadGuard,
+    _p: PhantomData<&'a ()>,
+}
+
+impl Kick<'_> {
+    /// Notifies the device (`virtqueue_notify()`); `false` if the device
+    /// is broken.
+    pub(crate) fn notify(self) -> bool {
+        // SAFETY: `vq` is live (type invariant); notify may run
+        // concurrently with the locked operations and with a reset.
+        unsafe { bindings::virtqueue_notify(self.vq.as_ptr()) }
     }
 }
 
@@ -891,6 +1094,15 @@ unsafe impl<const REQ: usize, const RESP: usize> Sync for ExchangeInner<REQ, RES
 // SAFETY: See `Sync`; the data is plain bytes and atomics.
 unsafe impl<const REQ: usize, const RESP: usize> Send for ExchangeInner<REQ, RESP> {}
 
+/// Why [`Exchange::wait`] returned without an answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitError {
+    /// The device did not answer in time.
+    TimedOut,
+    /// The request was taken back unanswered (a reset), or never queued.
+    Cancelled,
+}
+
 impl<const REQ: usize, const RESP: usize> Exchange<REQ, RESP> {
     /// Allocates an exchange carrying `req`.
     pub(crate) fn new(req: [u8; REQ]) -> Result<Self> {
@@ -915,26 +1127,35 @@ impl<const REQ: usize, const RESP: usize> Exchange<REQ, RESP> {
     }
 
     /// Waits up to `ms` milliseconds for the device's answer; returns the
-    /// response and the number of bytes the device wrote, or `None` if the
-    /// device did not answer in time (or the request was dropped).
-    pub(crate) fn wait(&self, ms: u32) -> Option<([u8; RESP], u32)> {
-        self.0.completion.wait_timeout_ms(ms);
+    /// response and the number of bytes the device wrote.
+    pub(crate) fn wait(&self, ms: u32) -> Result<([u8; RESP], u32), WaitError> {
+        if !self.0.completion.wait_timeout_ms(ms) {
+            return Err(WaitError::TimedOut);
+        }
         if !self.0.done.load(Ordering::Acquire) {
-            return None;
+            return Err(WaitError::Cancelled);
         }
         // SAFETY: `done` is set after the device returned the buffers, so
         // nothing writes `resp` any more.
         let resp = unsafe { *self.0.bufs.resp.get() };
-        Some((resp, self.0.used_len.load(Ordering::Relaxed)))
+        Ok((resp, self.0.used_len.load(Ordering::Relaxed)))
     }
 }
 
 impl<const REQ: usize, const RESP: usize> ExchangeRequest<REQ, RESP> {
     /// Records that the device returned the buffers with `used_len` bytes
-    /// written, and wakes the waiter. Callable from interrupt context.
+    /// written, and wakes the waiter (the drop does). Callable from
+    /// interrupt context.
     pub(crate) fn complete(self, used_len: u32) {
         self.0.used_len.store(used_len, Ordering::Relaxed);
         self.0.done.store(true, Ordering::Release);
+    }
+}
+
+impl<const REQ: usize, const RESP: usize> Drop for ExchangeRequest<REQ, RESP> {
+    /// Wakes the waiter, whether or not the device answered: a request
+    /// taken back from a reset device ends the wait at once.
+    fn drop(&mut self) {
         self.0.completion.complete();
     }
 }
@@ -953,7 +1174,11 @@ unsafe impl<const REQ: usize, const RESP: usize> Request for ExchangeRequest<REQ
     }
 
     fn into_token(self) -> NonNull<kernel::ffi::c_void> {
-        let ptr = Arc::into_raw(self.0);
+        // Not dropped: the reference travels with the token.
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `this.0` is read once and `this` is never dropped, so the
+        // reference moves into the token.
+        let ptr = Arc::into_raw(unsafe { core::ptr::read(&this.0) });
         // SAFETY: `Arc::into_raw` never returns null.
         unsafe { NonNull::new_unchecked(ptr.cast_mut().cast()) }
     }
