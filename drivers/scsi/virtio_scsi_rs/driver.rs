@@ -169,6 +169,10 @@ pub(crate) struct VirtioScsi {
 
 impl VirtioScsi {
     /// Completes one command from its response (`virtscsi_complete_cmd()`).
+    ///
+    /// Inlined into the reaping loop, the hot path (a reset also calls it,
+    /// which would otherwise make it an out-of-line call per command).
+    #[inline(always)]
     fn complete_cmd(&self, mut cmd: Command<Self>, used_len: u32) {
         let bufflen = cmd.bufflen();
         let (private, sense) = cmd.private_and_sense();
