@@ -160,8 +160,10 @@ pub(crate) struct VirtioScsi {
     events: bool,
     /// Size of one event buffer.
     event_buf_len: u32,
-    /// Between freeze and a successful restore: commands that find their
-    /// queue detached are requeued rather than failed.
+    /// A host reset is re-initialising the device: commands that find their
+    /// queue detached are requeued rather than failed (elsewhere, a
+    /// detached queue means a failed restore, or suspend, when only the
+    /// power management requests of quiesced devices can arrive).
     resetting: AtomicBool,
     /// A device response could not be trusted; warned once.
     warned_bad_resp: AtomicBool,
@@ -352,7 +354,8 @@ impl VirtioScsi {
         match guard.add(buf) {
             Ok(()) => guard.data().stats.posted += 1,
             Err((buf, e)) if e == ENODEV => {
-                // Within the capacity reserved at probe: no allocation.
+                // Within the room reserved for it, no allocation; if a push
+                // fails, the buffer is freed and a refill allocates anew.
                 let _ = guard.data().spare.push(buf, GFP_ATOMIC);
             }
             // Only a broken device refuses a buffer it returned.
@@ -368,7 +371,10 @@ impl VirtioScsi {
     /// Fills the event ring up to [`EVENT_BUFS`]: buffers kept over a reset
     /// first, then new ones. Kicks the device if `kick`.
     fn refill_events(&self, kick: bool) -> Result {
-        let spare = core::mem::take(&mut self.event_vq.lock().data().spare);
+        // The spare list keeps its reserved room for the next reset (if
+        // this allocation fails, later pushes allocate, atomically).
+        let room = KVec::with_capacity(EVENT_BUFS, GFP_KERNEL).unwrap_or_default();
+        let spare = core::mem::replace(&mut self.event_vq.lock().data().spare, room);
         for buf in spare {
             self.post_event_buf(buf, false);
         }
@@ -458,19 +464,24 @@ impl VirtioScsi {
         }
     }
 
-    /// Creates the virtqueues again and gives them to their queues, then
-    /// sets DRIVER_OK and refills the event ring (`virtscsi_restore()`).
+    /// Creates the virtqueues again, sets DRIVER_OK (before any queue can
+    /// take a request and notify), gives them to their queues and refills
+    /// the event ring (`virtscsi_restore()`).
     fn attach_queues(&self, dev: &virtio::Device) -> Result {
         let infos = queue_infos(self.io_queues)?;
         let mut raw = dev.find_vqs::<Self>(&infos, VQ_BASE)?.into_iter();
+        dev.ready();
         self.ctrl_vq.attach(raw.next().ok_or(EINVAL)?)?;
         self.event_vq.attach(raw.next().ok_or(EINVAL)?)?;
         for vq in self.req_vqs.iter() {
             vq.attach(raw.next().ok_or(EINVAL)?)?;
         }
-        dev.ready();
         if self.events {
-            self.refill_events(true)?;
+            if let Err(e) = self.refill_events(true) {
+                // Best effort: the queues work; fewer buffers mean events
+                // may be missed, which the device then reports.
+                dev_warn!(dev, "event buffers not refilled after reset ({:?})\n", e);
+            }
         }
         Ok(())
     }
@@ -601,7 +612,8 @@ impl HostTemplate for VirtioScsi {
     const PROC_NAME: &'static CStr = c_str!("virtio_scsi_rs");
     const CMD_SIZE: usize = CMD_SIZE;
     const TRACK_QUEUE_DEPTH: bool = true;
-    // The host reset is a TMF sweep that returns when the device answered.
+    // The host reset returns with the device re-initialised and ready (or,
+    // as a fallback, when every target answered its reset).
     const SKIP_SETTLE_DELAY: bool = true;
 
     /// `virtscsi_queuecommand()`.
@@ -821,7 +833,13 @@ impl HostTemplate for VirtioScsi {
     /// devices instead.
     fn eh_host_reset(host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
         let vscsi = host.data();
-        match vscsi.vdev.reset_and_restore() {
+        // Commands that slipped past the midlayer's recovery check wait
+        // (requeued) while the queues are detached; whatever the outcome,
+        // they stop waiting after it.
+        vscsi.resetting.store(true, Ordering::Release);
+        let ret = vscsi.vdev.reset_and_restore();
+        vscsi.resetting.store(false, Ordering::Release);
+        match ret {
             Ok(()) => {
                 vscsi.ctrl_vq.lock().data().host_resets += 1;
                 dev_info!(
@@ -830,7 +848,7 @@ impl HostTemplate for VirtioScsi {
                 );
                 EhResult::Success
             }
-            Err(e) if e == EBUSY => Self::reset_all_targets(host),
+            Err(e) if e == EAGAIN => Self::reset_all_targets(host),
             Err(e) => {
                 dev_err!(&*vscsi.vdev, "host reset failed ({:?})\n", e);
                 EhResult::Failed
@@ -1012,25 +1030,21 @@ impl virtio::Driver for VirtioScsi {
 
     /// `virtscsi_freeze()`, for suspend and for the host reset: every
     /// queue gives up its virtqueue after the device is reset (events are
-    /// no longer taken); commands arriving meanwhile are requeued.
+    /// no longer taken).
     fn freeze(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) -> Result {
-        let vscsi = host.data();
-        vscsi.resetting.store(true, Ordering::Release);
-        vscsi.detach_queues();
+        host.data().detach_queues();
         Ok(())
     }
 
     /// `virtscsi_restore()`: new virtqueues, DRIVER_OK, the event ring
-    /// refilled; if events were lost, the work rescans. On failure,
-    /// commands fail instead of waiting for queues that will not return.
+    /// refilled; if events were lost, the work rescans.
     fn restore(dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) -> Result {
         let vscsi = host.data();
-        let ret = vscsi.attach_queues(dev);
-        vscsi.resetting.store(false, Ordering::Release);
-        if ret.is_ok() && vscsi.event_vq.lock().data().resync {
+        vscsi.attach_queues(dev)?;
+        if vscsi.event_vq.lock().data().resync {
             host.queue_work();
         }
-        ret
+        Ok(())
     }
 
     /// `virtscsi_remove()`: stop events (no event is handled once this

@@ -90,29 +90,37 @@ void vscsi_virtio_device_ready(struct virtio_device *vdev)
 /*
  * Resets the device and initialises it again through the bound driver's
  * freeze and restore callbacks (what suspend and resume do). The device lock
- * keeps remove, bind and system sleep out meanwhile; it is only tried, since
- * its holder may be waiting for the caller (remove waits for the SCSI error
- * handler), and -EBUSY tells the caller to fall back to something else.
+ * keeps remove, bind and system sleep callbacks out meanwhile; it is only
+ * tried, since its holder may be waiting for the caller (remove waits for
+ * the SCSI error handler). -EAGAIN tells the caller to fall back to
+ * something else: the lock is taken, the device is between system sleep
+ * callbacks (is_prepared: the PM core does not hold the lock between its
+ * freeze and restore), or the kernel has no CONFIG_PM_SLEEP. The caller may
+ * be the SCSI error handler of disks that memory reclaim writes to:
+ * allocations in here do no I/O.
  */
 int vscsi_virtio_reset_restore(struct virtio_device *vdev)
 {
 #ifdef CONFIG_PM_SLEEP
+	unsigned int noio;
 	int ret;
 
 	if (!device_trylock(&vdev->dev))
-		return -EBUSY;
-	if (!vdev->dev.driver) {
+		return -EAGAIN;
+	noio = memalloc_noio_save();
+	if (!vdev->dev.driver)
 		ret = -ENODEV;
-		goto out;
-	}
-	ret = virtio_device_freeze(vdev);
+	else if (vdev->dev.power.is_prepared)
+		ret = -EAGAIN;
+	else
+		ret = virtio_device_freeze(vdev);
 	if (!ret)
 		ret = virtio_device_restore(vdev);
-out:
+	memalloc_noio_restore(noio);
 	device_unlock(&vdev->dev);
 	return ret;
 #else
-	return -EOPNOTSUPP;
+	return -EAGAIN;
 #endif
 }
 

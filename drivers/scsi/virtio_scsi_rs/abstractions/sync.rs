@@ -164,6 +164,20 @@ impl Completion {
         unsafe { bindings::complete(self.inner.get()) };
     }
 
+    /// Signals the completion for good, waking every waiter, present and
+    /// future (`complete_all()`). Callable from interrupt context.
+    pub(crate) fn complete_all(&self) {
+        // SAFETY: By the type invariant the completion is initialised.
+        unsafe { bindings::complete_all(self.inner.get()) };
+    }
+
+    /// Sleeps until the completion is signalled (`wait_for_completion()`).
+    pub(crate) fn wait(&self) {
+        // SAFETY: By the type invariant the completion is initialised; the
+        // caller is in process context (it may sleep).
+        unsafe { bindings::wait_for_completion(self.inner.get()) };
+    }
+
     /// Sleeps until the completion is signalled or `ms` milliseconds have
     /// passed (`wait_for_completion_timeout()`); `true` if signalled.
     pub(crate) fn wait_timeout_ms(&self, ms: u32) -> bool {

@@ -118,9 +118,11 @@ impl Device {
     /// (`virtio_device_freeze()`, then `virtio_device_restore()`): the bound
     /// driver's [`Driver::freeze`] and [`Driver::restore`] run, with the
     /// device lock held and allocations made without I/O (`GFP_NOIO`).
-    /// Fails with `EBUSY` if the device lock is taken (remove, bind or
-    /// system sleep in progress) or the kernel lacks `CONFIG_PM_SLEEP`, with
-    /// `ENODEV` if no driver is bound.
+    /// Fails with `EAGAIN` if that cannot be done now or here (the device
+    /// lock is taken by remove, bind or a system sleep callback; the device
+    /// is between system sleep callbacks; the kernel lacks
+    /// `CONFIG_PM_SLEEP`), with `ENODEV` if no driver is bound, and with
+    /// the error of a failed freeze or restore.
     ///
     /// Must not be called from the driver's own callbacks (the device lock
     /// may be held there).
@@ -179,11 +181,12 @@ impl Device {
         })?;
         // From here on, dropping the last `RawQueue` resets the device and
         // deletes its virtqueues, including on the error paths below.
-        let set = Arc::new(
-            QueueSet {
+        let set = Arc::pin_init(
+            pin_init!(QueueSet {
                 vdev: self.as_raw(),
                 reset: AtomicBool::new(false),
-            },
+                reset_done <- Completion::new(),
+            }),
             GFP_KERNEL,
         )?;
         let mut raw = KVec::with_capacity(n, GFP_KERNEL)?;
@@ -458,6 +461,11 @@ impl<T: Driver> Adapter<T> {
         // remove is called once, so ownership is taken back exactly once.
         let data = unsafe { T::Data::from_foreign((*vdev).priv_) };
         T::remove(dev, data);
+        // The driver's queues are gone, which reset the device, unless a
+        // failed restore left it without queues: reset it in any case, as
+        // the virtio core expects.
+        // SAFETY: The device is valid until this function returns.
+        unsafe { bindings::virtio_reset_device(vdev) };
         // SAFETY: As above; clear the stale pointer.
         unsafe { (*vdev).priv_ = core::ptr::null_mut() };
     }
@@ -551,31 +559,41 @@ pub(crate) struct QueueInfo {
 /// # Invariants
 ///
 /// `vdev` is a device whose virtqueues were created by `find_vqs` and not
-/// yet deleted; it stays bound until this set is dropped.
+/// yet deleted; it stays bound until this set is dropped. `reset_done` is
+/// signalled (for all waiters) once the reset that `reset` claims is done.
+#[pin_data(PinnedDrop)]
 struct QueueSet {
     vdev: *mut bindings::virtio_device,
     reset: AtomicBool,
+    #[pin]
+    reset_done: Completion,
 }
 
 // SAFETY: The set only holds a pointer to the device, used to reset it and to
 // delete its queues, which the virtio core allows from any thread.
 unsafe impl Send for QueueSet {}
-// SAFETY: See `Send`; the reset flag is atomic.
+// SAFETY: See `Send`; the reset flag is atomic, the completion thread-safe.
 unsafe impl Sync for QueueSet {}
 
 impl QueueSet {
     /// Resets the device once: it stops using buffers and raising
-    /// interrupts, and running callbacks have finished.
+    /// interrupts, and running callbacks have finished. A caller that finds
+    /// the reset claimed by another waits until it is done, so none goes on
+    /// to take buffers back from a device still running. Sleeps.
     fn reset_device(&self) {
-        if !self.reset.swap(true, Ordering::AcqRel) {
-            // SAFETY: By the type invariant the device is valid.
-            unsafe { bindings::virtio_reset_device(self.vdev) };
+        if self.reset.swap(true, Ordering::AcqRel) {
+            self.reset_done.wait();
+            return;
         }
+        // SAFETY: By the type invariant the device is valid.
+        unsafe { bindings::virtio_reset_device(self.vdev) };
+        self.reset_done.complete_all();
     }
 }
 
-impl Drop for QueueSet {
-    fn drop(&mut self) {
+#[pinned_drop]
+impl PinnedDrop for QueueSet {
+    fn drop(self: Pin<&mut Self>) {
         self.reset_device();
         // Notifications prepared before the last queue let go of the set
         // may still be running (`Kick`).
@@ -974,6 +992,9 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
 
 /// A notification for the device, prepared under a [`Queue`]'s lock by
 /// [`QueueGuard::kick_prepare`] and sent after unlocking.
+///
+/// Send it right after unlocking: the read-side section it holds must not
+/// sleep (as for any RCU reader; debug kernels report a sleep in it).
 ///
 /// # Invariants
 ///
