@@ -821,30 +821,25 @@ impl<R: Request, D> Queue<R, D> {
         // to a stopped device and are handed back below.
         set.reset_device();
         let attached = {
-            let mut guard = self.lock.lock();
-            let attached = guard.attached.take();
+            let mut guard = self.lock();
+            // Answered ones first. (The set taken above is still attached:
+            // a new one needs `find_vqs`, which refuses while this set's
+            // virtqueues exist, and the clone keeps them.)
+            while let Some((req, len)) = guard.get_buf() {
+                f(req, Some(len));
+            }
+            let attached = guard.guard.attached.take();
             if let Some(a) = &attached {
-                let vq = a.vq.as_ptr();
-                let mut len = 0u32;
                 loop {
-                    // SAFETY: `vq` is live (we hold its set) and we hold the
-                    // queue's lock; `len` is a valid out pointer.
-                    let token = unsafe { bindings::virtqueue_get_buf(vq, &mut len) };
-                    let Some(token) = NonNull::new(token.cast::<kernel::ffi::c_void>()) else {
-                        break;
-                    };
-                    // SAFETY: Every buffer on the queue was added as an `R`
-                    // (type invariant); the ring returns each token once.
-                    f(unsafe { R::from_token(token) }, Some(len));
-                }
-                loop {
-                    // SAFETY: `vq` is live and the device is reset, so
-                    // detaching the unused buffers is allowed.
-                    let token = unsafe { bindings::virtqueue_detach_unused_buf(vq) };
+                    // SAFETY: `a.vq` is live (we hold its set) and the
+                    // device is reset, so detaching the unused buffers is
+                    // allowed; the queue's lock is held.
+                    let token = unsafe { bindings::virtqueue_detach_unused_buf(a.vq.as_ptr()) };
                     let Some(token) = NonNull::new(token) else {
                         break;
                     };
-                    // SAFETY: As above.
+                    // SAFETY: Every buffer on the queue was added as an `R`
+                    // (type invariant); each token comes back once.
                     f(unsafe { R::from_token(token) }, None);
                 }
             }
