@@ -19,21 +19,34 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,lib/modules,etc,proc,sys,dev,tmp,root}
 cp /bin/busybox "$stage/bin/busybox"
 install -m 0755 "$here/guest/init" "$stage/init"
+install -m 0755 "$here/guest/serve" "$stage/serve"
 
 # VSCSI_EXTRA_TOOLS adds more host binaries (e.g. /usr/bin/perf for a guest profile).
 tools=(/bin/bash /usr/bin/fio /usr/bin/lsscsi /sbin/mkfs.ext4 /sbin/mke2fs /sbin/e2fsck
 	/sbin/fsck.ext4 /sbin/blkdiscard /usr/bin/sg_* ${VSCSI_EXTRA_TOOLS:-})
+# fio's optional engines (RBD, Gluster, NBD, RDMA, PMEM) are linked in; stand-ins
+# for their libraries keep some 60 MB of Ceph, ICU, GnuTLS, ... out of the
+# image and seconds out of every fio start (see scripts/stub-libs.py).
+stubs=$stage.stubs
+trap 'rm -rf "$stage" "$stubs"' EXIT
+"$here/stub-libs.py" "$(readlink -f /usr/bin/fio)" "$stubs" libgfapi.so.0 libnbd.so.0 libibverbs.so.1 \
+	librdmacm.so.1 librados.so.2 librbd.so.1 libpmemblk.so.1 libpmem.so.1
 libs=()
 for t in "${tools[@]}"; do
 	[ -e "$t" ] || { echo "mkinitramfs: $t missing; run scripts/install-deps.sh" >&2; exit 1; }
 	real=$(readlink -f "$t")
 	dest=$stage/usr/local/bin/$(basename "$t")
 	cp "$real" "$dest"
-	while read -r lib; do libs+=("$lib"); done < <(ldd "$real" | awk '/=> \// {print $3} /^\t\/.*ld-linux/ {print $1}')
+	while read -r lib; do libs+=("$lib"); done < <(LD_LIBRARY_PATH=$stubs ldd "$real" |
+		awk '/=> \// {print $3} /^\t\/.*ld-linux/ {print $1}')
 done
 for lib in $(printf '%s\n' "${libs[@]}" | sort -u); do
-	mkdir -p "$stage$(dirname "$lib")"
-	cp -L "$lib" "$stage$lib"
+	case "$lib" in
+	"$stubs"/*) dest=/lib/x86_64-linux-gnu/$(basename "$lib") ;;
+	*) dest=$lib ;;
+	esac
+	mkdir -p "$stage$(dirname "$dest")"
+	cp -L "$lib" "$stage$dest"
 done
 # The dynamic loader is looked up through /lib64 on x86-64.
 if [ ! -e "$stage/lib64/ld-linux-x86-64.so.2" ]; then

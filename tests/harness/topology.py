@@ -68,6 +68,20 @@ class Topology:
                 args += _disk_args(c, n, d, workdir)
         return args + list(self.extra_args)
 
+    def images(self, workdir):
+        """[(path, size)] of the disk images `qemu_args(workdir)` creates (file disks without a
+        path of their own)."""
+        return [
+            (os.path.join(workdir, f"{c.id}-n{n}.img"), d.size)
+            for c in self.controllers
+            for n, d in enumerate(c.disks)
+            if d.backend == "file" and d.path is None
+        ]
+
+    def targets(self):
+        """The target ids that have at least one disk."""
+        return {d.target for c in self.controllers for d in c.disks}
+
 
 def _join(props):
     return ",".join(f"{k}={_fmt(v)}" for k, v in props.items())
