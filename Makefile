@@ -75,10 +75,15 @@ initramfs: module
 	scripts/mkinitramfs.sh $(BUILD)/initramfs-debug.cpio \
 		$(kdir)/drivers/scsi/virtio_scsi.ko $(MODULE) $(wildcard $(KUNIT_MODULE))
 
+# Guest tests run on GUEST_JOBS pytest-xdist workers (one guest each at a time), a guest group
+# (tests sharing guests) on one worker, the longest groups first; GUEST_JOBS=0 runs them in this
+# process. See Documentation/testing.md.
+GUEST_JOBS ?= 2
+guest_xdist = $(if $(filter 0,$(GUEST_JOBS)),,-n $(GUEST_JOBS) --dist loadgroup --no-loadscope-reorder)
 guest-test: initramfs
 	cd tests && VSCSI_KERNEL=$(kdir)/arch/x86/boot/bzImage \
 		VSCSI_INITRAMFS=$(BUILD)/initramfs-debug.cpio \
-		$(PYTHON) -m pytest guest $(PYTEST_ARGS)
+		$(PYTHON) -m pytest guest $(guest_xdist) $(PYTEST_ARGS)
 
 check: deps
 	$(MAKE) unit

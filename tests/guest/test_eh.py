@@ -152,6 +152,7 @@ def test_suspend_resume_under_io(make_guest, driver, tmp_path):
     assert again == 1, again
 
 
+@pytest.mark.cost(90)
 def test_timeout_aborts_slow_command(make_guest, driver, request, tmp_path):
     """A back end slower than the disk's timeout (null-co latency 4 s, timeout 2 s): the timed-out
     command is aborted (ABORT TASK reaches the device and is answered), the command is retried or

@@ -7,6 +7,9 @@ import pytest
 
 from harness.topology import Controller, Disk, Topology
 
+# The tests of this module share guests of the same configuration (tests/harness/plugin.py).
+pytestmark = pytest.mark.shared_guests
+
 # What QEMU 7.2's defaults give, per the C driver: ring 256, seg_max 254,
 # max_sectors 65535, cmd_per_lun 128, max_target 255, max_lun 16383.
 QEMU_DEFAULT_LIMITS = {"can_queue": "256", "sg_tablesize": "254", "cmd_per_lun": "128"}
@@ -51,7 +54,7 @@ def test_host_limits(make_guest, driver, num_queues, hw_queues):
 )
 def test_odd_device_settings(make_guest, driver, props, attrs, max_hw_kb):
     """Odd but valid QEMU settings give a working disk with the limits the device asked for."""
-    g = make_guest(Topology([Controller(num_queues=1, props=props, disks=[Disk(backend="file", size=8 << 20)])]))
+    g = make_guest(Topology([Controller(num_queues=1, props=props, disks=[Disk(backend="file", size=8 << 20)])]), smp=1)
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
     want = dict(QEMU_DEFAULT_LIMITS, nr_hw_queues="1")
@@ -64,7 +67,7 @@ def test_odd_device_settings(make_guest, driver, props, attrs, max_hw_kb):
 
 def test_absurd_queue_depth_is_clamped(make_guest, driver):
     """A queue depth asked for through sysfs is capped at cmd_per_lun; the disk keeps working."""
-    g = make_guest(Topology([Controller(num_queues=1, disks=[Disk(backend="file", size=8 << 20)])]))
+    g = make_guest(Topology([Controller(num_queues=1, disks=[Disk(backend="file", size=8 << 20)])]), smp=1)
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
     rc, out = g.run("echo 100000 > /sys/block/sda/device/queue_depth", check=False)

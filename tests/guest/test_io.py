@@ -4,7 +4,12 @@
 import hashlib
 import os
 
+import pytest
+
 from harness.topology import Controller, Disk, Topology
+
+# The tests of this module share guests of the same configuration (tests/harness/plugin.py).
+pytestmark = pytest.mark.shared_guests
 
 FIO = "fio --output-format=terse --terse-version=3 --ioengine=libaio --direct=1 --filename=/dev/sda --name=v"
 
@@ -76,7 +81,7 @@ def test_cdrom_reads_back(make_guest, driver, tmp_path):
     image = tmp_path / "cd.iso"
     data = os.urandom(6 << 20)
     image.write_bytes(data)
-    g = make_guest(Topology([Controller(disks=[Disk(backend="cd", path=str(image), target=2)])]))
+    g = make_guest(Topology([Controller(disks=[Disk(backend="cd", path=str(image), target=2)])]), smp=1)
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sr0 ]", what="/dev/sr0")
     assert "cd/dvd" in g.sh("lsscsi")

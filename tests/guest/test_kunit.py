@@ -4,6 +4,8 @@
 import os
 import re
 
+import pytest
+
 from harness import ktap
 from harness.topology import Topology
 
@@ -17,8 +19,9 @@ def declared_cases():
     return [name.strip() for name in body.split(",") if name.strip()]
 
 
+@pytest.mark.shared_guests("no-controller")
 def test_protocol_suite(make_guest):
-    g = make_guest(Topology(controllers=[]))
+    g = make_guest(Topology(controllers=[]), smp=1)
     g.sh("insmod /lib/modules/virtio_scsi_rs_kunit.ko")
     results = g.sh("cat /sys/kernel/debug/kunit/virtio_scsi_rs_protocol/results")
     (suite,) = ktap.parse(results)

@@ -1,8 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0
 """Load, bind and unbind cycles leave nothing behind: no kernel report, kmemleak clean."""
 
+import pytest
+
 from harness.guest import DRIVERS
 from harness.topology import Controller, Disk, Topology
+
+# The tests of this module share guests of the same configuration (tests/harness/plugin.py).
+pytestmark = pytest.mark.shared_guests
 
 CYCLES = 20
 

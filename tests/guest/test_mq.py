@@ -8,6 +8,9 @@ import pytest
 from harness.guest import DRIVERS
 from harness.topology import Controller, Disk, Topology
 
+# The tests of this module share guests of the same configuration (tests/harness/plugin.py).
+pytestmark = pytest.mark.shared_guests
+
 VERIFY = "--verify=crc32c --do_verify=1 --verify_fatal=1 --direct=1 --filename=/dev/sda --name=v"
 
 

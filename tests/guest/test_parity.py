@@ -7,6 +7,8 @@ compares. Host numbers differ (each load makes a new host) and are normalised.
 
 import re
 
+import pytest
+
 from harness.guest import DRIVERS
 from harness.plugin import report
 from harness.topology import Controller, Disk, Topology
@@ -42,8 +44,9 @@ def both(g, script):
     return record(g, "c", script), record(g, "rust", script)
 
 
+@pytest.mark.shared_guests("parity")
 def test_lsscsi_and_names_match(make_guest):
-    g = make_guest(TOPOLOGY)
+    g = make_guest(TOPOLOGY, scan="all")
     # sd probes disks asynchronously, so which H:C:T:L gets which sdX varies from
     # boot to boot under either driver; the devices, their sizes and the set of
     # names must match.
@@ -61,8 +64,9 @@ def test_lsscsi_and_names_match(make_guest):
     assert len(re.findall(r"^sd[a-z]+$", c, re.M)) == NDEV, c
 
 
+@pytest.mark.shared_guests("parity")
 def test_sg_io_answers_match(make_guest):
-    g = make_guest(TOPOLOGY)
+    g = make_guest(TOPOLOGY, scan="all")
     script = (
         "set -e; d=$(lsscsi -g | awk '$3==\"QEMU\" && $0 ~ /:4:0\\]/ {print $NF}');"
         " sg_inq $d; sg_vpd -p 0x83 $d; sg_vpd -p bl $d; sg_readcap -l $d; sg_luns $d; sg_turs -v $d;"
@@ -80,10 +84,11 @@ def test_sg_io_answers_match(make_guest):
     assert "rc=0" not in tail
 
 
+@pytest.mark.cost(150)
 def test_scale_256_targets(make_guest):
     """256 targets on one controller: all visible under both drivers; scan times reported."""
     topo = Topology([Controller(num_queues=2, disks=[Disk(target=t, size=1 << 20) for t in range(256)])])
-    g = make_guest(topo, mem="2G")
+    g = make_guest(topo, mem="2G", scan="all")
     times = {}
     seen = {}
     for driver in ("c", "rust"):
@@ -98,10 +103,11 @@ def test_scale_256_targets(make_guest):
     assert seen == {"c": 256, "rust": 256}
 
 
+@pytest.mark.cost(200)
 def test_scale_8_targets_64_luns(make_guest):
     """8 targets x 64 LUNs on one controller: all 512 visible under both drivers."""
     disks = [Disk(target=t, lun=lun, size=1 << 20) for t in range(8) for lun in range(64)]
-    g = make_guest(Topology([Controller(num_queues=2, disks=disks)]), mem="2G")
+    g = make_guest(Topology([Controller(num_queues=2, disks=disks)]), mem="2G", scan="all")
     times = {}
     for driver in ("c", "rust"):
         name, path = DRIVERS[driver]

@@ -9,9 +9,10 @@ import pytest
 from harness.topology import Controller, Disk, Topology
 
 
+@pytest.mark.shared_guests("no-controller")
 def test_command_channel(make_guest):
     """Commands run in the guest with their output and exit status."""
-    g = make_guest(Topology(controllers=[]))
+    g = make_guest(Topology(controllers=[]), smp=1)
     assert g.sh("echo hello") == "hello\n"
     rc, out = g.run("echo to-stderr >&2; exit 3", check=False)
     assert (rc, out) == (3, "to-stderr\n")
@@ -19,6 +20,7 @@ def test_command_channel(make_guest):
     assert big.split() == [str(i) for i in range(1, 20001)]
 
 
+@pytest.mark.shared_guests
 def test_bind_unbind_rmmod(make_guest, driver):
     """The driver binds to virtio device id 8, unbinds and rebinds through sysfs, and unloads."""
     g = make_guest(Topology([Controller(num_queues=2, disks=[Disk()])]))
@@ -40,7 +42,7 @@ def test_disk_readable(make_guest, driver, tmp_path):
     image = tmp_path / "disk.img"
     data = os.urandom(4 << 20)
     image.write_bytes(data)
-    g = make_guest(Topology([Controller(disks=[Disk(backend="file", path=str(image))])]))
+    g = make_guest(Topology([Controller(disks=[Disk(backend="file", path=str(image))])]), smp=1)
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sda ]", timeout=15, what="/dev/sda")
     assert "QEMU HARDDISK" in g.sh("lsscsi")
