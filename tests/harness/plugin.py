@@ -25,7 +25,6 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 LEASES = pytest.StashKey[list]()
 GROUP = pytest.StashKey[str]()
 NEXT = pytest.StashKey[object]()
-CALL = pytest.StashKey[object]()
 
 # Idle guests a worker keeps for later tests of the same group. An idle guest still costs CPU
 # (timers, RCU): more than one would slow down the guests that work.
@@ -250,7 +249,6 @@ class _Lease:
         self.key = key
         self.shared = shared
         self.keep = False
-        self.why_not = None
 
 
 def _same_group(item, other):
@@ -302,7 +300,7 @@ def make_guest(request, guest_kernel, guest_initrd):
                 bootdir = os.path.join(logroot, "_shared", f"{_worker()}-{_POOL.seq}")
             else:
                 bootdir = logdir
-            g = _boot(item, bootdir, topology, smp=smp, mem=mem, append=append, qemu_args=qemu_args)
+            g = _boot(item, bootdir, guest_kernel, guest_initrd, topology, smp=smp, mem=mem, append=append, qemu_args=qemu_args)
             if shared:
                 g.attach(logdir)
         g.scan_targets = scan_targets
@@ -330,9 +328,7 @@ def make_guest(request, guest_kernel, guest_initrd):
         pytest.fail("\n".join(errors), pytrace=False)
 
 
-def _boot(item, logdir, topology, **kw):
-    guest_kernel = _artifact("VSCSI_KERNEL", None)
-    guest_initrd = _artifact("VSCSI_INITRAMFS", os.path.join(ROOT, "build", "initramfs-debug.cpio"))
+def _boot(item, logdir, guest_kernel, guest_initrd, topology, **kw):
     for attempt in range(2):
         os.makedirs(logdir, exist_ok=True)
         for f in os.listdir(logdir):
@@ -382,10 +378,10 @@ def pytest_runtest_call(item):
     for lease in item.stash.get(LEASES, []):
         g = lease.guest
         if lease.shared and _same_group(item, nextitem):
-            lease.why_not = g.reset()
-            lease.keep = lease.why_not is None
-            if lease.why_not:
-                report(f"{item.nodeid}: its guest is not shared further: {lease.why_not}")
+            why_not = g.reset()
+            lease.keep = why_not is None
+            if why_not:
+                report(f"{item.nodeid}: its guest is not shared further: {why_not}")
         g.check_reports()
     return result
 
