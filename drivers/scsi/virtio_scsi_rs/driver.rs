@@ -321,7 +321,7 @@ impl VirtioScsi {
         };
         let mut req = [0u8; TMF_REQ_SIZE];
         protocol::write_tmf_req(&mut req, tmf, &wire_lun, tag);
-        let Ok(exchange) = Exchange::new(req) else {
+        let Ok(exchange) = Exchange::new(req, protocol::TMF_RESP_INIT) else {
             return TmfOutcome::Failed;
         };
         let mut guard = self.ctrl_vq.lock();
@@ -337,7 +337,7 @@ impl VirtioScsi {
         match exchange.wait(TMF_TIMEOUT_MS) {
             Err(WaitError::TimedOut) => TmfOutcome::TimedOut,
             Err(WaitError::Cancelled) => TmfOutcome::Failed,
-            Ok((resp, len)) if protocol::tmf_succeeded(&resp, len) => TmfOutcome::Complete,
+            Ok((resp, _)) if protocol::tmf_succeeded(&resp) => TmfOutcome::Complete,
             Ok(_) => TmfOutcome::Failed,
         }
     }
@@ -346,7 +346,11 @@ impl VirtioScsi {
     /// stopping; while the queue is detached (a reset) the buffer is kept
     /// for the restore. A buffer that cannot be posted is freed, never
     /// leaked.
-    fn post_event_buf(&self, buf: KBox<DeviceBuf>, kick: bool) {
+    fn post_event_buf(&self, mut buf: KBox<DeviceBuf>, kick: bool) {
+        // Whatever the buffer held (an event, or what a device wrote before
+        // a reset took it back), one the device returns unwritten must read
+        // as no event.
+        buf.clear();
         let mut guard = self.event_vq.lock();
         if guard.data().stop {
             return;
@@ -395,16 +399,18 @@ impl VirtioScsi {
     }
 
     /// Takes the next event the device filled, unless events are stopping.
-    fn next_event(&self) -> Option<(KBox<DeviceBuf>, u32)> {
+    /// The used length is not returned: it cannot be trusted (vhost-scsi
+    /// reports 0), which is why buffers are zeroed before they are posted.
+    fn next_event(&self) -> Option<KBox<DeviceBuf>> {
         let mut guard = self.event_vq.lock();
         if guard.data().stop {
             return None;
         }
-        let (buf, len) = guard.get_buf()?;
+        let (buf, _) = guard.get_buf()?;
         let stats = &mut guard.data().stats;
         stats.posted -= 1;
         stats.received += 1;
-        Some((buf, len))
+        Some(buf)
     }
 
     /// Stops event handling: no event is taken or posted after this.
@@ -645,6 +651,9 @@ impl HostTemplate for VirtioScsi {
         // The tag identifies the command to the device (for ABORT TASK):
         // the blk-mq unique tag, not a kernel address.
         let tag = u64::from(tag);
+        // A header the device does not write must not read as an answer
+        // (the used length cannot tell: vhost-scsi reports 0).
+        protocol::clear_cmd_resp(&mut private[RESP_OFF..]);
         let hdr = &mut private[REQ_OFF..];
         let req_len = if vscsi.t10_pi {
             protocol::write_cmd_req_pi(hdr, &lun, tag, pi_out, pi_in, cdb)
@@ -691,9 +700,9 @@ impl HostTemplate for VirtioScsi {
     }
 
     /// Nothing to prepare: `queuecommand` writes the whole request header
-    /// and completion reads only what the used length says the device
-    /// wrote. Providing this saves the midlayer's clearing of the 172-byte
-    /// private area on every command (C clears it).
+    /// and the fixed response header, and completion reads no sense beyond
+    /// what the response header says. Providing this saves the midlayer's
+    /// clearing of the private area on every command (C clears it).
     fn init_cmd_priv(_private: &mut [u8]) -> Result {
         Ok(())
     }
@@ -777,8 +786,8 @@ impl HostTemplate for VirtioScsi {
             rescan_hotunplug(host);
             host.scan();
         }
-        while let Some((buf, len)) = vscsi.next_event() {
-            match protocol::parse_event(buf.bytes(), len) {
+        while let Some(buf) = vscsi.next_event() {
+            match protocol::parse_event(buf.bytes()) {
                 Some(ev) => handle_event(host, ev),
                 None => vscsi.warn_bad_response(),
             }

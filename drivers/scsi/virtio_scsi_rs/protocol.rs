@@ -321,24 +321,47 @@ pub(crate) struct CmdResp {
     pub(crate) clamped: bool,
 }
 
-/// Parses a response header from `buf` (the response area of the command),
-/// given how many bytes the device says it wrote to the device-writable
-/// buffers (`used_len`, header first) and the command's data length.
-///
-/// Returns `None` when the device did not write the fixed part of the
-/// header, so nothing in it can be trusted.
-pub(crate) fn parse_cmd_resp(buf: &[u8], used_len: u32, bufflen: u32) -> Option<CmdResp> {
-    let used = used_len as usize;
-    if used < CMD_RESP_FIXED || buf.len() < CMD_RESP_FIXED {
-        return None;
+/// Response code the driver stores in a response header before the device
+/// gets it. No device sends it (the codes end at 12), so a header the device
+/// never wrote reads as an unknown response, an error; never as the previous
+/// command's answer or as success.
+pub(crate) const RESPONSE_UNWRITTEN: u8 = 0xff;
+
+/// Prepares the fixed part of a command's response header (at least
+/// [`CMD_RESP_FIXED`] bytes of `buf`) before the command goes to the device:
+/// no sense, no residual, and [`RESPONSE_UNWRITTEN`].
+#[inline(always)]
+pub(crate) fn clear_cmd_resp(buf: &mut [u8]) {
+    if let Some(hdr) = buf.get_mut(..CMD_RESP_FIXED) {
+        hdr[..8].copy_from_slice(&[0; 8]);
+        hdr[8..].copy_from_slice(&[0, 0, 0, RESPONSE_UNWRITTEN]);
     }
-    let sense_len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let resid = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    let status = buf[10];
-    let response = buf[11];
-    let sense_room = (buf.len() - CMD_RESP_FIXED)
-        .min(SENSE_SIZE as usize)
-        .min(used - CMD_RESP_FIXED);
+}
+
+/// Parses a response header from `buf` (the response area of the command,
+/// prepared by [`clear_cmd_resp`]), given how many bytes the device says it
+/// wrote to the device-writable buffers (`used_len`, header first) and the
+/// command's data length.
+///
+/// A used length below the fixed header means the device does not report
+/// it: Linux's vhost-scsi completes every buffer with 0, and legacy devices
+/// are allowed to. The header is read anyway, as C does, and the sense
+/// bounded only by the buffer; [`clear_cmd_resp`] makes a header the device
+/// did not write an error. A used length at or above the header bounds the
+/// sense the device can have written.
+///
+/// Returns `None` only when `buf` cannot hold the header.
+pub(crate) fn parse_cmd_resp(buf: &[u8], used_len: u32, bufflen: u32) -> Option<CmdResp> {
+    let hdr = buf.get(..CMD_RESP_FIXED)?;
+    let used = used_len as usize;
+    let sense_len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+    let resid = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+    let status = hdr[10];
+    let response = hdr[11];
+    let mut sense_room = (buf.len() - CMD_RESP_FIXED).min(SENSE_SIZE as usize);
+    if used >= CMD_RESP_FIXED {
+        sense_room = sense_room.min(used - CMD_RESP_FIXED);
+    }
     let sense = (sense_len as usize).min(sense_room);
     let resid_c = resid.min(bufflen);
     Some(CmdResp {
@@ -592,12 +615,12 @@ pub(crate) struct Event {
     pub(crate) action: EventAction,
 }
 
-/// Decodes an event buffer the device filled (`used_len` bytes written).
-/// Returns `None` when the device wrote less than a whole event.
-pub(crate) fn parse_event(buf: &[u8], used_len: u32) -> Option<Event> {
-    if (used_len as usize) < EVENT_SIZE as usize {
-        return None;
-    }
+/// Decodes an event buffer the device filled. The used length is not
+/// trusted either way: vhost-scsi reports 0 for events it wrote, and the
+/// driver zeroes each buffer before posting it, so one the device did not
+/// write reads as "no event". Returns `None` when `buf` is shorter than an
+/// event.
+pub(crate) fn parse_event(buf: &[u8]) -> Option<Event> {
     let raw = buf.get(..EVENT_SIZE as usize)?;
     let kind = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
     let mut lun = [0u8; 8];
@@ -691,14 +714,18 @@ pub(crate) fn write_tmf_req(buf: &mut [u8; TMF_REQ_SIZE], tmf: Tmf, lun: &[u8; 8
     buf[16..24].copy_from_slice(&tag.to_le_bytes());
 }
 
-/// Whether a TMF response means the function completed: `OK` (FUNCTION
-/// COMPLETE) or `FUNCTION_SUCCEEDED`. A short write is a failure.
-pub(crate) fn tmf_succeeded(resp: &[u8], used_len: u32) -> bool {
-    used_len as usize >= TMF_RESP_SIZE
-        && matches!(
-            resp.first(),
-            Some(&response::OK) | Some(&response::FUNCTION_SUCCEEDED)
-        )
+/// Response byte a TMF response buffer holds until the device writes it.
+pub(crate) const TMF_RESP_INIT: [u8; TMF_RESP_SIZE] = [RESPONSE_UNWRITTEN];
+
+/// Whether a TMF response (its buffer started as [`TMF_RESP_INIT`]) means
+/// the function completed: `OK` (FUNCTION COMPLETE) or `FUNCTION_SUCCEEDED`.
+/// The used length is not consulted (vhost-scsi reports 0); a response the
+/// device never wrote is a failure.
+pub(crate) fn tmf_succeeded(resp: &[u8]) -> bool {
+    matches!(
+        resp.first(),
+        Some(&response::OK) | Some(&response::FUNCTION_SUCCEEDED)
+    )
 }
 
 /// Whether INQUIRY data from an events-missed sweep says the LUN is gone:
@@ -769,6 +796,7 @@ pub(crate) mod selftest {
         request_header_layout,
         request_header_with_pi_layout,
         response_parsing_clamps_sense_and_resid,
+        response_parsing_without_used_len,
         response_mapping,
         events_decode_to_actions,
         events_missed_and_short_buffers,
@@ -992,8 +1020,27 @@ pub(crate) mod selftest {
         // Sense beyond what the device wrote is not trusted.
         let r = parse_cmd_resp(&resp(18, 0, 2, 0), 20, 0);
         check!(r.is_some_and(|r| r.sense_len == 8 && r.clamped));
-        check!(parse_cmd_resp(&resp(0, 0, 0, 0), 11, 0).is_none());
         check!(parse_cmd_resp(&[0u8; 4], 108, 0).is_none());
+        Ok(())
+    }
+
+    fn response_parsing_without_used_len() -> CaseResult {
+        // vhost-scsi: used length 0, header written; the sense is bounded by
+        // the buffer and the 96 bytes of the format only.
+        for used in [0, 1, 11] {
+            let r = parse_cmd_resp(&resp(18, 512, 2, 0), used, 4096);
+            check!(r.is_some_and(|r| r.sense_len == 18 && r.resid == 512 && r.status == 2));
+            let r = parse_cmd_resp(&resp(200, 0, 2, 0), used, 0);
+            check!(r.is_some_and(|r| r.sense_len == 96 && r.clamped));
+        }
+        // A prepared header the device never wrote is an unknown response
+        // (an error), whatever the buffer held before.
+        let mut b = resp(18, 512, 0, 0);
+        clear_cmd_resp(&mut b);
+        let r = parse_cmd_resp(&b, 0, 4096);
+        check!(r.is_some_and(|r| r.sense_len == 0 && r.resid == 0 && r.status == 0));
+        check!(r.is_some_and(|r| map_response(r.response, r.status).unknown_response));
+        check!(r.is_some_and(|r| map_response(r.response, r.status).host == HostByte::Error));
         Ok(())
     }
 
@@ -1054,7 +1101,7 @@ pub(crate) mod selftest {
     }
 
     fn action(b: &[u8; 16]) -> Option<EventAction> {
-        parse_event(b, 16).map(|e| e.action)
+        parse_event(b).map(|e| e.action)
     }
 
     fn events_decode_to_actions() -> CaseResult {
@@ -1117,27 +1164,25 @@ pub(crate) mod selftest {
 
     fn events_missed_and_short_buffers() -> CaseResult {
         use event::*;
-        let e = parse_event(&ev(NO_EVENT | EVENTS_MISSED, [0; 8], 0), 16);
+        let e = parse_event(&ev(NO_EVENT | EVENTS_MISSED, [0; 8], 0));
         check!(
             e == Some(Event {
                 missed: true,
                 action: EventAction::None
             })
         );
-        let e = parse_event(
-            &ev(
-                TRANSPORT_RESET | EVENTS_MISSED,
-                [1, 0, 0, 2, 0, 0, 0, 0],
-                RESET_RESCAN,
-            ),
-            16,
-        );
+        let e = parse_event(&ev(
+            TRANSPORT_RESET | EVENTS_MISSED,
+            [1, 0, 0, 2, 0, 0, 0, 0],
+            RESET_RESCAN,
+        ));
         check!(
             e.is_some_and(|e| e.missed && e.action == EventAction::AddDevice { target: 0, lun: 2 })
         );
-        // The device wrote less than an event, or the buffer is short.
-        check!(parse_event(&ev(TRANSPORT_RESET, [1, 0, 0, 0, 0, 0, 0, 0], 1), 15).is_none());
-        check!(parse_event(&[0u8; 8], 16).is_none());
+        // A zeroed buffer the device gave back unwritten is no event; a
+        // short buffer is nothing.
+        check!(parse_event(&[0u8; 16]).is_some_and(|e| !e.missed && e.action == EventAction::None));
+        check!(parse_event(&[0u8; 15]).is_none());
         Ok(())
     }
 
@@ -1165,11 +1210,11 @@ pub(crate) mod selftest {
         check!(b[4..8] == [5, 0, 0, 0]);
         write_tmf_req(&mut b, Tmf::ItNexusReset, &lun, 0);
         check!(b[4..8] == [4, 0, 0, 0]);
-        check!(tmf_succeeded(&[response::OK], 1));
-        check!(tmf_succeeded(&[response::FUNCTION_SUCCEEDED], 1));
-        check!(!tmf_succeeded(&[response::FUNCTION_REJECTED], 1));
-        check!(!tmf_succeeded(&[response::BAD_TARGET], 1));
-        check!(!tmf_succeeded(&[response::OK], 0));
+        check!(tmf_succeeded(&[response::OK]));
+        check!(tmf_succeeded(&[response::FUNCTION_SUCCEEDED]));
+        check!(!tmf_succeeded(&[response::FUNCTION_REJECTED]));
+        check!(!tmf_succeeded(&[response::BAD_TARGET]));
+        check!(!tmf_succeeded(&TMF_RESP_INIT));
         check!(inquiry_says_gone(&[0x7f, 0]));
         check!(inquiry_says_gone(&[0x20]));
         check!(!inquiry_says_gone(&[0x00, 0x80]));

@@ -1038,6 +1038,12 @@ impl DeviceBuf {
         Ok(Self { lines, len })
     }
 
+    /// Zeroes the buffer (before it goes to the device again, so that what
+    /// it held cannot be read as the device's next answer).
+    pub(crate) fn clear(&mut self) {
+        self.lines.fill(Line([0; 128]));
+    }
+
     /// Returns the buffer's bytes (what the device wrote, after it gave the
     /// buffer back).
     pub(crate) fn bytes(&self) -> &[u8] {
@@ -1120,13 +1126,15 @@ pub(crate) enum WaitError {
 }
 
 impl<const REQ: usize, const RESP: usize> Exchange<REQ, RESP> {
-    /// Allocates an exchange carrying `req`.
-    pub(crate) fn new(req: [u8; REQ]) -> Result<Self> {
+    /// Allocates an exchange carrying `req`, its response buffer holding
+    /// `resp` until the device writes it (a value no device answer has, so
+    /// that an answer the device did not write is recognised).
+    pub(crate) fn new(req: [u8; REQ], resp: [u8; RESP]) -> Result<Self> {
         let inner = Arc::pin_init(
             pin_init!(ExchangeInner {
                 bufs: ExchangeBufs {
                     req,
-                    resp: core::cell::UnsafeCell::new([0; RESP]),
+                    resp: core::cell::UnsafeCell::new(resp),
                 },
                 used_len: core::sync::atomic::AtomicU32::new(0),
                 done: AtomicBool::new(false),
