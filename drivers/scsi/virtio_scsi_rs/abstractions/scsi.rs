@@ -76,7 +76,8 @@ pub(crate) trait HostTemplate: Sized + 'static {
     const NAME: &'static CStr;
     /// Name under `/proc/scsi` and in logs (`proc_name`).
     const PROC_NAME: &'static CStr;
-    /// Size of the per-command private area (`cmd_size`).
+    /// Size of the per-command private area (`cmd_size`; the template
+    /// rounds it up to the alignment of what the midlayer puts after it).
     const CMD_SIZE: usize;
     /// Let the midlayer track the queue depth (`track_queue_depth`).
     const TRACK_QUEUE_DEPTH: bool = false;
@@ -323,7 +324,12 @@ impl<T: HostTemplate> Template<T> {
         {
             return Err(EBUSY);
         }
-        let cmd_size = match u32::try_from(T::CMD_SIZE) {
+        // The midlayer puts the command's inline scatterlist, then (with
+        // T10 PI) its `scsi_data_buffer` for protection information, right
+        // after the private area: round it up so that both are aligned.
+        let align = core::mem::align_of::<bindings::scatterlist>()
+            .max(core::mem::align_of::<bindings::scsi_data_buffer>());
+        let cmd_size = match u32::try_from(T::CMD_SIZE.next_multiple_of(align)) {
             Ok(size) => size,
             Err(_) => {
                 self.state.store(TEMPLATE_UNINIT, Ordering::Release);
