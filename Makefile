@@ -18,6 +18,9 @@ else
 CACHE     ?= $(or $(VSCSI_CACHE),$(HOME)/.cache/virtio-scsi-rs)
 export VSCSI_CACHE := $(CACHE)
 VENV      := $(CACHE)/venv
+# Host-side crates (tools/) build in the cache, so a fresh clone reuses their dependencies.
+export CARGO_TARGET_DIR := $(CACHE)/cargo-target
+VHOST_USER_SCSI := $(CARGO_TARGET_DIR)/release/vhost-user-scsi
 PYTHON    := $(VENV)/bin/python
 BUILD     := $(CURDIR)/build
 MODDIR    := drivers/scsi/virtio_scsi_rs
@@ -40,7 +43,7 @@ endif
 RUST_SRCS := $(filter-out %/bindings_generated.rs,$(shell find $(MODDIR) tools -name '*.rs' -not -path '*/target/*'))
 
 .PHONY: all deps kernel-debug kernel-perf module clippy fmt fmt-check unit \
-	initramfs guest-test check run bench bench-module profile clean FORCE
+	initramfs vhost-user-scsi guest-test check run bench bench-module profile clean FORCE
 
 all: module
 
@@ -56,9 +59,12 @@ module: $(kdir_dep)
 	$(MAKE) -C $(kdir) M=$(CURDIR) $(KMAKE_FLAGS)
 
 # Lint build: Clippy with the kernel's lint set, every warning an error. The
-# resulting .ko is the same as a plain build's.
+# resulting .ko is the same as a plain build's. The vhost-user-scsi back end
+# gets Clippy's default set, every warning an error (protocol.rs, which
+# tools/vscsi-protocol also builds, is linted by the kernel build).
 clippy: $(kdir_dep)
 	$(MAKE) -C $(kdir) M=$(CURDIR) $(KMAKE_FLAGS) CLIPPY=1 W_ERROR=1
+	cargo clippy --locked --manifest-path tools/Cargo.toml -p vhost-user-scsi --all-targets -- -D warnings
 
 fmt-check: $(kdir_dep)
 	rustfmt --check --edition 2021 --config-path $(kdir)/source/.rustfmt.toml $(RUST_SRCS)
@@ -66,9 +72,10 @@ fmt-check: $(kdir_dep)
 fmt: $(kdir_dep)
 	rustfmt --edition 2021 --config-path $(kdir)/source/.rustfmt.toml $(RUST_SRCS)
 
-# Host unit tests: the protocol layer under cargo, the harness under pytest.
+# Host unit tests: the protocol layer and the vhost-user-scsi back end under cargo, the harness
+# under pytest.
 unit: deps
-	cargo test --manifest-path tools/Cargo.toml
+	cargo test --locked --manifest-path tools/Cargo.toml
 	cd tests && $(PYTHON) -m pytest host $(PYTEST_ARGS)
 
 initramfs: module
@@ -80,9 +87,14 @@ initramfs: module
 # process. See Documentation/testing.md.
 GUEST_JOBS ?= 2
 guest_xdist = $(if $(filter 0,$(GUEST_JOBS)),,-n $(GUEST_JOBS) --dist loadgroup --no-loadscope-reorder)
-guest-test: initramfs
+# The vhost-user-scsi back end the guest tests put behind vhost-user-scsi-pci controllers.
+vhost-user-scsi: deps
+	cargo build --locked --release --manifest-path tools/Cargo.toml -p vhost-user-scsi
+
+guest-test: initramfs vhost-user-scsi
 	cd tests && VSCSI_KERNEL=$(kdir)/arch/x86/boot/bzImage \
 		VSCSI_INITRAMFS=$(BUILD)/initramfs-debug.cpio \
+		VSCSI_VHOST_USER_SCSI=$(VHOST_USER_SCSI) \
 		$(PYTHON) -m pytest guest $(guest_xdist) $(PYTEST_ARGS)
 
 check: deps

@@ -1,0 +1,762 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The virtio-scsi device: its queues, their wire formats (from
+//! `virtio-bindings`), and the behaviour profiles of the devices it imitates.
+//!
+//! Queue 0 is the control queue, 1 the event queue, 2.. the request queues.
+//! Worker thread 0 serves the control and event queues and the control
+//! socket's wake-ups; each request queue has a thread of its own.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::mem::{offset_of, size_of};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_bindings::virtio_scsi::*;
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use crate::fault::{Answer, Fault, Plan};
+use crate::scsi::Targets;
+
+/// Guest memory as the daemon hands it over.
+pub type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
+type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
+
+/// A handle on guest memory a descriptor chain can hold: the daemon's load
+/// guard, or a plain reference in tests.
+pub trait MemRef: std::ops::Deref<Target = GuestMemoryMmap> + Clone {}
+impl<T: std::ops::Deref<Target = GuestMemoryMmap> + Clone> MemRef for T {}
+
+/// `VHOST_USER_F_PROTOCOL_FEATURES`.
+const VHOST_USER_F_PROTOCOL_FEATURES: u32 = 30;
+
+/// Request header size without T10 PI (`struct virtio_scsi_cmd_req`).
+pub const CMD_REQ_SIZE: usize = size_of::<virtio_scsi_cmd_req>();
+/// Request header size with T10 PI (`struct virtio_scsi_cmd_req_pi`).
+pub const CMD_REQ_PI_SIZE: usize = size_of::<virtio_scsi_cmd_req_pi>();
+/// Response size (`struct virtio_scsi_cmd_resp`), sense area included.
+pub const CMD_RESP_SIZE: usize = size_of::<virtio_scsi_cmd_resp>();
+/// Event size (`struct virtio_scsi_event`).
+pub const EVENT_SIZE: usize = size_of::<virtio_scsi_event>();
+
+/// Which real device the back end behaves like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// QEMU's userspace virtio-scsi: used length = bytes written.
+    Qemu,
+    /// Linux 6.12 vhost-scsi: used length 0 for every command, TMF and event.
+    VhostScsi,
+    /// The least a device may offer: one request queue, no HOTPLUG, no
+    /// CHANGE, no indirect descriptors (QEMU's side sets queue size 16).
+    Minimal,
+    /// INOUT and T10_PI offered.
+    BidiPi,
+}
+
+impl Profile {
+    /// Parses a profile name.
+    pub fn parse(s: &str) -> Option<Profile> {
+        Some(match s {
+            "qemu" => Profile::Qemu,
+            "vhost-scsi" => Profile::VhostScsi,
+            "minimal" => Profile::Minimal,
+            "bidi-pi" => Profile::BidiPi,
+            _ => return None,
+        })
+    }
+
+    /// The virtio features this profile offers.
+    pub fn features(self) -> u64 {
+        let bit = |b: u32| 1u64 << b;
+        let mut f = bit(VIRTIO_F_VERSION_1)
+            | bit(VIRTIO_RING_F_EVENT_IDX)
+            | bit(VHOST_USER_F_PROTOCOL_FEATURES);
+        if self != Profile::Minimal {
+            f |= bit(VIRTIO_RING_F_INDIRECT_DESC)
+                | bit(VIRTIO_SCSI_F_HOTPLUG)
+                | bit(VIRTIO_SCSI_F_CHANGE);
+        }
+        if self == Profile::BidiPi {
+            f |= bit(VIRTIO_SCSI_F_INOUT) | bit(VIRTIO_SCSI_F_T10_PI);
+        }
+        f
+    }
+
+    /// The used length to report for a buffer the device wrote `written`
+    /// bytes into.
+    fn used_len(self, written: usize) -> u32 {
+        match self {
+            Profile::VhostScsi => 0,
+            _ => written as u32,
+        }
+    }
+}
+
+/// Counters, printed by the control socket's `stats`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Commands answered.
+    pub commands: AtomicU64,
+    /// TMFs answered.
+    pub tmfs: AtomicU64,
+    /// Events delivered.
+    pub events: AtomicU64,
+    /// Events dropped for want of a buffer.
+    pub events_dropped: AtomicU64,
+    /// Requests that could not be parsed.
+    pub malformed: AtomicU64,
+}
+
+/// Events waiting for the event queue, and whether one was lost.
+#[derive(Debug, Default)]
+struct EventState {
+    pending: VecDeque<[u8; EVENT_SIZE]>,
+    missed: bool,
+}
+
+/// The device, shared by the daemon's worker threads.
+pub struct Device {
+    profile: Profile,
+    req_queues: usize,
+    queue_size: usize,
+    mem: Mutex<Mem>,
+    event_idx: AtomicBool,
+    acked: AtomicU64,
+    /// The devices behind the controller.
+    pub targets: Arc<Targets>,
+    events: Mutex<EventState>,
+    /// Wakes worker thread 0 to deliver queued events.
+    wake: (EventConsumer, EventNotifier),
+    /// Counters.
+    pub stats: Stats,
+    /// The faults to commit.
+    pub plan: Mutex<Plan>,
+}
+
+/// The listener id of [`Device::wake`] on worker thread 0.
+fn wake_id(num_queues: usize) -> u64 {
+    num_queues as u64 + 1
+}
+
+impl Device {
+    /// A device of `req_queues` request queues of at most `queue_size`.
+    pub fn new(
+        profile: Profile,
+        req_queues: usize,
+        queue_size: usize,
+        mem: Mem,
+        targets: Arc<Targets>,
+    ) -> io::Result<Device> {
+        Ok(Device {
+            profile,
+            req_queues,
+            queue_size,
+            mem: Mutex::new(mem),
+            event_idx: AtomicBool::new(false),
+            acked: AtomicU64::new(0),
+            targets,
+            events: Mutex::new(EventState::default()),
+            wake: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+            stats: Stats::default(),
+            plan: Mutex::new(Plan::default()),
+        })
+    }
+
+    /// The fd and listener id worker thread 0 must watch.
+    pub fn wake_listener(&self) -> (std::os::fd::RawFd, u64) {
+        use std::os::fd::AsRawFd;
+        (self.wake.0.as_raw_fd(), wake_id(self.num_queues_total()))
+    }
+
+    fn num_queues_total(&self) -> usize {
+        2 + self.req_queues
+    }
+
+    fn t10_pi(&self) -> bool {
+        self.acked.load(Ordering::Relaxed) & (1 << VIRTIO_SCSI_F_T10_PI) != 0
+    }
+
+    /// Queues an event (`kind`, target, LUN, reason) and wakes the event
+    /// queue's thread to deliver it.
+    pub fn queue_event(&self, kind: u32, target: u8, lun: u16, reason: u32) -> io::Result<()> {
+        self.queue_raw_event(kind, wire_lun(target, lun), reason)
+    }
+
+    /// Queues a hot-add event (TRANSPORT_RESET, RESCAN) for a LUN.
+    pub fn rescan_event(&self, target: u8, lun: u16) -> io::Result<()> {
+        self.queue_event(
+            VIRTIO_SCSI_T_TRANSPORT_RESET,
+            target,
+            lun,
+            VIRTIO_SCSI_EVT_RESET_RESCAN,
+        )
+    }
+
+    /// Queues an event with a LUN field as given, however malformed.
+    pub fn queue_raw_event(&self, kind: u32, lun: [u8; 8], reason: u32) -> io::Result<()> {
+        let mut ev = [0u8; EVENT_SIZE];
+        ev[offset_of!(virtio_scsi_event, event)..][..4].copy_from_slice(&kind.to_le_bytes());
+        ev[offset_of!(virtio_scsi_event, lun)..][..8].copy_from_slice(&lun);
+        ev[offset_of!(virtio_scsi_event, reason)..][..4].copy_from_slice(&reason.to_le_bytes());
+        self.events.lock().unwrap().pending.push_back(ev);
+        self.wake.1.notify()
+    }
+
+    /// Runs `f` over every available chain of `vring`, putting each in the
+    /// used ring with the length `f` returns, then signals the driver.
+    fn drain(
+        &self,
+        vring: &VringRwLock,
+        mut f: impl FnMut(&Device, Chain) -> u32,
+    ) -> io::Result<()> {
+        let mem = self.mem.lock().unwrap().memory();
+        loop {
+            if self.event_idx.load(Ordering::Relaxed) {
+                vring.disable_notification().map_err(io::Error::other)?;
+            }
+            let chains: Vec<Chain> = vring
+                .get_mut()
+                .get_queue_mut()
+                .iter(mem.clone())
+                .map_err(io::Error::other)?
+                .collect();
+            for chain in chains {
+                let head = chain.head_index();
+                let used = f(self, chain);
+                vring.add_used(head, used).map_err(io::Error::other)?;
+            }
+            self.signal(vring)?;
+            if !self.event_idx.load(Ordering::Relaxed)
+                || !vring.enable_notification().map_err(io::Error::other)?
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    fn signal(&self, vring: &VringRwLock) -> io::Result<()> {
+        if !self.event_idx.load(Ordering::Relaxed)
+            || vring.needs_notification().map_err(io::Error::other)?
+        {
+            vring.signal_used_queue()?;
+        }
+        Ok(())
+    }
+
+    /// The driver-readable and the device-writable parts of a chain, or
+    /// `None` (counted as malformed) if its descriptors are out of memory.
+    fn split<'a, M: MemRef>(
+        &self,
+        chain: &'a DescriptorChain<M>,
+    ) -> Option<(Reader<'a>, Writer<'a>)> {
+        let mem = chain.memory();
+        match (
+            Reader::new(mem, chain.clone()),
+            Writer::new(mem, chain.clone()),
+        ) {
+            (Ok(r), Ok(w)) => Some((r, w)),
+            _ => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// One command: returns the used length.
+    fn command<M: MemRef>(&self, chain: DescriptorChain<M>) -> u32 {
+        let Some((mut reader, mut writer)) = self.split(&chain) else {
+            return 0;
+        };
+        let pi = self.t10_pi();
+        let req_size = if pi { CMD_REQ_PI_SIZE } else { CMD_REQ_SIZE };
+        let mut req = [0u8; CMD_REQ_PI_SIZE];
+        if writer.available_bytes() < CMD_RESP_SIZE {
+            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return 0;
+        }
+        let Ok(mut data_in) = writer.split_at(CMD_RESP_SIZE) else {
+            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return 0;
+        };
+        let mut resp = Response::default();
+        if reader.read_exact(&mut req[..req_size]).is_err() {
+            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            resp.response = VIRTIO_SCSI_S_FAILURE as u8;
+            return self.finish(&mut writer, &resp, 0);
+        }
+        let lun_off = offset_of!(virtio_scsi_cmd_req, lun);
+        let mut lun = [0u8; 8];
+        lun.copy_from_slice(&req[lun_off..lun_off + 8]);
+        let (cdb_off, pi_out, pi_in) = if pi {
+            let o = offset_of!(virtio_scsi_cmd_req_pi, pi_bytesout);
+            let i = offset_of!(virtio_scsi_cmd_req_pi, pi_bytesin);
+            (
+                offset_of!(virtio_scsi_cmd_req_pi, cdb),
+                le32(&req[o..]) as usize,
+                le32(&req[i..]) as usize,
+            )
+        } else {
+            (offset_of!(virtio_scsi_cmd_req, cdb), 0, 0)
+        };
+        let cdb = &req[cdb_off..cdb_off + VIRTIO_SCSI_CDB_SIZE as usize];
+        // Protection information precedes the data in each direction; the
+        // LUNs do not format with it, so it is skipped (out) or zeroed (in).
+        let mut skip = vec![0u8; pi_out.min(reader.available_bytes())];
+        let _ = reader.read_exact(&mut skip);
+        let mut out = vec![0u8; reader.available_bytes()];
+        let _ = reader.read_exact(&mut out);
+        let pi_in = pi_in.min(data_in.available_bytes());
+        let _ = data_in.write_all(&vec![0u8; pi_in]);
+        let room = data_in.available_bytes();
+        let Some((target, lun)) = decode_lun(&lun) else {
+            resp.response = VIRTIO_SCSI_S_BAD_TARGET as u8;
+            return self.finish(&mut writer, &resp, 0);
+        };
+        if !self.targets.target_exists(target) {
+            resp.response = VIRTIO_SCSI_S_BAD_TARGET as u8;
+            return self.finish(&mut writer, &resp, 0);
+        }
+        let fault = self.plan.lock().unwrap().for_command(target, lun);
+        let r = self.targets.execute(target, lun, cdb, &out, room);
+        let written = data_in.write(&r.data).unwrap_or(0);
+        let resid = if !r.data.is_empty() || out.is_empty() {
+            room - written
+        } else {
+            out.len() - r.consumed.min(out.len())
+        };
+        let mut answer = Answer {
+            sense_len: r.sense.len().min(VIRTIO_SCSI_SENSE_SIZE as usize) as u32,
+            resid: resid as u32,
+            status: r.status,
+            response: VIRTIO_SCSI_S_OK as u8,
+            used: self.profile.used_len(CMD_RESP_SIZE + pi_in + written),
+        };
+        if let Some(f) = fault {
+            let writable = CMD_RESP_SIZE + pi_in + room;
+            f.apply(&mut answer, writable, room.max(out.len()));
+            eprintln!(
+                "vhost-user-scsi: fault {f} on {target}:{lun} opcode {:#04x}",
+                cdb[0]
+            );
+        }
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        self.write_resp(&mut writer, &answer, &r.sense);
+        answer.used
+    }
+
+    /// Writes a command response; returns the used length.
+    fn finish(&self, writer: &mut Writer<'_>, resp: &Response, data: usize) -> u32 {
+        let answer = Answer {
+            sense_len: resp.sense.len() as u32,
+            resid: resp.resid,
+            status: resp.status,
+            response: resp.response,
+            used: self.profile.used_len(CMD_RESP_SIZE + data),
+        };
+        self.write_resp(writer, &answer, &resp.sense);
+        answer.used
+    }
+
+    fn write_resp(&self, writer: &mut Writer<'_>, answer: &Answer, sense: &[u8]) {
+        if writer.write_all(&encode_resp(answer, sense)).is_err() {
+            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One control request: returns the used length.
+    fn control<M: MemRef>(&self, chain: DescriptorChain<M>) -> u32 {
+        let Some((mut reader, mut writer)) = self.split(&chain) else {
+            return 0;
+        };
+        let mut req = [0u8; size_of::<virtio_scsi_ctrl_tmf_req>()];
+        let n = reader.read(&mut req).unwrap_or(0);
+        let kind = if n >= 4 { le32(&req) } else { u32::MAX };
+        match kind {
+            VIRTIO_SCSI_T_TMF if n == req.len() => {
+                let sub = le32(&req[offset_of!(virtio_scsi_ctrl_tmf_req, subtype)..]);
+                let lun_off = offset_of!(virtio_scsi_ctrl_tmf_req, lun);
+                let mut lun = [0u8; 8];
+                lun.copy_from_slice(&req[lun_off..lun_off + 8]);
+                let mut response = match decode_lun(&lun) {
+                    Some((t, _)) if self.targets.target_exists(t) => match sub {
+                        VIRTIO_SCSI_T_TMF_ABORT_TASK
+                        | VIRTIO_SCSI_T_TMF_ABORT_TASK_SET
+                        | VIRTIO_SCSI_T_TMF_CLEAR_TASK_SET
+                        | VIRTIO_SCSI_T_TMF_I_T_NEXUS_RESET
+                        | VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET
+                        // Commands complete as they arrive: nothing is
+                        // ever left to abort or to find.
+                        | VIRTIO_SCSI_T_TMF_QUERY_TASK
+                        | VIRTIO_SCSI_T_TMF_QUERY_TASK_SET => VIRTIO_SCSI_S_OK,
+                        _ => VIRTIO_SCSI_S_FUNCTION_REJECTED,
+                    },
+                    _ => VIRTIO_SCSI_S_BAD_TARGET,
+                };
+                let fault =
+                    decode_lun(&lun).and_then(|(t, l)| self.plan.lock().unwrap().for_tmf(t, l));
+                match fault {
+                    Some(Fault::TmfRejected) => response = VIRTIO_SCSI_S_FUNCTION_REJECTED,
+                    Some(_) => response = 0x7e,
+                    None => {}
+                }
+                if let Some(f) = fault {
+                    eprintln!("vhost-user-scsi: fault {f} on TMF {sub}");
+                }
+                let _ = writer.write_all(&[response as u8]);
+                self.stats.tmfs.fetch_add(1, Ordering::Relaxed);
+                self.profile
+                    .used_len(size_of::<virtio_scsi_ctrl_tmf_resp>())
+            }
+            VIRTIO_SCSI_T_AN_QUERY | VIRTIO_SCSI_T_AN_SUBSCRIBE
+                if n >= size_of::<virtio_scsi_ctrl_an_req>() =>
+            {
+                // No asynchronous notification is supported: none reported.
+                let mut resp = [0u8; size_of::<virtio_scsi_ctrl_an_resp>()];
+                resp[offset_of!(virtio_scsi_ctrl_an_resp, response)] = VIRTIO_SCSI_S_OK as u8;
+                let _ = writer.write_all(&resp);
+                self.profile.used_len(resp.len())
+            }
+            _ => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                0
+            }
+        }
+    }
+
+    /// Delivers queued events while the driver has buffers posted; with
+    /// none, an event is dropped and the next one carries EVENTS_MISSED.
+    /// A kick of the event queue after a loss sends a bare EVENTS_MISSED.
+    fn deliver_events(&self, vring: &VringRwLock, kicked: bool) -> io::Result<()> {
+        let mem = self.mem.lock().unwrap().memory();
+        let mut st = self.events.lock().unwrap();
+        if kicked && st.missed && st.pending.is_empty() {
+            let mut ev = [0u8; EVENT_SIZE];
+            ev[..4].copy_from_slice(&VIRTIO_SCSI_T_NO_EVENT.to_le_bytes());
+            st.pending.push_back(ev);
+        }
+        let mut delivered = false;
+        while let Some(mut ev) = st.pending.pop_front() {
+            let chain = vring
+                .get_mut()
+                .get_queue_mut()
+                .pop_descriptor_chain(mem.clone());
+            let Some(chain) = chain else {
+                st.missed = true;
+                self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if std::mem::take(&mut st.missed) || self.plan.lock().unwrap().events_missed_always() {
+                let kind = le32(&ev) | VIRTIO_SCSI_T_EVENTS_MISSED;
+                ev[..4].copy_from_slice(&kind.to_le_bytes());
+            }
+            let head = chain.head_index();
+            let written = Writer::new(chain.memory(), chain.clone())
+                .is_ok_and(|mut w| w.write_all(&ev).is_ok());
+            let used = if written {
+                self.profile.used_len(EVENT_SIZE)
+            } else {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                0
+            };
+            vring.add_used(head, used).map_err(io::Error::other)?;
+            self.stats.events.fetch_add(1, Ordering::Relaxed);
+            delivered = true;
+        }
+        if delivered {
+            self.signal(vring)?;
+        }
+        // With EVENT_IDX the driver kicks only when told to (avail_event):
+        // ask for a kick at its next buffer, so that a loss is reported as
+        // soon as there is a buffer to report it in. Buffers that arrived
+        // before the request do it now.
+        if self.event_idx.load(Ordering::Relaxed)
+            && vring.enable_notification().map_err(io::Error::other)?
+            && st.missed
+        {
+            drop(st);
+            return self.deliver_events(vring, true);
+        }
+        Ok(())
+    }
+}
+
+/// A command response before encoding.
+#[derive(Debug, Default)]
+struct Response {
+    sense: Vec<u8>,
+    resid: u32,
+    status: u8,
+    response: u8,
+}
+
+/// Encodes a command response: the fields as given (a fault may have made
+/// them lie), the sense area holding at most 96 bytes of `sense`.
+fn encode_resp(a: &Answer, sense: &[u8]) -> [u8; CMD_RESP_SIZE] {
+    let mut b = [0u8; CMD_RESP_SIZE];
+    let so = offset_of!(virtio_scsi_cmd_resp, sense_len);
+    b[so..so + 4].copy_from_slice(&a.sense_len.to_le_bytes());
+    let ro = offset_of!(virtio_scsi_cmd_resp, resid);
+    b[ro..ro + 4].copy_from_slice(&a.resid.to_le_bytes());
+    b[offset_of!(virtio_scsi_cmd_resp, status)] = a.status;
+    b[offset_of!(virtio_scsi_cmd_resp, response)] = a.response;
+    let s = offset_of!(virtio_scsi_cmd_resp, sense);
+    let n = sense.len().min(VIRTIO_SCSI_SENSE_SIZE as usize);
+    b[s..s + n].copy_from_slice(&sense[..n]);
+    b
+}
+
+fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Decodes a virtio-scsi LUN field: `1, target, LUN (flat or peripheral)`.
+pub fn decode_lun(lun: &[u8; 8]) -> Option<(u8, u16)> {
+    if lun[0] != 1 || lun[4..] != [0; 4] {
+        return None;
+    }
+    let l = match lun[2] >> 6 {
+        0 if lun[2] == 0 => u16::from(lun[3]),
+        1 => (u16::from(lun[2] & 0x3f) << 8) | u16::from(lun[3]),
+        _ => return None,
+    };
+    Some((lun[1], l))
+}
+
+/// Encodes a target and LUN for an event as REPORT LUNS does (peripheral
+/// below 256, flat space above): Linux names a LUN by that encoding, and
+/// QEMU keeps the two the same for that reason.
+pub fn wire_lun(target: u8, lun: u16) -> [u8; 8] {
+    let b2 = if lun < 256 {
+        0
+    } else {
+        0x40 | (lun >> 8) as u8
+    };
+    [1, target, b2, lun as u8, 0, 0, 0, 0]
+}
+
+impl VhostUserBackend for Device {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        self.num_queues_total()
+    }
+
+    fn max_queue_size(&self) -> usize {
+        self.queue_size
+    }
+
+    fn features(&self) -> u64 {
+        self.profile.features()
+    }
+
+    fn acked_features(&self, features: u64) {
+        self.acked.store(features, Ordering::Relaxed);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.event_idx.store(enabled, Ordering::Relaxed);
+    }
+
+    fn update_memory(&self, mem: Mem) -> io::Result<()> {
+        *self.mem.lock().unwrap() = mem;
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        let mut v = vec![0b11u64];
+        v.extend((0..self.req_queues).map(|i| 1u64 << (2 + i)));
+        v
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            return Err(io::Error::other(format!("unexpected events {evset:?}")));
+        }
+        match (thread_id, device_event) {
+            (0, 0) => self.drain(&vrings[0], Device::control),
+            (0, 1) => self.deliver_events(&vrings[1], true),
+            (0, id) if u64::from(id) == wake_id(self.num_queues_total()) => {
+                let _ = self.wake.0.consume();
+                self.deliver_events(&vrings[1], false)
+            }
+            (t, 0) if t >= 1 => self.drain(&vrings[0], Device::command),
+            _ => Err(io::Error::other(format!(
+                "event {device_event} on thread {thread_id}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::Scope;
+    use crate::scsi::{Kind, Lun, Store};
+    use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    const REQ: u64 = 0x10000;
+    const RESP: u64 = 0x11000;
+    const DATA: u64 = 0x12000;
+
+    fn device(profile: Profile, mem: &GuestMemoryMmap) -> Device {
+        let targets = Arc::new(Targets::default());
+        let lun = Lun::new(
+            Kind::Disk,
+            Store::ram(1 << 20).unwrap(),
+            1 << 20,
+            "t".into(),
+        );
+        targets.insert(0, 0, lun);
+        let block: Vec<u8> = (0..512u32).map(|i| (i * 7) as u8).collect();
+        let write = [0x2a, 0, 0, 0, 0, 3, 0, 0, 1, 0];
+        assert_eq!(targets.execute(0, 0, &write, &block, 0).status, 0);
+        Device::new(profile, 1, 16, GuestMemoryAtomic::new(mem.clone()), targets).unwrap()
+    }
+
+    /// A READ(10) of LBA 3 as the driver lays it out: header, response,
+    /// `data` bytes of data-in.
+    fn read_chain(mem: &GuestMemoryMmap, resp_len: u32, data: u32) -> Vec<RawDescriptor> {
+        let mut req = [0u8; CMD_REQ_SIZE];
+        let lo = offset_of!(virtio_scsi_cmd_req, lun);
+        req[lo..lo + 8].copy_from_slice(&[1, 0, 0x40, 0, 0, 0, 0, 0]);
+        let co = offset_of!(virtio_scsi_cmd_req, cdb);
+        req[co..co + 10].copy_from_slice(&[0x28, 0, 0, 0, 0, 3, 0, 0, 1, 0]);
+        mem.write_slice(&req, GuestAddress(REQ)).unwrap();
+        let w = VRING_DESC_F_WRITE as u16;
+        let mut d = vec![
+            RawDescriptor::from(SplitDescriptor::new(REQ, CMD_REQ_SIZE as u32, 0, 0)),
+            RawDescriptor::from(SplitDescriptor::new(RESP, resp_len, w, 0)),
+        ];
+        if data > 0 {
+            d.push(RawDescriptor::from(SplitDescriptor::new(DATA, data, w, 0)));
+        }
+        d
+    }
+
+    fn resp(mem: &GuestMemoryMmap) -> [u8; CMD_RESP_SIZE] {
+        let mut b = [0u8; CMD_RESP_SIZE];
+        mem.read_slice(&mut b, GuestAddress(RESP)).unwrap();
+        b
+    }
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20000)]).unwrap()
+    }
+
+    #[test]
+    fn a_read_through_a_mock_queue() {
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, 16);
+        for (profile, used) in [(Profile::Qemu, 108 + 512), (Profile::VhostScsi, 0)] {
+            let dev = device(profile, &mem);
+            let chain = vq.build_desc_chain(&read_chain(&mem, 108, 512)).unwrap();
+            assert_eq!(dev.command(chain), used, "{profile:?}");
+            let r = resp(&mem);
+            assert_eq!((r[10], r[11]), (0, 0));
+            assert_eq!(&r[0..8], &[0; 8]);
+            let mut data = [0u8; 512];
+            mem.read_slice(&mut data, GuestAddress(DATA)).unwrap();
+            assert!(data
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i as u32 * 7) as u8));
+        }
+    }
+
+    #[test]
+    fn short_or_odd_chains() {
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let dev = device(Profile::Qemu, &mem);
+        // No room for the response: nothing written, counted.
+        let chain = vq.build_desc_chain(&read_chain(&mem, 100, 0)).unwrap();
+        assert_eq!(dev.command(chain), 0);
+        assert_eq!(dev.stats.malformed.load(Ordering::Relaxed), 1);
+        // Less data-in room than the READ wants: what fits, and the residual.
+        let chain = vq.build_desc_chain(&read_chain(&mem, 108, 256)).unwrap();
+        assert_eq!(dev.command(chain), 108 + 256);
+        assert_eq!(le32(&resp(&mem)[4..]), 0);
+        // A target that does not exist.
+        let mut d = read_chain(&mem, 108, 512);
+        mem.write_slice(&[1, 9, 0x40, 0], GuestAddress(REQ))
+            .unwrap();
+        d.truncate(3);
+        let chain = vq.build_desc_chain(&d).unwrap();
+        dev.command(chain);
+        assert_eq!(resp(&mem)[11], VIRTIO_SCSI_S_BAD_TARGET as u8);
+    }
+
+    #[test]
+    fn faults_reach_the_wire() {
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let dev = device(Profile::Qemu, &mem);
+        let run = |f: Fault| {
+            dev.plan.lock().unwrap().set(f, Scope::Lun(0, 0), Some(1));
+            let chain = vq.build_desc_chain(&read_chain(&mem, 108, 512)).unwrap();
+            (dev.command(chain), resp(&mem))
+        };
+        assert_eq!(run(Fault::UsedLenOver).0, 108 + 512 + 4096);
+        assert_eq!(run(Fault::UsedLenShort).0, 5);
+        assert_eq!(run(Fault::UnknownResponse).1[11], 0x7e);
+        assert_eq!(run(Fault::GarbageStatus).1[10], 0xfe);
+        assert_eq!(le32(&run(Fault::SenseOver96).1[0..]), 200);
+        assert_eq!(le32(&run(Fault::SenseOverBuffer).1[0..]), u32::MAX);
+        assert_eq!(le32(&run(Fault::ResidOver).1[4..]), 512 + 4096);
+        // Each fault was counted once, and the plan is spent.
+        let (used, r) = run(Fault::TmfRejected);
+        assert_eq!((used, r[11], le32(&r[4..])), (108 + 512, 0, 0));
+        assert_eq!(dev.plan.lock().unwrap().committed, 7);
+    }
+
+    #[test]
+    fn lun_field_round_trip() {
+        assert_eq!(decode_lun(&wire_lun(3, 300)), Some((3, 300)));
+        assert_eq!(wire_lun(3, 5), [1, 3, 0, 5, 0, 0, 0, 0]);
+        assert_eq!(wire_lun(3, 300), [1, 3, 0x41, 0x2c, 0, 0, 0, 0]);
+        assert_eq!(decode_lun(&[1, 2, 0, 5, 0, 0, 0, 0]), Some((2, 5)));
+        assert_eq!(decode_lun(&[0, 2, 0x40, 5, 0, 0, 0, 0]), None);
+        assert_eq!(decode_lun(&[1, 2, 0x80, 5, 0, 0, 0, 0]), None);
+        assert_eq!(decode_lun(&[1, 2, 0x40, 5, 0, 0, 0, 1]), None);
+    }
+
+    #[test]
+    fn response_layout() {
+        let sense = crate::scsi::fixed_sense(5, 0x20, 0);
+        let a = Answer {
+            sense_len: sense.len() as u32,
+            resid: 0x1234,
+            status: 2,
+            response: 0,
+            used: 0,
+        };
+        let b = encode_resp(&a, &sense);
+        assert_eq!(&b[0..4], &[18, 0, 0, 0]);
+        assert_eq!(&b[4..8], &[0x34, 0x12, 0, 0]);
+        assert_eq!((b[10], b[11]), (2, 0));
+        assert_eq!(b[12], 0x70);
+    }
+}

@@ -1,0 +1,346 @@
+// SPDX-License-Identifier: GPL-2.0
+//! vhost-user-scsi: a virtio-scsi device back end for testing
+//! `virtio_scsi_rs` behind devices other than QEMU's own.
+//!
+//! ```text
+//! vhost-user-scsi --socket PATH [--control PATH] [--profile NAME]
+//!                 [--queues N] [--queue-size N] [--lun SPEC]...
+//! ```
+//!
+//! `--lun T:L:SIZE[:KIND]` adds LUN L of target T, SIZE mebibytes, KIND
+//! `disk` (default, RAM), `cdrom` (RAM, read-only), `null`, `file=PATH`
+//! (a disk on a file; SIZE is ignored) or `cdrom=PATH` (a CD-ROM on one). `--grid T,L,SIZE` adds targets 0..T with LUNs 0..L each.
+//! Profiles: `qemu` (default), `vhost-scsi`, `minimal`, `bidi-pi`.
+//!
+//! The control socket takes one command per line and answers `ok` or
+//! `error: ...`: `add T L SIZE [KIND]` (hot-plug with an event), `remove T
+//! L` (hot-unplug with an event), `resize T L SIZE` (capacity change: a
+//! unit attention and a PARAM_CHANGE event), `event TYPE T L REASON` (a
+//! raw event), `eventraw TYPE HEX16 REASON` (an event whose LUN field is
+//! the 8 bytes given in hex, however malformed), `flood N T L` (N hot-add events for one LUN), `zero` (every
+//! RAM LUN reads zeros again), `fault NAME [T L | all] [COUNT]` (commit a
+//! fault of `fault.rs` on that LUN's commands, COUNT times or until `fault
+//! clear`), `fault random SEED PERCENT [T L | all]` (a seeded mix of command
+//! faults), `fault clear`, `stats`.
+
+mod device;
+mod fault;
+mod scsi;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use vhost_user_backend::VhostUserDaemon;
+use virtio_bindings::virtio_scsi::*;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+
+use device::{Device, Profile};
+use fault::{Fault, Scope};
+use scsi::{Kind, Lun, Store, Targets};
+
+const MIB: u64 = 1 << 20;
+
+struct Args {
+    socket: String,
+    control: Option<String>,
+    profile: Profile,
+    queues: usize,
+    queue_size: usize,
+    luns: Vec<(u8, u16, u64, String)>,
+}
+
+fn usage() -> String {
+    "usage: vhost-user-scsi --socket PATH [--control PATH] [--profile qemu|vhost-scsi|minimal|bidi-pi] \
+     [--queues N] [--queue-size N] [--lun T:L:SIZE[:disk|cdrom|null|file=PATH]]... [--grid T,L,SIZE]"
+        .into()
+}
+
+fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
+    s.parse().map_err(|_| format!("bad {what}: {s:?}"))
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        socket: String::new(),
+        control: None,
+        profile: Profile::Qemu,
+        queues: 0,
+        queue_size: 1024,
+        luns: Vec::new(),
+    };
+    while let Some(opt) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{opt} needs a value"));
+        match opt.as_str() {
+            "--socket" => a.socket = val()?,
+            "--control" => a.control = Some(val()?),
+            "--profile" => {
+                let v = val()?;
+                a.profile = Profile::parse(&v).ok_or_else(|| format!("unknown profile {v:?}"))?;
+            }
+            "--queues" => a.queues = num(&val()?, "queue count")?,
+            "--queue-size" => a.queue_size = num(&val()?, "queue size")?,
+            "--lun" => {
+                let v = val()?;
+                let f: Vec<&str> = v.splitn(4, ':').collect();
+                if f.len() < 3 {
+                    return Err(format!("bad --lun {v:?}"));
+                }
+                let kind = f.get(3).copied().unwrap_or("disk").to_string();
+                a.luns.push((
+                    num(f[0], "target")?,
+                    num(f[1], "LUN")?,
+                    num(f[2], "size")?,
+                    kind,
+                ));
+            }
+            "--grid" => {
+                let v = val()?;
+                let f: Vec<&str> = v.split(',').collect();
+                if f.len() != 3 {
+                    return Err(format!("bad --grid {v:?}"));
+                }
+                let (t, l, size): (u16, u16, u64) = (
+                    num(f[0], "targets")?,
+                    num(f[1], "LUNs")?,
+                    num(f[2], "size")?,
+                );
+                if t > 256 {
+                    return Err(format!("at most 256 targets, not {t}"));
+                }
+                for target in 0..t {
+                    for lun in 0..l {
+                        a.luns.push((target as u8, lun, size, "disk".into()));
+                    }
+                }
+            }
+            "--help" | "-h" => return Err(usage()),
+            _ => return Err(format!("unknown option {opt:?}\n{}", usage())),
+        }
+    }
+    if a.socket.is_empty() {
+        return Err(usage());
+    }
+    if a.queues == 0 {
+        a.queues = if a.profile == Profile::Minimal { 1 } else { 2 };
+    }
+    if a.queues > 62 || !a.queue_size.is_power_of_two() || a.queue_size > 32768 {
+        return Err("--queues must be 1..62 and --queue-size a power of two up to 32768".into());
+    }
+    Ok(a)
+}
+
+fn make_lun(target: u8, lun: u16, size_mib: u64, kind: &str) -> Result<Lun, String> {
+    let bytes = size_mib * MIB;
+    let serial = format!("vus-{target}-{lun}");
+    let ram = |kind| {
+        let store = Store::ram(bytes).map_err(|e| format!("RAM store: {e}"))?;
+        Ok(Lun::new(kind, store, bytes, serial.clone()))
+    };
+    let on_file = |kind, path: &str| {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(kind == Kind::Disk)
+            .open(path)
+            .map_err(|e| format!("{path}: {e}"))?;
+        let len = f.metadata().map_err(|e| e.to_string())?.len();
+        Ok(Lun::new(kind, Store::File(f), len, serial.clone()))
+    };
+    match kind.split_once('=') {
+        None if kind == "disk" => ram(Kind::Disk),
+        None if kind == "cdrom" => ram(Kind::Cdrom),
+        None if kind == "null" => Ok(Lun::new(Kind::Disk, Store::Null, bytes, serial.clone())),
+        Some(("file", path)) => on_file(Kind::Disk, path),
+        Some(("cdrom", path)) => on_file(Kind::Cdrom, path),
+        _ => Err(format!("unknown LUN kind {kind:?}")),
+    }
+}
+
+/// One control-socket command.
+fn control_command(dev: &Device, line: &str) -> Result<String, String> {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let t = |i: usize| -> Result<u8, String> { num(w.get(i).ok_or("missing target")?, "target") };
+    let l = |i: usize| -> Result<u16, String> { num(w.get(i).ok_or("missing LUN")?, "LUN") };
+    let io = |e: std::io::Error| e.to_string();
+    match w.first().copied() {
+        Some("add") => {
+            let (target, lun) = (t(1)?, l(2)?);
+            let size: u64 = num(w.get(3).ok_or("missing size")?, "size")?;
+            let unit = make_lun(target, lun, size, w.get(4).copied().unwrap_or("disk"))?;
+            dev.targets.insert(target, lun, unit);
+            dev.targets.luns_changed(target);
+            dev.rescan_event(target, lun).map_err(io)?;
+        }
+        Some("remove") => {
+            let (target, lun) = (t(1)?, l(2)?);
+            if !dev.targets.remove(target, lun) {
+                return Err(format!("no LUN {target}:{lun}"));
+            }
+            dev.targets.luns_changed(target);
+            dev.queue_event(
+                VIRTIO_SCSI_T_TRANSPORT_RESET,
+                target,
+                lun,
+                VIRTIO_SCSI_EVT_RESET_REMOVED,
+            )
+            .map_err(io)?;
+        }
+        Some("resize") => {
+            let (target, lun) = (t(1)?, l(2)?);
+            let size: u64 = num(w.get(3).ok_or("missing size")?, "size")?;
+            if !dev.targets.resize(target, lun, size * MIB).map_err(io)? {
+                return Err(format!("no LUN {target}:{lun}"));
+            }
+            // CAPACITY DATA HAS CHANGED: ASC in bits 0-7, ASCQ in 8-15.
+            dev.queue_event(VIRTIO_SCSI_T_PARAM_CHANGE, target, lun, 0x2a | (0x09 << 8))
+                .map_err(io)?;
+        }
+        Some("event") => {
+            let kind: u32 = num(w.get(1).ok_or("missing type")?, "type")?;
+            let reason: u32 = num(w.get(4).ok_or("missing reason")?, "reason")?;
+            dev.queue_event(kind, t(2)?, l(3)?, reason).map_err(io)?;
+        }
+        Some("eventraw") => {
+            let kind: u32 = num(w.get(1).ok_or("missing type")?, "type")?;
+            let hex = w.get(2).ok_or("missing LUN bytes")?;
+            let lun = u64::from_str_radix(hex, 16).map_err(|_| format!("bad LUN bytes {hex:?}"))?;
+            let reason: u32 = num(w.get(3).ok_or("missing reason")?, "reason")?;
+            dev.queue_raw_event(kind, lun.to_be_bytes(), reason)
+                .map_err(io)?;
+        }
+        Some("zero") => dev.targets.zero_ram().map_err(io)?,
+        Some("fault") => return fault_command(dev, &w[1..]),
+        Some("flood") => {
+            // N hot-add events for one LUN (which exists: each is a no-op
+            // for the driver but the delivery).
+            let n: u32 = num(w.get(1).ok_or("missing count")?, "count")?;
+            let (target, lun) = (t(2)?, l(3)?);
+            for _ in 0..n {
+                dev.rescan_event(target, lun).map_err(io)?;
+            }
+        }
+        Some("stats") => {
+            let s = &dev.stats;
+            let g = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            return Ok(format!(
+                "ok commands {} tmfs {} events {} events_dropped {} malformed {} faults {}",
+                g(&s.commands),
+                g(&s.tmfs),
+                g(&s.events),
+                g(&s.events_dropped),
+                g(&s.malformed),
+                dev.plan.lock().unwrap().committed
+            ));
+        }
+        _ => return Err(format!("unknown command {line:?}")),
+    }
+    Ok("ok".into())
+}
+
+/// `fault NAME [T L | all] [COUNT]`, `fault random SEED PERCENT [T L | all]`,
+/// `fault clear`.
+fn fault_command(dev: &Device, w: &[&str]) -> Result<String, String> {
+    let scope = |w: &[&str]| -> Result<(Scope, usize), String> {
+        match w.first().copied() {
+            None | Some("all") => Ok((Scope::All, w.len().min(1))),
+            Some(t) => {
+                let l = w.get(1).ok_or("missing LUN")?;
+                Ok((Scope::Lun(num(t, "target")?, num(l, "LUN")?), 2))
+            }
+        }
+    };
+    let mut plan = dev.plan.lock().unwrap();
+    match w.first().copied() {
+        Some("clear") => plan.clear(),
+        Some("random") => {
+            let seed: u64 = num(w.get(1).ok_or("missing seed")?, "seed")?;
+            let percent: u32 = num(w.get(2).ok_or("missing percent")?, "percent")?;
+            let (s, _) = scope(&w[3..])?;
+            plan.set_random(seed, percent, s);
+            eprintln!("vhost-user-scsi: random faults, seed {seed}, {percent}% of commands");
+        }
+        Some(name) => {
+            let f = Fault::parse(name).ok_or_else(|| format!("unknown fault {name:?}"))?;
+            let (s, used) = scope(&w[1..])?;
+            let count = match w.get(1 + used) {
+                Some(c) => Some(num::<u64>(c, "count")?).filter(|&c| c > 0),
+                None => None,
+            };
+            plan.set(f, s, count);
+        }
+        None => return Err("fault needs a name, random or clear".into()),
+    }
+    Ok("ok".into())
+}
+
+fn serve_control(dev: Arc<Device>, listener: UnixListener) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let dev = dev.clone();
+        std::thread::spawn(move || control_client(&dev, conn));
+    }
+}
+
+fn control_client(dev: &Device, conn: UnixStream) {
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    for line in BufReader::new(conn).lines() {
+        let Ok(line) = line else { return };
+        let answer = match control_command(dev, &line) {
+            Ok(s) => s,
+            Err(e) => format!("error: {e}"),
+        };
+        eprintln!("vhost-user-scsi: control: {line} -> {answer}");
+        if writeln!(out, "{answer}").is_err() {
+            return;
+        }
+    }
+}
+
+fn run(a: Args) -> Result<(), String> {
+    let targets = Arc::new(Targets::default());
+    for (t, l, size, kind) in &a.luns {
+        targets.insert(*t, *l, make_lun(*t, *l, *size, kind)?);
+    }
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let dev = Arc::new(
+        Device::new(a.profile, a.queues, a.queue_size, mem.clone(), targets)
+            .map_err(|e| e.to_string())?,
+    );
+    let mut daemon = VhostUserDaemon::new("vhost-user-scsi".into(), dev.clone(), mem)
+        .map_err(|e| format!("daemon: {e}"))?;
+    let (fd, id) = dev.wake_listener();
+    daemon.get_epoll_handlers()[0]
+        .register_listener(fd, EventSet::IN, id)
+        .map_err(|e| format!("listener: {e}"))?;
+    if let Some(path) = &a.control {
+        let _ = std::fs::remove_file(path);
+        let l = UnixListener::bind(path).map_err(|e| format!("{path}: {e}"))?;
+        let dev = dev.clone();
+        std::thread::spawn(move || serve_control(dev, l));
+    }
+    eprintln!(
+        "vhost-user-scsi: profile {:?}, {} request queues of {}, {} LUNs, on {}",
+        a.profile,
+        a.queues,
+        a.queue_size,
+        a.luns.len(),
+        a.socket
+    );
+    daemon.serve(&a.socket).map_err(|e| format!("serve: {e}"))?;
+    eprintln!("vhost-user-scsi: front end gone, exiting");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match parse_args(std::env::args().skip(1)).and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vhost-user-scsi: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
