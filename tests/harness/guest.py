@@ -16,6 +16,12 @@ from .topology import Topology
 
 QEMU = os.environ.get("VSCSI_QEMU", "qemu-system-x86_64")
 
+# Our vhost-user-scsi back end (tools/vhost-user-scsi), built by `make check`.
+VHOST_USER_SCSI = os.environ.get(
+    "VSCSI_VHOST_USER_SCSI",
+    os.path.join(os.path.dirname(__file__), "..", "..", "tools", "target", "release", "vhost-user-scsi"),
+)
+
 # Every feature TCG can emulate but 5-level paging. With LA57, 3 of 51 boots of one parallel run
 # failed the same way before init: an interrupt taken inside identify_cpu() (start_kernel), and
 # KASAN reporting a wild-memory-access in handle_edge_irq() at a 5-level direct-map address. While
@@ -151,6 +157,8 @@ class Guest:
         self.dead = False
         # QEMU's state was changed over QMP (device_add, block_resize, ...).
         self.mutated = False
+        # Back-end processes of vhost-user controllers: {controller id: Popen}.
+        self.backends = {}
         # Targets to scan after a driver loads, when the guest boots with scsi_mod.scan=manual on
         # the harness's behalf (see `load_driver`); None: the midlayer scans every target itself.
         self.scan_targets = None
@@ -158,7 +166,7 @@ class Guest:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    def qemu_cmdline(self, ctl_path, qmp_path):
+    def qemu_cmdline(self, ctl_path, qmp_path, sockdir=None):
         append = " ".join(
             [
                 "console=ttyS0,115200",
@@ -172,15 +180,67 @@ class Guest:
         )
         return (
             [QEMU, "-M", "q35", "-accel", accel(), "-cpu", CPU, "-smp", str(self.smp), "-m", self.mem]
+            + self._shared_memory_args()
             + ["-nodefaults", "-display", "none", "-no-reboot"]
             + ["-kernel", self.kernel, "-initrd", self.initrd, "-append", " ".join(append.split())]
             + ["-chardev", "stdio,id=con,signal=off" if self.interactive else f"file,id=con,path={self.console}"]
             + ["-serial", "chardev:con"]
             + ["-chardev", f"socket,id=ctl,path={ctl_path}", "-serial", "chardev:ctl"]
             + ["-chardev", f"socket,id=qmp,path={qmp_path}", "-mon", "chardev=qmp,mode=control"]
-            + self.topology.qemu_args(self.logdir)
+            + self.topology.qemu_args(self.logdir, sockdir)
             + self.extra
         )
+
+    def _shared_memory_args(self):
+        # A vhost-user back end maps guest RAM: it must be shared memory.
+        if not self.topology.vhost_user():
+            return []
+        return ["-object", f"memory-backend-memfd,id=mem,size={self.mem},share=on", "-numa", "node,memdev=mem"]
+
+    def _start_backends(self, sockdir, timeout=30):
+        for c in self.topology.vhost_user():
+            log = open(os.path.join(self.logdir, f"vhost-user-{c.id}.log"), "w")
+            cmd = c.backend_cmdline(VHOST_USER_SCSI, sockdir)
+            log.write(" ".join(cmd) + "\n")
+            log.flush()
+            self.backends[c.id] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            log.close()
+            deadline = time.monotonic() + timeout
+            while not (os.path.exists(c.socket(sockdir)) and os.path.exists(c.control(sockdir))):
+                if self.backends[c.id].poll() is not None or time.monotonic() > deadline:
+                    raise GuestError(f"vhost-user-scsi back end {c.id} did not start (see {self.logdir})")
+                time.sleep(0.02)
+
+    def _stop_backends(self, timeout=10):
+        # Each back end exits once QEMU has gone; one that does not is killed.
+        for proc in self.backends.values():
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.backends = {}
+
+    def backend(self, command, controller="vu0", timeout=30):
+        """Sends one command to a vhost-user back end's control socket; returns its answer (an
+        error answer raises). Every command but `stats` changes the device's state."""
+        c = next(c for c in self.topology.vhost_user() if c.id == controller)
+        if command.split()[0] != "stats":
+            self.mutated = True
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(c.control(self._sockdir))
+            s.sendall(command.encode() + b"\n")
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        answer = answer.decode().strip()
+        if not answer.startswith("ok"):
+            raise AssertionError(f"back end {controller}: {command!r} -> {answer!r}")
+        return answer
 
     def start(self, boot_timeout=180):
         os.makedirs(self.logdir, exist_ok=True)
@@ -195,7 +255,8 @@ class Guest:
             s.listen(1)
             s.settimeout(30)
             listeners.append(s)
-        cmd = self.qemu_cmdline(ctl_path, qmp_path)
+        cmd = self.qemu_cmdline(ctl_path, qmp_path, self._sockdir)
+        self._start_backends(self._sockdir)
         with open(os.path.join(self.logdir, "qemu.cmdline"), "w") as f:
             f.write(" ".join(cmd) + "\n")
         self.qemu_log = open(os.path.join(self.logdir, "qemu.log"), "w")
@@ -238,6 +299,7 @@ class Guest:
     def stop(self, timeout=60):
         """Powers the guest off (or kills it if it does not answer)."""
         if self.proc is None:
+            self._stop_backends(timeout=0)
             return
         try:
             if self.proc.poll() is None and self.ctl and not self.dead:
@@ -250,6 +312,7 @@ class Guest:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+            self._stop_backends()
             self.qemu_log.close()
             if self._sockdir:
                 shutil.rmtree(self._sockdir, ignore_errors=True)
@@ -296,7 +359,7 @@ class Guest:
         if not self.alive():
             return "the guest is not running"
         if self.mutated:
-            return "QEMU's state was changed over QMP"
+            return "the device's state was changed (QMP or a back end's control socket)"
         rc, out = self.run(
             # Every process but init, this script and init's reader of the command port.
             "read -r reader < /run/serve-reader\n"
@@ -326,6 +389,9 @@ class Guest:
             with open(path, "r+b") as f:
                 f.truncate(0)
                 f.truncate(size)
+        for c in self.topology.vhost_user():
+            self.backend("zero", c.id)
+        self.mutated = False
         return None
 
     def shell(self):
@@ -337,6 +403,7 @@ class Guest:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
+        self._stop_backends()
         self.dead = True
 
     # --- commands --------------------------------------------------------------------------------

@@ -41,14 +41,68 @@ class Controller:
 
 
 @dataclass
+class VhostUserController:
+    """One vhost-user-scsi-pci controller served by our back end (tools/vhost-user-scsi) in a
+    process of its own, started by the guest before QEMU.
+
+    profile: the back end's behaviour profile (qemu, vhost-scsi, minimal, bidi-pi); QEMU's side of
+    the profile (queue count and size, HOTPLUG, CHANGE, T10_PI) follows from it unless `props` say
+    otherwise. luns: the back end's LUN specs, "T:L:MiB[:disk|cdrom|null|file=PATH]".
+    """
+
+    id: str = "vu0"
+    profile: str = "qemu"
+    num_queues: int | None = None
+    luns: list = field(default_factory=lambda: ["0:0:64"])
+    props: dict = field(default_factory=dict)
+    backend_args: list = field(default_factory=list)
+
+    def queues(self):
+        return self.num_queues or (1 if self.profile == "minimal" else 2)
+
+    def device_props(self):
+        props = {"id": self.id, "chardev": f"{self.id}-chr", "num_queues": self.queues()}
+        if self.profile == "minimal":
+            props.update({"virtqueue_size": 16, "hotplug": False, "param_change": False})
+        if self.profile == "bidi-pi":
+            props["t10_pi"] = True
+        props.update(self.props)
+        return props
+
+    def backend_cmdline(self, binary, sockdir):
+        cmd = [binary, "--socket", self.socket(sockdir), "--control", self.control(sockdir)]
+        cmd += ["--profile", self.profile, "--queues", str(self.queues())]
+        for spec in self.luns:
+            cmd += ["--lun", spec]
+        return cmd + list(self.backend_args)
+
+    def socket(self, sockdir):
+        return os.path.join(sockdir, f"{self.id}.sock")
+
+    def control(self, sockdir):
+        return os.path.join(sockdir, f"{self.id}.ctl")
+
+    def targets(self):
+        return {int(spec.split(":")[0]) for spec in self.luns}
+
+
+@dataclass
 class Topology:
     controllers: list = field(default_factory=lambda: [Controller()])
     extra_args: list = field(default_factory=list)
 
-    def qemu_args(self, workdir):
+    def vhost_user(self):
+        """The vhost-user-scsi controllers (each needs a back end and shared guest memory)."""
+        return [c for c in self.controllers if isinstance(c, VhostUserController)]
+
+    def qemu_args(self, workdir, sockdir=None):
         args = []
         port = 0
         for c in self.controllers:
+            if isinstance(c, VhostUserController):
+                args += ["-chardev", f"socket,id={c.id}-chr,path={c.socket(sockdir)}"]
+                args += ["-device", "vhost-user-scsi-pci," + _join(c.device_props())]
+                continue
             props = {"id": c.id}
             if c.num_queues is not None:
                 props["num_queues"] = c.num_queues
@@ -74,13 +128,17 @@ class Topology:
         return [
             (os.path.join(workdir, f"{c.id}-n{n}.img"), d.size)
             for c in self.controllers
+            if isinstance(c, Controller)
             for n, d in enumerate(c.disks)
             if d.backend == "file" and d.path is None
         ]
 
     def targets(self):
         """The target ids that have at least one disk."""
-        return {d.target for c in self.controllers for d in c.disks}
+        found = set()
+        for c in self.controllers:
+            found |= c.targets() if isinstance(c, VhostUserController) else {d.target for d in c.disks}
+        return found
 
 
 def _join(props):

@@ -4,7 +4,7 @@
 import os
 
 from harness import guest
-from harness.topology import Controller, Disk, Topology
+from harness.topology import Controller, Disk, Topology, VhostUserController
 
 
 def args_of(topo, tmp_path):
@@ -41,6 +41,30 @@ def test_disks_and_controller_properties(tmp_path):
 def test_root_port_for_hot_unpluggable_controllers(tmp_path):
     a = args_of(Topology([Controller(id="c1", root_port=True)]), tmp_path)
     assert a == ["-device", "pcie-root-port,id=c1-rp,chassis=1,slot=1", "-device", "virtio-scsi-pci,id=c1,bus=c1-rp"]
+
+
+def test_vhost_user_controllers_and_their_back_ends(tmp_path):
+    topo = Topology([Controller(disks=[Disk(target=4)]), VhostUserController(id="vu1", profile="minimal", luns=["3:5:16:null"])])
+    a = topo.qemu_args(str(tmp_path), "/s")
+    assert a[-4:] == [
+        "-chardev",
+        "socket,id=vu1-chr,path=/s/vu1.sock",
+        "-device",
+        "vhost-user-scsi-pci,id=vu1,chardev=vu1-chr,num_queues=1,virtqueue_size=16,hotplug=off,param_change=off",
+    ]
+    assert topo.targets() == {3, 4}
+    assert topo.images(str(tmp_path)) == []
+    assert topo.vhost_user()[0].backend_cmdline("/b", "/s") == [
+        "/b", "--socket", "/s/vu1.sock", "--control", "/s/vu1.ctl", "--profile", "minimal", "--queues", "1", "--lun", "3:5:16:null",
+    ]
+    pi = VhostUserController(profile="bidi-pi", num_queues=3)
+    assert pi.device_props() == {"id": "vu0", "chardev": "vu0-chr", "num_queues": 3, "t10_pi": True}
+    # Guest RAM is shared memory only when a back end needs to map it.
+    g = guest.Guest("k", "i", str(tmp_path), topo, mem="512M")
+    cmd = g.qemu_cmdline("/c", "/q", "/s")
+    assert cmd[cmd.index("-object") + 1] == "memory-backend-memfd,id=mem,size=512M,share=on"
+    assert "node,memdev=mem" in cmd
+    assert "-numa" not in guest.Guest("k", "i", str(tmp_path), Topology()).qemu_cmdline("/c", "/q", "/s")
 
 
 def test_accel_needs_vmx_or_svm(monkeypatch):

@@ -1,0 +1,295 @@
+# SPDX-License-Identifier: GPL-2.0
+"""Both drivers behind a second device: our vhost-user-scsi back end (tools/vhost-user-scsi), in
+each behaviour profile of the real devices it imitates.
+
+- qemu: used length = bytes written, as QEMU's virtio-scsi;
+- vhost-scsi: used length 0 for every command, TMF and event, as Linux 6.12's vhost-scsi;
+- minimal: one request queue of 16 entries, no HOTPLUG, no CHANGE, no indirect descriptors;
+- bidi-pi: T10_PI (and INOUT, where the front end passes it) negotiated.
+
+Each case checks the scan (which LUNs, of which type and size), data integrity on a disk under
+fio, a CD-ROM read back byte-exact, a task management function, and the event queue: hot-add,
+hot-remove and capacity change where the profile offers HOTPLUG and CHANGE; where it does not,
+that no event arrives and that a rescan finds what changed.
+"""
+
+import hashlib
+import os
+import re
+
+import pytest
+
+from harness.plugin import report
+from harness.topology import Topology, VhostUserController
+
+PROFILES = ["qemu", "vhost-scsi", "minimal", "bidi-pi"]
+
+FIO = "fio --output-format=terse --terse-version=3 --ioengine=libaio --direct=1 --name=v"
+
+MiB = 1 << 20
+
+
+def topology(profile, cd_path):
+    luns = ["0:0:96", "0:1:64", "1:0:32", f"2:0:0:cdrom={cd_path}", "3:5:16:null"]
+    return Topology([VhostUserController(profile=profile, luns=luns)])
+
+
+def devices(g):
+    """{(target, lun): (type, size in bytes)} of the SCSI devices on the guest's host."""
+    out = g.sh(
+        "for d in /sys/bus/scsi/devices/*:*:*:*; do"
+        "  n=${d##*/}; t=$(cat $d/type); s=0;"
+        "  for b in $d/block/*; do [ -e $b/size ] && s=$(cat $b/size); done;"
+        "  echo $n $t $s;"
+        " done"
+    )
+    found = {}
+    for line in out.split("\n"):
+        if line.strip():
+            name, kind, sectors = line.split()
+            _, _, target, lun = name.split(":")
+            found[(int(target), int(lun))] = (int(kind), int(sectors) * 512)
+    return found
+
+
+def block_of(g, target, lun):
+    return g.sh(f"ls /sys/bus/scsi/devices/*:0:{target}:{lun}/block").strip()
+
+
+def host_of(g):
+    return g.sh("ls /sys/class/scsi_host").split()[0]
+
+
+def wait_devices(g, expected, what, timeout=30):
+    g.wait_for(
+        f"[ $(ls -d /sys/bus/scsi/devices/*:*:*:* 2>/dev/null | wc -l) -eq {expected} ]",
+        timeout=timeout,
+        what=what,
+    )
+
+
+def expect_c_failure(request, driver, reason):
+    if driver == "c":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"C driver: {reason}"))
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profile(make_guest, driver, profile, tmp_path, request):
+    if profile == "minimal":
+        expect_c_failure(
+            request,
+            driver,
+            "sg_tablesize is seg_max whatever the ring: without indirect descriptors a 1 MiB read"
+            " needs more descriptors than the 16-entry ring has, virtqueue_add() WARNs and the"
+            " command is requeued forever",
+        )
+    cd = tmp_path / "cd.iso"
+    cd_data = os.urandom(4 * MiB)
+    cd.write_bytes(cd_data)
+    g = make_guest(topology(profile, cd), smp=2)
+    g.load_driver(driver)
+    wait_devices(g, 5, "5 SCSI devices")
+
+    # The scan: every LUN, its type and capacity; the CD-ROM's 2048-byte blocks.
+    assert devices(g) == {
+        (0, 0): (0, 96 * MiB),
+        (0, 1): (0, 64 * MiB),
+        (1, 0): (0, 32 * MiB),
+        (2, 0): (5, 4 * MiB),
+        (3, 5): (0, 16 * MiB),
+    }
+    features = g.sh(
+        "for d in /sys/bus/virtio/devices/*; do [ $(cat $d/device) = 0x0008 ] && cat $d/features; done"
+    ).strip()
+    t10_pi = features[3] == "1"
+    assert t10_pi == (profile == "bidi-pi"), features
+
+    # Data: random writes of 4 KiB to 256 KiB read back verified, on two disks at once.
+    sda, sdb = block_of(g, 0, 0), block_of(g, 1, 0)
+    g.sh(
+        f"{FIO} --filename=/dev/{sda} --rw=randwrite --bsrange=4k-256k --iodepth=16 --size=32m"
+        f" --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap &"
+        f" {FIO} --filename=/dev/{sdb} --rw=randwrite --bs=4k --iodepth=8 --size=8m"
+        f" --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap; r=$?; wait $! && exit $r",
+        timeout=600,
+    )
+    sr = block_of(g, 2, 0)
+    out = g.sh(f"dd if=/dev/{sr} bs=2048 iflag=direct 2>/dev/null | sha256sum")
+    assert out.split()[0] == hashlib.sha256(cd_data).hexdigest()
+    # A LOGICAL UNIT RESET through the control queue.
+    g.sh(f"sg_reset --device /dev/{sda}")
+    g.sh(f"dd if=/dev/{sda} of=/dev/null bs=4k count=4 iflag=direct 2>/dev/null")
+
+    # The event queue.
+    host = host_of(g)
+    hotplug = profile != "minimal"
+    g.backend("add 1 1 48")
+    if hotplug:
+        wait_devices(g, 6, "the hot-added LUN 1:1")
+    else:
+        # No HOTPLUG, so no event: the LUN is found by a scan.
+        g.sh(f"echo '0 1 -' > /sys/class/scsi_host/{host}/scan")
+    assert devices(g)[(1, 1)] == (0, 48 * MiB)
+    g.backend("remove 1 1")
+    if hotplug:
+        wait_devices(g, 5, "the hot-removed LUN 1:1 gone")
+    else:
+        assert (1, 1) in devices(g)
+        g.sh(f"echo 1 > /sys/bus/scsi/devices/{host.removeprefix('host')}:0:1:1/delete")
+    assert (1, 1) not in devices(g)
+    sdc = block_of(g, 0, 1)
+    g.backend("resize 0 1 80")
+    if hotplug:
+        g.wait_for(f"[ $(cat /sys/block/{sdc}/size) -eq {80 * MiB // 512} ]", what="the new capacity")
+    else:
+        g.sh(f"echo 1 > /sys/block/{sdc}/device/rescan")
+        g.sh(f"sg_turs /dev/{sdc} >/dev/null 2>&1; echo 1 > /sys/block/{sdc}/device/rescan")
+        assert int(g.sh(f"cat /sys/block/{sdc}/size")) == 80 * MiB // 512
+    # 1 MiB in one request: more segments than a 16-entry ring holds without indirect descriptors.
+    g.sh(f"dd if=/dev/{sdc} of=/dev/null bs=1M skip=79 count=1 iflag=direct 2>/dev/null", timeout=60)
+    stats = g.backend("stats")
+    assert " malformed 0" in stats, stats
+
+
+# --- the fault matrix --------------------------------------------------------------------------
+
+COMMAND_FAULTS = [
+    "used-len-over",
+    "used-len-short",
+    "unknown-response",
+    "garbage-status",
+    "sense-over-96",
+    "sense-over-buffer",
+    "resid-over",
+]
+TMF_FAULTS = ["tmf-rejected", "tmf-unknown"]
+# Events a device may send that name nothing, or nothing that exists: an unknown type, target 255
+# LUN 16383, and LUN fields with a bad first byte, a bad address method, a non-zero tail.
+ODD_EVENTS = [
+    "event 99 0 0 0",
+    "event 1 255 16383 1",
+    "eventraw 1 0200400000000000 1",
+    "eventraw 1 0100c00000000000 1",
+    "eventraw 1 0100400000000001 1",
+]
+
+
+def read_sha(g, dev, timeout=300):
+    """(dd's exit status, sha256 of what it read) for 1 MiB from the start of /dev/`dev`."""
+    _, out = g.run(
+        f"dd if=/dev/{dev} bs=64k count=16 iflag=direct 2>/dev/null | sha256sum; echo rc=${{PIPESTATUS[0]}}",
+        timeout=timeout,
+        check=False,
+    )
+    lines = out.split()
+    return int(lines[-1].removeprefix("rc=")), lines[0]
+
+
+def test_fault_matrix(make_guest, driver, request):
+    """Each named fault, on one LUN, while its neighbour is healthy: a command either ends with
+    the device's data or fails, never succeeds with data the device did not send; the neighbour
+    never notices; a TMF answered wrongly fails the TMF, not the guest; odd events, a flood of
+    1000 and EVENTS_MISSED on every event leave the host as it was; rmmod works at the end. What
+    each driver did is reported."""
+    expect_c_failure(
+        request,
+        driver,
+        "WARN_ON(sense_len > VIRTIO_SCSI_SENSE_SIZE): a device value raises a kernel WARN; and an"
+        " event LUN field is not validated (bytes 0 and 4-7 ignored), so 01 00 40 00 00 00 00 01"
+        " adds a phantom 0:0:0:16384 that is LUN 0 again",
+    )
+    g = make_guest(Topology([VhostUserController(luns=["0:0:32", "0:1:32"])]), scan="all")
+    g.load_driver(driver)
+    wait_devices(g, 2, "2 SCSI devices")
+    bad, good = block_of(g, 0, 0), block_of(g, 0, 1)
+    g.sh(
+        f"dd if=/dev/urandom of=/tmp/pat bs=64k count=16 2>/dev/null && for d in {bad} {good}; do"
+        f" dd if=/tmp/pat of=/dev/$d bs=64k oflag=direct 2>/dev/null || exit 1; done"
+    )
+    want = g.sh("sha256sum < /tmp/pat").split()[0]
+    problems = []
+    for fault in COMMAND_FAULTS:
+        # The next 4 commands to LUN 0:0 carry the fault: enough for the midlayer's retries to
+        # meet it more than once, few enough that the read ends either way.
+        g.backend(f"fault {fault} 0 0 4")
+        rc, sha = read_sha(g, bad)
+        g.backend("fault clear")
+        state = g.sh(f"cat /sys/block/{bad}/device/state").strip()
+        outcome = "read the device's data" if rc == 0 and sha == want else f"dd rc {rc}, device {state}"
+        if rc == 0 and sha != want:
+            problems.append(f"{fault}: the read succeeded with data the device did not send")
+        # The midlayer may have given up on the LUN (offline after failed error recovery), as
+        # for a real device: the administrator's way back.
+        g.sh(f"echo running > /sys/block/{bad}/device/state")
+        if read_sha(g, bad) != (0, want):
+            problems.append(f"{fault}: LUN 0:0 did not read back once the fault was gone")
+        if read_sha(g, good) != (0, want):
+            problems.append(f"{fault}: the healthy neighbour did not read back")
+        report(f"{driver}: {fault}: {outcome}")
+    for fault in TMF_FAULTS:
+        g.backend(f"fault {fault} all")
+        rc, _ = g.run(f"sg_reset --device /dev/{bad}", timeout=300, check=False)
+        g.backend("fault clear")
+        state = g.sh(f"cat /sys/block/{bad}/device/state").strip()
+        report(f"{driver}: {fault}: sg_reset --device rc {rc}, device {state}")
+        g.sh(f"echo running > /sys/block/{bad}/device/state")
+        if read_sha(g, bad) != (0, want):
+            problems.append(f"{fault}: LUN 0:0 did not read back after the failed reset")
+    g.backend("fault events-missed-always")
+    g.backend("add 0 2 16")
+    wait_devices(g, 3, "LUN 0:2, announced with EVENTS_MISSED", timeout=120)
+    g.backend("fault clear")
+    g.backend("flood 1000 0 0")
+    g.backend("remove 0 2")
+    wait_devices(g, 2, "LUN 0:2 gone after a flood of 1000 events", timeout=120)
+    for event in ODD_EVENTS:
+        g.backend(event)
+    # Events are handled in order: once LUN 0:3 is there, so is whatever the odd ones did.
+    g.backend("add 0 3 16")
+    g.wait_for("[ -e /sys/bus/scsi/devices/*:0:0:3 ]", what="LUN 0:3")
+    found = sorted(devices(g))
+    if found != [(0, 0), (0, 1), (0, 3)]:
+        problems.append(f"odd events: devices {found}, not 0:0, 0:1 and 0:3")
+    stats = g.backend("stats")
+    report(f"{driver}: odd events, EVENTS_MISSED on every event, a flood of 1000: {stats}")
+    for dev in (bad, good):
+        if read_sha(g, dev) != (0, want):
+            problems.append(f"events: /dev/{dev} did not read back")
+    assert not problems, problems
+    name = "virtio_scsi_rs" if driver == "rust" else "virtio_scsi"
+    g.sh(f"rmmod {name}", timeout=120)
+
+
+def test_random_faults_under_fio(make_guest, driver, request):
+    """A seeded mix of the command faults on one LUN (set VSCSI_FAULT_SEED to replay one) while
+    fio writes and verifies there and on a healthy neighbour: the neighbour verifies clean; on
+    the faulty LUN a command fails or carries the device's data, so fio finds I/O errors at
+    worst, never a block that verifies wrong; at least 200 faults are committed."""
+    expect_c_failure(
+        request, driver, "WARN_ON(sense_len > VIRTIO_SCSI_SENSE_SIZE) on every response with a long sense_len"
+    )
+    seed = int(os.environ.get("VSCSI_FAULT_SEED", "0")) or int.from_bytes(os.urandom(4), "little")
+    report(f"{request.node.nodeid}: fault seed {seed} (replay with VSCSI_FAULT_SEED={seed})")
+    g = make_guest(Topology([VhostUserController(luns=["0:0:32", "0:1:32"])]))
+    g.load_driver(driver)
+    wait_devices(g, 2, "2 SCSI devices")
+    bad, good = block_of(g, 0, 0), block_of(g, 0, 1)
+    g.backend(f"fault random {seed} 10 0 0")
+    fio = (
+        f"{FIO} --rw=randwrite --bs=4k --iodepth=8 --size=8m --verify=crc32c --do_verify=1"
+        " --verify_fatal=1 --norandommap --output-format=normal"
+    )
+    _, out = g.run(
+        f"{fio} --filename=/dev/{bad} --continue_on_error=io > /tmp/bad.out 2>&1 &"
+        f" {fio} --filename=/dev/{good} > /tmp/good.out 2>&1; good=$?; wait $!; bad=$?;"
+        " cat /tmp/bad.out; echo good=$good bad=$bad",
+        timeout=900,
+        check=False,
+    )
+    g.backend("fault clear")
+    stats = g.backend("stats")
+    faults = int(stats.split(" faults ")[1].split()[0])
+    report(f"{driver}: random faults (seed {seed}): {stats}; fio exit status: {out.split()[-1]}")
+    assert "good=0" in out, out
+    assert not re.search(r"verify failed|bad magic|bad header|verify: ", out), out
+    assert faults >= 200, stats
