@@ -346,11 +346,7 @@ impl VirtioScsi {
     /// stopping; while the queue is detached (a reset) the buffer is kept
     /// for the restore. A buffer that cannot be posted is freed, never
     /// leaked.
-    fn post_event_buf(&self, mut buf: KBox<DeviceBuf>, kick: bool) {
-        // Whatever the buffer held (an event, or what a device wrote before
-        // a reset took it back), one the device returns unwritten must read
-        // as no event.
-        buf.clear();
+    fn post_event_buf(&self, buf: KBox<DeviceBuf>, kick: bool) {
         let mut guard = self.event_vq.lock();
         if guard.data().stop {
             return;
@@ -400,7 +396,8 @@ impl VirtioScsi {
 
     /// Takes the next event the device filled, unless events are stopping.
     /// The used length is not returned: it cannot be trusted (vhost-scsi
-    /// reports 0), which is why buffers are zeroed before they are posted.
+    /// reports 0); `DeviceBuf` zeroes itself whenever it is posted, so one
+    /// the device did not write reads as no event.
     fn next_event(&self) -> Option<KBox<DeviceBuf>> {
         let mut guard = self.event_vq.lock();
         if guard.data().stop {

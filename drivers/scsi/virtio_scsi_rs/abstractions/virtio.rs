@@ -1019,7 +1019,10 @@ struct Line([u8; 128]);
 
 /// A buffer only the device writes (an event buffer, for instance), in
 /// memory of its own: it starts on a cache line and fills whole lines, so no
-/// CPU-written state shares a line with it while the device owns it.
+/// CPU-written state shares a line with it while the device owns it. It is
+/// zeroed each time it is given to the device, so after the device gives it
+/// back it holds what the device wrote and zeros elsewhere, whatever used
+/// length the device reports.
 ///
 /// # Invariants
 ///
@@ -1038,12 +1041,6 @@ impl DeviceBuf {
         Ok(Self { lines, len })
     }
 
-    /// Zeroes the buffer (before it goes to the device again, so that what
-    /// it held cannot be read as the device's next answer).
-    pub(crate) fn clear(&mut self) {
-        self.lines.fill(Line([0; 128]));
-    }
-
     /// Returns the buffer's bytes (what the device wrote, after it gave the
     /// buffer back).
     pub(crate) fn bytes(&self) -> &[u8] {
@@ -1059,6 +1056,10 @@ impl DeviceBuf {
 // else points into it.
 unsafe impl Request for KBox<DeviceBuf> {
     fn sgs(&mut self, sgs: &mut SgList) {
+        // Every time the buffer goes to the device it starts zeroed: a
+        // device need not report how much it wrote (vhost-scsi says 0), so
+        // what the buffer held before must never read as its answer.
+        self.lines.fill(Line([0; 128]));
         let ptr = self.lines.as_ptr().cast::<u8>();
         // SAFETY: `ptr..ptr + len` is kmalloc memory owned by this request.
         // Pushing one list onto an empty `SgList` cannot fail.
