@@ -12,17 +12,12 @@ import re
 
 import pytest
 
-from harness.plugin import report
+from harness.plugin import expect_c_failure, report
 from harness.topology import Controller, Disk, Topology
 
 GiB = 1 << 30
 
 TMF_NAMES = {0: "ABORT TASK", 4: "I_T NEXUS RESET", 5: "LOGICAL UNIT RESET"}
-
-
-def expect_c_failure(request, driver, reason):
-    if driver == "c":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"C driver: {reason}"))
 
 
 def trace_args(tmp_path):

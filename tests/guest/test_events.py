@@ -8,7 +8,7 @@ marked as an expected failure with the reason (strict: if C starts passing, the 
 
 import pytest
 
-from harness.plugin import report
+from harness.plugin import expect_c_failure, report
 from harness.topology import Controller, Disk, Topology
 
 GiB = 1 << 30
@@ -44,11 +44,6 @@ def counters(g):
         if f and f[0] in ("control", "event"):
             res[f[0]] = {f[i]: int(f[i + 1]) for i in range(1, len(f) - 1, 2)}
     return res
-
-
-def expect_c_failure(request, driver, reason):
-    if driver == "c":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"C driver: {reason}"))
 
 
 def one_disk(backend="null", **ctrl_props):

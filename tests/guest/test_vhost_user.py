@@ -19,7 +19,7 @@ import re
 
 import pytest
 
-from harness.plugin import report
+from harness.plugin import expect_c_failure, report
 from harness.topology import Topology, VhostUserController
 
 PROFILES = ["qemu", "vhost-scsi", "minimal", "bidi-pi"]
@@ -66,11 +66,6 @@ def wait_devices(g, expected, what, timeout=30):
         timeout=timeout,
         what=what,
     )
-
-
-def expect_c_failure(request, driver, reason):
-    if driver == "c":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"C driver: {reason}"))
 
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -37,6 +37,13 @@ _current = None  # the item running on this process, for `report`
 _stats = None  # what this process gathers for the time budget
 
 
+def expect_c_failure(request, driver, reason):
+    """Marks the C driver's run of a test as a strict expected failure: C lacks the behaviour
+    for `reason`, and the test must fail once it has it."""
+    if driver == "c":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"C driver: {reason}"))
+
+
 def report(line):
     """Adds a line to the measurements printed at the end of the run (scan times and the like).
     The line travels with the test's report, so it reaches the end of the run from any worker."""
