@@ -116,6 +116,41 @@ pub struct Stats {
     pub malformed: AtomicU64,
 }
 
+/// How many used-ring entries [`Fault::UsedIdxJump`] skips.
+const USED_IDX_JUMP: u16 = 4;
+
+/// How a request goes back to the driver: the used length to report, and
+/// the fault, if any, in the way it goes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Give {
+    /// The used length.
+    pub used: u32,
+    /// A fault of [`Fault::RING`], or [`Fault::TmfNeverAnswer`].
+    pub how: Option<Fault>,
+    /// The target the request named (for [`Fault::AnswerAfterAbort`]).
+    pub target: u8,
+}
+
+impl Give {
+    fn plain(used: u32) -> Give {
+        Give {
+            used,
+            how: None,
+            target: 0,
+        }
+    }
+}
+
+/// A request the device keeps instead of giving it back.
+struct Held {
+    vring: VringRwLock,
+    queue: u32,
+    head: u16,
+    used: u32,
+    /// Given back after the next TMF to this target; never if `None`.
+    until_tmf_to: Option<u8>,
+}
+
 /// Events waiting for the event queue, and whether one was lost.
 #[derive(Debug, Default)]
 struct EventState {
@@ -140,6 +175,11 @@ pub struct Device {
     pub stats: Stats,
     /// The faults to commit.
     pub plan: Mutex<Plan>,
+    /// Requests kept back by a fault, until their queue stops (a device
+    /// reset) or a TMF releases them.
+    held: Mutex<Vec<Held>>,
+    /// Targets that TMFs named since the control queue was last drained.
+    tmf_targets: Mutex<Vec<u8>>,
 }
 
 /// The listener id of [`Device::wake`] on worker thread 0.
@@ -168,6 +208,8 @@ impl Device {
             wake: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
             stats: Stats::default(),
             plan: Mutex::new(Plan::default()),
+            held: Mutex::new(Vec::new()),
+            tmf_targets: Mutex::new(Vec::new()),
         })
     }
 
@@ -211,12 +253,13 @@ impl Device {
         self.wake.1.notify()
     }
 
-    /// Runs `f` over every available chain of `vring`, putting each in the
-    /// used ring with the length `f` returns, then signals the driver.
+    /// Runs `f` over every available chain of `vring` (queue `queue`),
+    /// giving each back as `f` says, then signals the driver.
     fn drain(
         &self,
         vring: &VringRwLock,
-        mut f: impl FnMut(&Device, Chain) -> u32,
+        queue: u32,
+        mut f: impl FnMut(&Device, Chain) -> Give,
     ) -> io::Result<()> {
         let mem = self.mem.lock().unwrap().memory();
         loop {
@@ -231,8 +274,8 @@ impl Device {
                 .collect();
             for chain in chains {
                 let head = chain.head_index();
-                let used = f(self, chain);
-                vring.add_used(head, used).map_err(io::Error::other)?;
+                let give = f(self, chain);
+                self.give_back(vring, queue, head, give)?;
             }
             self.signal(vring)?;
             if !self.event_idx.load(Ordering::Relaxed)
@@ -241,6 +284,84 @@ impl Device {
                 return Ok(());
             }
         }
+    }
+
+    /// Puts a request in the used ring, or keeps it, as `give` says.
+    fn give_back(&self, vring: &VringRwLock, queue: u32, head: u16, give: Give) -> io::Result<()> {
+        let hold = |until_tmf_to| {
+            self.held.lock().unwrap().push(Held {
+                vring: vring.clone(),
+                queue,
+                head,
+                used: give.used,
+                until_tmf_to,
+            });
+            Ok(())
+        };
+        let add = |head| vring.add_used(head, give.used).map_err(io::Error::other);
+        match give.how {
+            Some(Fault::NeverAnswer | Fault::TmfNeverAnswer) => hold(None),
+            Some(Fault::AnswerAfterAbort) => hold(Some(give.target)),
+            Some(Fault::DuplicateUsed) => add(head).and_then(|()| add(head)),
+            Some(Fault::UsedIdxJump) => {
+                {
+                    let mut state = vring.get_mut();
+                    let q = state.get_queue_mut();
+                    let next = q.next_used().wrapping_add(USED_IDX_JUMP);
+                    q.set_next_used(next);
+                }
+                add(head)
+            }
+            _ => add(head),
+        }
+    }
+
+    /// Gives back the requests held until a TMF to a target that a TMF has
+    /// just named: after the TMF's own answer, as no device should.
+    fn release_after_tmf(&self) -> io::Result<()> {
+        let targets = std::mem::take(&mut *self.tmf_targets.lock().unwrap());
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let released: Vec<Held> = {
+            let mut held = self.held.lock().unwrap();
+            let (go, stay) = held
+                .drain(..)
+                .partition(|h| h.until_tmf_to.is_some_and(|t| targets.contains(&t)));
+            *held = stay;
+            go
+        };
+        for h in released {
+            eprintln!(
+                "vhost-user-scsi: answering head {} of queue {} after the TMF",
+                h.head, h.queue
+            );
+            h.vring.add_used(h.head, h.used).map_err(io::Error::other)?;
+            self.signal(&h.vring)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets what the control socket set up: faults, pending events and
+    /// counters.
+    pub fn reset_state(&self) {
+        *self.plan.lock().unwrap() = Plan::default();
+        *self.events.lock().unwrap() = EventState::default();
+        let s = &self.stats;
+        for c in [
+            &s.commands,
+            &s.tmfs,
+            &s.events,
+            &s.events_dropped,
+            &s.malformed,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// How many requests a fault keeps back.
+    pub fn held(&self) -> usize {
+        self.held.lock().unwrap().len()
     }
 
     fn signal(&self, vring: &VringRwLock) -> io::Result<()> {
@@ -271,27 +392,27 @@ impl Device {
         }
     }
 
-    /// One command: returns the used length.
-    fn command<M: MemRef>(&self, chain: DescriptorChain<M>) -> u32 {
+    /// One command: returns how it goes back.
+    fn command<M: MemRef>(&self, chain: DescriptorChain<M>) -> Give {
         let Some((mut reader, mut writer)) = self.split(&chain) else {
-            return 0;
+            return Give::plain(0);
         };
         let pi = self.t10_pi();
         let req_size = if pi { CMD_REQ_PI_SIZE } else { CMD_REQ_SIZE };
         let mut req = [0u8; CMD_REQ_PI_SIZE];
         if writer.available_bytes() < CMD_RESP_SIZE {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return 0;
+            return Give::plain(0);
         }
         let Ok(mut data_in) = writer.split_at(CMD_RESP_SIZE) else {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return 0;
+            return Give::plain(0);
         };
         let mut resp = Response::default();
         if reader.read_exact(&mut req[..req_size]).is_err() {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             resp.response = VIRTIO_SCSI_S_FAILURE as u8;
-            return self.finish(&mut writer, &resp, 0);
+            return Give::plain(self.finish(&mut writer, &resp, 0));
         }
         let lun_off = offset_of!(virtio_scsi_cmd_req, lun);
         let mut lun = [0u8; 8];
@@ -319,11 +440,11 @@ impl Device {
         let room = data_in.available_bytes();
         let Some((target, lun)) = decode_lun(&lun) else {
             resp.response = VIRTIO_SCSI_S_BAD_TARGET as u8;
-            return self.finish(&mut writer, &resp, 0);
+            return Give::plain(self.finish(&mut writer, &resp, 0));
         };
         if !self.targets.target_exists(target) {
             resp.response = VIRTIO_SCSI_S_BAD_TARGET as u8;
-            return self.finish(&mut writer, &resp, 0);
+            return Give::plain(self.finish(&mut writer, &resp, 0));
         }
         let fault = self.plan.lock().unwrap().for_command(target, lun);
         let r = self.targets.execute(target, lun, cdb, &out, room);
@@ -350,7 +471,11 @@ impl Device {
         }
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
         self.write_resp(&mut writer, &answer, &r.sense);
-        answer.used
+        Give {
+            used: answer.used,
+            how: fault.filter(|f| Fault::RING.contains(f)),
+            target,
+        }
     }
 
     /// Writes a command response; returns the used length.
@@ -372,10 +497,10 @@ impl Device {
         }
     }
 
-    /// One control request: returns the used length.
-    fn control<M: MemRef>(&self, chain: DescriptorChain<M>) -> u32 {
+    /// One control request: returns how it goes back.
+    fn control<M: MemRef>(&self, chain: DescriptorChain<M>) -> Give {
         let Some((mut reader, mut writer)) = self.split(&chain) else {
-            return 0;
+            return Give::plain(0);
         };
         let mut req = [0u8; size_of::<virtio_scsi_ctrl_tmf_req>()];
         let n = reader.read(&mut req).unwrap_or(0);
@@ -405,16 +530,29 @@ impl Device {
                     decode_lun(&lun).and_then(|(t, l)| self.plan.lock().unwrap().for_tmf(t, l));
                 match fault {
                     Some(Fault::TmfRejected) => response = VIRTIO_SCSI_S_FUNCTION_REJECTED,
+                    Some(Fault::TmfNeverAnswer) => {}
                     Some(_) => response = 0x7e,
                     None => {}
                 }
                 if let Some(f) = fault {
                     eprintln!("vhost-user-scsi: fault {f} on TMF {sub}");
                 }
+                if fault == Some(Fault::TmfNeverAnswer) {
+                    return Give {
+                        used: 0,
+                        how: fault,
+                        target: lun[1],
+                    };
+                }
                 let _ = writer.write_all(&[response as u8]);
                 self.stats.tmfs.fetch_add(1, Ordering::Relaxed);
-                self.profile
-                    .used_len(size_of::<virtio_scsi_ctrl_tmf_resp>())
+                if let Some((t, _)) = decode_lun(&lun) {
+                    self.tmf_targets.lock().unwrap().push(t);
+                }
+                Give::plain(
+                    self.profile
+                        .used_len(size_of::<virtio_scsi_ctrl_tmf_resp>()),
+                )
             }
             VIRTIO_SCSI_T_AN_QUERY | VIRTIO_SCSI_T_AN_SUBSCRIBE
                 if n >= size_of::<virtio_scsi_ctrl_an_req>() =>
@@ -423,11 +561,11 @@ impl Device {
                 let mut resp = [0u8; size_of::<virtio_scsi_ctrl_an_resp>()];
                 resp[offset_of!(virtio_scsi_ctrl_an_resp, response)] = VIRTIO_SCSI_S_OK as u8;
                 let _ = writer.write_all(&resp);
-                self.profile.used_len(resp.len())
+                Give::plain(self.profile.used_len(resp.len()))
             }
             _ => {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                0
+                Give::plain(0)
             }
         }
     }
@@ -571,6 +709,13 @@ impl VhostUserBackend for Device {
         self.event_idx.store(enabled, Ordering::Relaxed);
     }
 
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        // A stopped ring is re-initialised before it is used again (a
+        // device reset): what was kept on it is gone with it.
+        self.held.lock().unwrap().retain(|h| h.queue != queue_index);
+        Ok(())
+    }
+
     fn update_memory(&self, mem: Mem) -> io::Result<()> {
         *self.mem.lock().unwrap() = mem;
         Ok(())
@@ -593,13 +738,16 @@ impl VhostUserBackend for Device {
             return Err(io::Error::other(format!("unexpected events {evset:?}")));
         }
         match (thread_id, device_event) {
-            (0, 0) => self.drain(&vrings[0], Device::control),
+            (0, 0) => {
+                self.drain(&vrings[0], 0, Device::control)?;
+                self.release_after_tmf()
+            }
             (0, 1) => self.deliver_events(&vrings[1], true),
             (0, id) if u64::from(id) == wake_id(self.num_queues_total()) => {
                 let _ = self.wake.0.consume();
                 self.deliver_events(&vrings[1], false)
             }
-            (t, 0) if t >= 1 => self.drain(&vrings[0], Device::command),
+            (t, 0) if t >= 1 => self.drain(&vrings[0], t as u32 + 1, Device::command),
             _ => Err(io::Error::other(format!(
                 "event {device_event} on thread {thread_id}"
             ))),
@@ -673,7 +821,7 @@ mod tests {
         for (profile, used) in [(Profile::Qemu, 108 + 512), (Profile::VhostScsi, 0)] {
             let dev = device(profile, &mem);
             let chain = vq.build_desc_chain(&read_chain(&mem, 108, 512)).unwrap();
-            assert_eq!(dev.command(chain), used, "{profile:?}");
+            assert_eq!(dev.command(chain), Give::plain(used), "{profile:?}");
             let r = resp(&mem);
             assert_eq!((r[10], r[11]), (0, 0));
             assert_eq!(&r[0..8], &[0; 8]);
@@ -693,11 +841,11 @@ mod tests {
         let dev = device(Profile::Qemu, &mem);
         // No room for the response: nothing written, counted.
         let chain = vq.build_desc_chain(&read_chain(&mem, 100, 0)).unwrap();
-        assert_eq!(dev.command(chain), 0);
+        assert_eq!(dev.command(chain).used, 0);
         assert_eq!(dev.stats.malformed.load(Ordering::Relaxed), 1);
         // Less data-in room than the READ wants: what fits, and the residual.
         let chain = vq.build_desc_chain(&read_chain(&mem, 108, 256)).unwrap();
-        assert_eq!(dev.command(chain), 108 + 256);
+        assert_eq!(dev.command(chain).used, 108 + 256);
         assert_eq!(le32(&resp(&mem)[4..]), 0);
         // A target that does not exist.
         let mut d = read_chain(&mem, 108, 512);
@@ -717,7 +865,7 @@ mod tests {
         let run = |f: Fault| {
             dev.plan.lock().unwrap().set(f, Scope::Lun(0, 0), Some(1));
             let chain = vq.build_desc_chain(&read_chain(&mem, 108, 512)).unwrap();
-            (dev.command(chain), resp(&mem))
+            (dev.command(chain).used, resp(&mem))
         };
         assert_eq!(run(Fault::UsedLenOver).0, 108 + 512 + 4096);
         assert_eq!(run(Fault::UsedLenShort).0, 5);
@@ -730,6 +878,64 @@ mod tests {
         let (used, r) = run(Fault::TmfRejected);
         assert_eq!((used, r[11], le32(&r[4..])), (108 + 512, 0, 0));
         assert_eq!(dev.plan.lock().unwrap().committed, 7);
+    }
+
+    /// A ring the device drives, laid out in `mem` by a mock queue.
+    fn ring(mem: &GuestMemoryMmap, vq: &MockSplitQueue<GuestMemoryMmap>) -> VringRwLock {
+        let v = VringRwLock::new(GuestMemoryAtomic::new(mem.clone()), 16).unwrap();
+        v.set_queue_size(16);
+        v.set_queue_info(vq.desc_table_addr().0, vq.avail_addr().0, vq.used_addr().0)
+            .unwrap();
+        v.set_queue_ready(true);
+        v
+    }
+
+    #[test]
+    fn ring_faults_reach_the_used_ring() {
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let dev = device(Profile::Qemu, &mem);
+        let vring = ring(&mem, &vq);
+        let idx = || vq.used().idx().load();
+        let entry = |i: u16| {
+            let e = vq.used().ring().ref_at(usize::from(i)).unwrap().load();
+            (e.id(), e.len())
+        };
+        let give = |how| Give {
+            used: 620,
+            how,
+            target: 0,
+        };
+        dev.give_back(&vring, 2, 3, give(None)).unwrap();
+        assert_eq!((idx(), entry(0)), (1, (3, 620)));
+        // The same head twice.
+        dev.give_back(&vring, 2, 4, give(Some(Fault::DuplicateUsed)))
+            .unwrap();
+        assert_eq!((idx(), entry(1), entry(2)), (3, (4, 620), (4, 620)));
+        // Four entries nobody wrote, then the head.
+        dev.give_back(&vring, 2, 5, give(Some(Fault::UsedIdxJump)))
+            .unwrap();
+        assert_eq!((idx(), entry(7)), (3 + 4 + 1, (5, 620)));
+        assert_eq!(entry(3), (0, 0));
+        // Kept: nothing in the used ring.
+        dev.give_back(&vring, 2, 6, give(Some(Fault::NeverAnswer)))
+            .unwrap();
+        dev.give_back(&vring, 2, 7, give(Some(Fault::AnswerAfterAbort)))
+            .unwrap();
+        assert_eq!((idx(), dev.held()), (8, 2));
+        // A TMF to another target releases nothing; one to target 0
+        // releases what waited for it, never the command kept for good.
+        dev.tmf_targets.lock().unwrap().push(1);
+        dev.release_after_tmf().unwrap();
+        assert_eq!((idx(), dev.held()), (8, 2));
+        dev.tmf_targets.lock().unwrap().push(0);
+        dev.release_after_tmf().unwrap();
+        assert_eq!((idx(), entry(8), dev.held()), (9, (7, 620), 1));
+        // Stopping another queue keeps it; stopping its own drops it.
+        dev.stop_vring(3).unwrap();
+        assert_eq!(dev.held(), 1);
+        dev.stop_vring(2).unwrap();
+        assert_eq!(dev.held(), 0);
     }
 
     #[test]

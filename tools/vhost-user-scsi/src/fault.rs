@@ -22,25 +22,51 @@ pub enum Fault {
     SenseOverBuffer,
     /// Residual above the transfer length.
     ResidOver,
+    /// The command is never given back (until its queue is stopped: a
+    /// device reset); TMFs naming it are answered as if it were done.
+    NeverAnswer,
+    /// The command is given back only after the next TMF to its target has
+    /// been answered (the specification wants it before).
+    AnswerAfterAbort,
+    /// The command's head goes in the used ring twice.
+    DuplicateUsed,
+    /// The used index moves past the command's entry by entries the device
+    /// never filled.
+    UsedIdxJump,
     /// TMFs answered FUNCTION REJECTED.
     TmfRejected,
     /// TMFs answered with a code no specification defines.
     TmfUnknown,
+    /// TMFs never given back (until the control queue is stopped).
+    TmfNeverAnswer,
     /// Every event carries EVENTS_MISSED.
     EventsMissedAlways,
 }
 
 impl Fault {
     /// The faults committed elsewhere: on TMFs and events.
-    pub const OTHER: [Fault; 3] = [
+    pub const OTHER: [Fault; 4] = [
         Fault::TmfRejected,
         Fault::TmfUnknown,
+        Fault::TmfNeverAnswer,
         Fault::EventsMissedAlways,
+    ];
+
+    /// The faults in how a command is given back rather than in what its
+    /// answer says.
+    pub const RING: [Fault; 4] = [
+        Fault::NeverAnswer,
+        Fault::AnswerAfterAbort,
+        Fault::DuplicateUsed,
+        Fault::UsedIdxJump,
     ];
 
     /// Every fault, in the order of the matrix.
     pub fn all() -> impl Iterator<Item = Fault> {
-        Fault::COMMAND.into_iter().chain(Fault::OTHER)
+        Fault::COMMAND
+            .into_iter()
+            .chain(Fault::RING)
+            .chain(Fault::OTHER)
     }
 
     /// The faults a command response can carry (the random mode's pool).
@@ -64,8 +90,13 @@ impl Fault {
             Fault::SenseOver96 => "sense-over-96",
             Fault::SenseOverBuffer => "sense-over-buffer",
             Fault::ResidOver => "resid-over",
+            Fault::NeverAnswer => "never-answer",
+            Fault::AnswerAfterAbort => "answer-after-abort",
+            Fault::DuplicateUsed => "duplicate-used",
+            Fault::UsedIdxJump => "used-idx-jump",
             Fault::TmfRejected => "tmf-rejected",
             Fault::TmfUnknown => "tmf-unknown",
+            Fault::TmfNeverAnswer => "tmf-never-answer",
             Fault::EventsMissedAlways => "events-missed-always",
         }
     }
@@ -75,9 +106,17 @@ impl Fault {
         Fault::all().find(|f| f.name() == name)
     }
 
-    /// Whether the fault is committed on command responses.
+    /// Whether the fault is committed on commands.
     pub fn on_commands(self) -> bool {
-        Fault::COMMAND.contains(&self)
+        Fault::COMMAND.contains(&self) || Fault::RING.contains(&self)
+    }
+
+    /// Whether the fault is committed on TMFs.
+    pub fn on_tmfs(self) -> bool {
+        matches!(
+            self,
+            Fault::TmfRejected | Fault::TmfUnknown | Fault::TmfNeverAnswer
+        )
     }
 }
 
@@ -211,10 +250,7 @@ impl Plan {
 
     /// Whether the next TMF to `target` is answered with `fault`.
     pub fn for_tmf(&mut self, target: u8, lun: u16) -> Option<Fault> {
-        self.take(
-            |f| matches!(f, Fault::TmfRejected | Fault::TmfUnknown),
-            Some((target, lun)),
-        )
+        self.take(Fault::on_tmfs, Some((target, lun)))
     }
 
     /// Whether events carry EVENTS_MISSED regardless.
@@ -279,10 +315,12 @@ mod tests {
             f.apply(&mut a, 108 + 4096, 4096);
             assert!(ok(&a), "{f}: {a:?}");
         }
-        // TMF and event faults leave command answers alone.
-        let mut a = answer();
-        Fault::TmfRejected.apply(&mut a, 108 + 4096, 4096);
-        assert_eq!(a, answer());
+        // TMF, event and ring faults leave command answers alone.
+        for f in Fault::OTHER.into_iter().chain(Fault::RING) {
+            let mut a = answer();
+            f.apply(&mut a, 108 + 4096, 4096);
+            assert_eq!(a, answer(), "{f}");
+        }
     }
 
     #[test]
@@ -298,6 +336,12 @@ mod tests {
         p.set(Fault::TmfRejected, Scope::All, None);
         assert_eq!(p.for_command(0, 1), None);
         assert_eq!(p.for_tmf(3, 0), Some(Fault::TmfRejected));
+        p.set(Fault::NeverAnswer, Scope::Lun(0, 1), Some(1));
+        assert_eq!(p.for_tmf(0, 1), None);
+        assert_eq!(p.for_command(0, 1), Some(Fault::NeverAnswer));
+        p.set(Fault::TmfNeverAnswer, Scope::All, Some(1));
+        assert_eq!(p.for_command(0, 1), None);
+        assert_eq!(p.for_tmf(0, 1), Some(Fault::TmfNeverAnswer));
         p.clear();
         assert_eq!(p.for_tmf(3, 0), None);
     }

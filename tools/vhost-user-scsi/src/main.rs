@@ -21,7 +21,9 @@
 //! RAM LUN reads zeros again), `fault NAME [T L | all] [COUNT]` (commit a
 //! fault of `fault.rs` on that LUN's commands, COUNT times or until `fault
 //! clear`), `fault random SEED PERCENT [T L | all]` (a seeded mix of command
-//! faults), `fault clear`, `stats`.
+//! faults), `fault clear`, `stats`, `reset` (the LUNs as the command line
+//! made them, with fresh contents, no fault, no pending event, counters at
+//! zero: between two tests sharing a guest, after the driver let go).
 
 mod device;
 mod fault;
@@ -49,7 +51,7 @@ struct Args {
     profile: Profile,
     queues: usize,
     queue_size: usize,
-    luns: Vec<(u8, u16, u64, String)>,
+    luns: LunSpecs,
 }
 
 fn usage() -> String {
@@ -158,8 +160,11 @@ fn make_lun(target: u8, lun: u16, size_mib: u64, kind: &str) -> Result<Lun, Stri
     }
 }
 
+/// The LUNs of the command line: (target, LUN, MiB, kind).
+type LunSpecs = Vec<(u8, u16, u64, String)>;
+
 /// One control-socket command.
-fn control_command(dev: &Device, line: &str) -> Result<String, String> {
+fn control_command(dev: &Device, initial: &LunSpecs, line: &str) -> Result<String, String> {
     let w: Vec<&str> = line.split_whitespace().collect();
     let t = |i: usize| -> Result<u8, String> { num(w.get(i).ok_or("missing target")?, "target") };
     let l = |i: usize| -> Result<u16, String> { num(w.get(i).ok_or("missing LUN")?, "LUN") };
@@ -211,6 +216,19 @@ fn control_command(dev: &Device, line: &str) -> Result<String, String> {
                 .map_err(io)?;
         }
         Some("zero") => dev.targets.zero_ram().map_err(io)?,
+        Some("reset") => {
+            // Only once no driver uses the device: a request still kept
+            // back would be answered on a ring set up anew.
+            if dev.held() != 0 {
+                return Err(format!("{} requests still held back", dev.held()));
+            }
+            let mut luns = Vec::new();
+            for (t, l, size, kind) in initial {
+                luns.push(((*t, *l), make_lun(*t, *l, *size, kind)?));
+            }
+            dev.targets.replace_all(luns);
+            dev.reset_state();
+        }
         Some("fault") => return fault_command(dev, &w[1..]),
         Some("flood") => {
             // N hot-add events for one LUN (which exists: each is a no-op
@@ -225,13 +243,14 @@ fn control_command(dev: &Device, line: &str) -> Result<String, String> {
             let s = &dev.stats;
             let g = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             return Ok(format!(
-                "ok commands {} tmfs {} events {} events_dropped {} malformed {} faults {}",
+                "ok commands {} tmfs {} events {} events_dropped {} malformed {} faults {} held {}",
                 g(&s.commands),
                 g(&s.tmfs),
                 g(&s.events),
                 g(&s.events_dropped),
                 g(&s.malformed),
-                dev.plan.lock().unwrap().committed
+                dev.plan.lock().unwrap().committed,
+                dev.held()
             ));
         }
         _ => return Err(format!("unknown command {line:?}")),
@@ -275,21 +294,22 @@ fn fault_command(dev: &Device, w: &[&str]) -> Result<String, String> {
     Ok("ok".into())
 }
 
-fn serve_control(dev: Arc<Device>, listener: UnixListener) {
+fn serve_control(dev: Arc<Device>, listener: UnixListener, initial: Arc<LunSpecs>) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let dev = dev.clone();
-        std::thread::spawn(move || control_client(&dev, conn));
+        let initial = initial.clone();
+        std::thread::spawn(move || control_client(&dev, conn, &initial));
     }
 }
 
-fn control_client(dev: &Device, conn: UnixStream) {
+fn control_client(dev: &Device, conn: UnixStream, initial: &LunSpecs) {
     let Ok(mut out) = conn.try_clone() else {
         return;
     };
     for line in BufReader::new(conn).lines() {
         let Ok(line) = line else { return };
-        let answer = match control_command(dev, &line) {
+        let answer = match control_command(dev, initial, &line) {
             Ok(s) => s,
             Err(e) => format!("error: {e}"),
         };
@@ -320,7 +340,8 @@ fn run(a: Args) -> Result<(), String> {
         let _ = std::fs::remove_file(path);
         let l = UnixListener::bind(path).map_err(|e| format!("{path}: {e}"))?;
         let dev = dev.clone();
-        std::thread::spawn(move || serve_control(dev, l));
+        let initial = Arc::new(a.luns.clone());
+        std::thread::spawn(move || serve_control(dev, l, initial));
     }
     eprintln!(
         "vhost-user-scsi: profile {:?}, {} request queues of {}, {} LUNs, on {}",
@@ -342,5 +363,38 @@ fn main() -> ExitCode {
             eprintln!("vhost-user-scsi: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_undoes_what_the_control_socket_did() {
+        let targets = Arc::new(Targets::default());
+        let initial: LunSpecs = vec![(0, 0, 1, "disk".into())];
+        targets.insert(0, 0, make_lun(0, 0, 1, "disk").unwrap());
+        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        let dev = Device::new(Profile::Qemu, 1, 16, mem, targets).unwrap();
+        let cmd = |line: &str| control_command(&dev, &initial, line);
+        let write = [0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        assert_eq!(dev.targets.execute(0, 0, &write, &[7; 512], 0).status, 0);
+        cmd("add 1 2 1").unwrap();
+        cmd("remove 0 0").unwrap();
+        cmd("fault never-answer all").unwrap();
+        assert!(dev.targets.get(0, 0).is_none() && dev.targets.get(1, 2).is_some());
+        cmd("reset").unwrap();
+        assert!(dev.targets.get(0, 0).is_some() && dev.targets.get(1, 2).is_none());
+        assert_eq!(dev.plan.lock().unwrap().for_command(0, 0), None);
+        let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        assert_eq!(
+            dev.targets.execute(0, 0, &read, &[], 512).data,
+            vec![0; 512]
+        );
+        assert_eq!(
+            cmd("stats").unwrap(),
+            "ok commands 0 tmfs 0 events 0 events_dropped 0 malformed 0 faults 0 held 0"
+        );
     }
 }

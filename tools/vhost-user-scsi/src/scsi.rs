@@ -330,6 +330,11 @@ impl Targets {
         }
     }
 
+    /// Replaces every logical unit.
+    pub fn replace_all(&self, units: Vec<((u8, u16), Lun)>) {
+        *self.luns.write().unwrap() = units.into_iter().map(|(k, u)| (k, Arc::new(u))).collect();
+    }
+
     /// Zeroes every RAM logical unit (between two tests sharing a guest).
     pub fn zero_ram(&self) -> io::Result<()> {
         for unit in self.luns.read().unwrap().values() {
