@@ -75,6 +75,9 @@ struct CtrlStats {
     tmf_failed: u64,
     /// ... that the device did not answer within [`TMF_TIMEOUT_MS`].
     tmf_timed_out: u64,
+    /// TMFs that succeeded while the device still held their command
+    /// (reported to the error handler as failed).
+    tmf_still_held: u64,
     /// Command timeouts seen by `eh_timed_out`.
     cmd_timeouts: u64,
     /// ... of which polling the request queue completed the command.
@@ -167,6 +170,13 @@ pub(crate) struct VirtioScsi {
     resetting: AtomicBool,
     /// A device response could not be trusted; warned once.
     warned_bad_resp: AtomicBool,
+    /// A TMF succeeded while the device still held its command; warned once.
+    warned_still_held: AtomicBool,
+    /// The device broke a request queue's ring; warned once.
+    warned_broken_ring: AtomicBool,
+    /// The device holds a TMF it did not answer in time: further TMFs
+    /// fail at once, until it answers a control request or is reset.
+    tmf_unanswered: AtomicBool,
 }
 
 impl VirtioScsi {
@@ -278,7 +288,11 @@ impl VirtioScsi {
                 guard.get_buf()
             };
             match done {
-                Some((req, len)) => req.complete(len),
+                Some((req, len)) => {
+                    // The device answers control requests again.
+                    self.tmf_unanswered.store(false, Ordering::Release);
+                    req.complete(len)
+                }
                 None => return,
             }
         }
@@ -315,7 +329,36 @@ impl VirtioScsi {
         }
     }
 
+    /// A TMF that succeeded while the device still holds the command it
+    /// was for has not done its work: the specification has the device
+    /// give back every command a TMF ends before it answers the TMF (which
+    /// `tmf()` then reaps). Finishing or retrying the command would let the
+    /// device write into a command that was handed out again, so the error
+    /// handler escalates instead, up to the host reset, whose device reset
+    /// takes every command back. (C, which waits forever, never gets here.)
+    fn unless_still_held(&self, result: EhResult, tmf: Tmf, cmd: &EhCommand) -> EhResult {
+        if result != EhResult::Success || !cmd.in_device() {
+            return result;
+        }
+        self.ctrl_vq.lock().data().tmf_still_held += 1;
+        if !self.warned_still_held.swap(true, Ordering::Relaxed) {
+            dev_warn!(
+                &*self.vdev,
+                "{} succeeded but the device still holds the command: escalating\n",
+                tmf.name()
+            );
+        }
+        EhResult::Failed
+    }
+
     fn send_tmf(&self, tmf: Tmf, target: u32, lun: u64, tag: u64) -> TmfOutcome {
+        // A device that left a TMF unanswered for 30 s answers no other in
+        // time either: fail at once, so that the error handler reaches the
+        // host reset (which takes the TMF back) in seconds, not in 30 s
+        // per timed-out command and reset step.
+        if self.tmf_unanswered.load(Ordering::Acquire) {
+            return TmfOutcome::Failed;
+        }
         let Some(wire_lun) = protocol::encode_lun(target, lun) else {
             return TmfOutcome::Failed;
         };
@@ -335,7 +378,10 @@ impl VirtioScsi {
             kick.notify();
         }
         match exchange.wait(TMF_TIMEOUT_MS) {
-            Err(WaitError::TimedOut) => TmfOutcome::TimedOut,
+            Err(WaitError::TimedOut) => {
+                self.tmf_unanswered.store(true, Ordering::Release);
+                TmfOutcome::TimedOut
+            }
             Err(WaitError::Cancelled) => TmfOutcome::Failed,
             Ok((resp, _)) if protocol::tmf_succeeded(&resp) => TmfOutcome::Complete,
             Ok(_) => TmfOutcome::Failed,
@@ -449,6 +495,8 @@ impl VirtioScsi {
             Some(len) => req.complete(len),
             None => drop(req),
         });
+        // Every TMF is back: the next one is sent again.
+        self.tmf_unanswered.store(false, Ordering::Release);
         for vq in self.req_vqs.iter() {
             let mut n = 0u64;
             vq.detach(|req, used| {
@@ -684,6 +732,20 @@ impl HostTemplate for VirtioScsi {
             Err((req, e)) => {
                 drop(guard);
                 let cmd = req.into_command();
+                if e == EIO && !vscsi.ctrl_vq.lock().is_broken() {
+                    // The device broke this ring alone (a head given back
+                    // twice, a used index beyond what was made available):
+                    // its commands never complete. The error handler's
+                    // host reset sets up new rings; hand it the command.
+                    if !vscsi.warned_broken_ring.swap(true, Ordering::Relaxed) {
+                        dev_err!(
+                            &*vscsi.vdev,
+                            "request queue {} broken by the device: error handling resets it\n",
+                            tag >> 16
+                        );
+                    }
+                    return fail_cmd(cmd, HostByte::TimeOut);
+                }
                 // Broken device, or queues gone after a failed restore:
                 // nothing would ever complete the command. Between freeze
                 // and restore, and with a full ring, it waits.
@@ -762,9 +824,9 @@ impl HostTemplate for VirtioScsi {
         }
         let c = *vscsi.ctrl_vq.lock().data();
         m.print(format_args!(
-            "control tmf_sent {} tmf_ok {} tmf_failed {} tmf_timed_out {} cmd_timeouts {} cmd_timeouts_reaped {} host_resets {} reset_cmds {}\n",
-            c.tmf_sent, c.tmf_ok, c.tmf_failed, c.tmf_timed_out, c.cmd_timeouts, c.cmd_timeouts_reaped,
-            c.host_resets, c.reset_cmds
+            "control tmf_sent {} tmf_ok {} tmf_failed {} tmf_timed_out {} tmf_still_held {} cmd_timeouts {} cmd_timeouts_reaped {} host_resets {} reset_cmds {}\n",
+            c.tmf_sent, c.tmf_ok, c.tmf_failed, c.tmf_timed_out, c.tmf_still_held, c.cmd_timeouts,
+            c.cmd_timeouts_reaped, c.host_resets, c.reset_cmds
         ));
         let e = vscsi.event_vq.lock().data().stats;
         m.print(format_args!(
@@ -816,19 +878,24 @@ impl HostTemplate for VirtioScsi {
     fn eh_abort(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
         let (_, id, lun) = cmd.device().address();
         let tag = u64::from(cmd.unique_tag());
-        host.data().tmf(Tmf::AbortTask, id, lun, tag)
+        let result = host.data().tmf(Tmf::AbortTask, id, lun, tag);
+        host.data().unless_still_held(result, Tmf::AbortTask, cmd)
     }
 
     /// `virtscsi_device_reset()`: LOGICAL UNIT RESET.
     fn eh_device_reset(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
         let (_, id, lun) = cmd.device().address();
-        host.data().tmf(Tmf::LogicalUnitReset, id, lun, 0)
+        let result = host.data().tmf(Tmf::LogicalUnitReset, id, lun, 0);
+        host.data()
+            .unless_still_held(result, Tmf::LogicalUnitReset, cmd)
     }
 
     /// I_T NEXUS RESET of the command's target (C has no target reset).
     fn eh_target_reset(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
         let (_, id, lun) = cmd.device().address();
-        host.data().tmf(Tmf::ItNexusReset, id, lun, 0)
+        let result = host.data().tmf(Tmf::ItNexusReset, id, lun, 0);
+        host.data()
+            .unless_still_held(result, Tmf::ItNexusReset, cmd)
     }
 
     /// Host reset: the virtio device is reset and initialised again, as
@@ -837,7 +904,7 @@ impl HostTemplate for VirtioScsi {
     /// Where that cannot be done (no `CONFIG_PM_SLEEP`, or the device is
     /// being removed or suspended), an I_T NEXUS RESET of every target with
     /// devices instead.
-    fn eh_host_reset(host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+    fn eh_host_reset(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
         let vscsi = host.data();
         // Commands that slipped past the midlayer's recovery check wait
         // (requeued) while the queues are detached; whatever the outcome,
@@ -854,7 +921,11 @@ impl HostTemplate for VirtioScsi {
                 );
                 EhResult::Success
             }
-            Err(e) if e == EAGAIN => Self::reset_all_targets(host),
+            Err(e) if e == EAGAIN => {
+                let result = Self::reset_all_targets(host);
+                host.data()
+                    .unless_still_held(result, Tmf::ItNexusReset, cmd)
+            }
             Err(e) => {
                 dev_err!(&*vscsi.vdev, "host reset failed ({:?})\n", e);
                 EhResult::Failed
@@ -988,6 +1059,9 @@ impl virtio::Driver for VirtioScsi {
             event_vq,
             sg_tablesize: u32::from(limits.sg_tablesize),
             warned_bad_resp: AtomicBool::new(false),
+            warned_still_held: AtomicBool::new(false),
+            warned_broken_ring: AtomicBool::new(false),
+            tmf_unanswered: AtomicBool::new(false),
         };
         // Event buffers go on the ring now and are announced in `scan`,
         // after DRIVER_OK; with HOTPLUG or CHANGE (C: HOTPLUG only). An

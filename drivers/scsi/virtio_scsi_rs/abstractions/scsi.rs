@@ -20,7 +20,7 @@ use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ops::Range;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 use kernel::error::to_result;
 use kernel::prelude::*;
 use kernel::types::Opaque;
@@ -46,6 +46,8 @@ pub(crate) enum HostByte {
     Error = bindings::scsi_host_status_DID_ERROR as u8,
     /// `DID_RESET`.
     Reset = bindings::scsi_host_status_DID_RESET as u8,
+    /// `DID_TIME_OUT`: the midlayer hands the command to its error handler.
+    TimeOut = bindings::scsi_host_status_DID_TIME_OUT as u8,
     /// `DID_TRANSPORT_DISRUPTED`.
     TransportDisrupted = bindings::scsi_host_status_DID_TRANSPORT_DISRUPTED as u8,
 }
@@ -329,7 +331,7 @@ impl<T: HostTemplate> Template<T> {
         // after the private area: round it up so that both are aligned.
         let align = core::mem::align_of::<bindings::scatterlist>()
             .max(core::mem::align_of::<bindings::scsi_data_buffer>());
-        let cmd_size = match u32::try_from(T::CMD_SIZE.next_multiple_of(align)) {
+        let cmd_size = match u32::try_from((CMD_STATE_SIZE + T::CMD_SIZE).next_multiple_of(align)) {
             Ok(size) => size,
             Err(_) => {
                 self.state.store(TEMPLATE_UNINIT, Ordering::Release);
@@ -701,15 +703,59 @@ unsafe fn cmd_to_rq(sc: *mut bindings::scsi_cmnd) -> *mut bindings::request {
     unsafe { sc.cast::<u8>().sub(size_of::<bindings::request>()) }.cast()
 }
 
-/// `scsi_cmd_priv()`: the `cmd_size` bytes of driver data behind a command.
+/// Bytes at the front of every command's private area that the abstraction
+/// keeps for itself (a [`CmdState`]); the driver's `T::CMD_SIZE` bytes
+/// follow, 8-byte aligned like the area itself.
+const CMD_STATE_SIZE: usize = 8;
+
+/// The abstraction's state of a command, at the front of its private area.
+///
+/// `in_device` is set when the command goes on a device queue and cleared
+/// when the queue gives it back (the device answered, or was reset). While
+/// it is set the device may still write the command's response and data:
+/// the command must not be issued again, nor its private area handed out.
+#[repr(C)]
+struct CmdState {
+    in_device: AtomicBool,
+}
+
+const _: () = assert!(size_of::<CmdState>() <= CMD_STATE_SIZE);
+
+/// `scsi_cmd_priv()`: the area behind a command, as the template sized it.
 ///
 /// # Safety
 ///
-/// `sc` must be a command the midlayer allocated for a host of a template
-/// with a non-zero `cmd_size`.
-unsafe fn cmd_priv(sc: *mut bindings::scsi_cmnd) -> *mut u8 {
+/// `sc` must be a command the midlayer allocated for a host of a
+/// [`Template`] (whose `cmd_size` holds the state and `T::CMD_SIZE`).
+unsafe fn cmd_area(sc: *mut bindings::scsi_cmnd) -> *mut u8 {
     // SAFETY: The caller guarantees the private area follows the command.
     unsafe { sc.add(1) }.cast()
+}
+
+/// The command's [`CmdState`].
+///
+/// # Safety
+///
+/// As for [`cmd_area`]; the area must have been initialised by
+/// `init_cmd_priv` (it is, before the midlayer uses a command), and the
+/// command must stay allocated for `'a`.
+unsafe fn cmd_state<'a>(sc: *mut bindings::scsi_cmnd) -> &'a CmdState {
+    // SAFETY: The state lies at the front of the area, which is 8-byte
+    // aligned (it follows `struct scsi_cmnd`, whose size is a multiple of
+    // its 8-byte alignment), zeroed by `init_cmd_priv` (a valid `CmdState`)
+    // and only accessed atomically.
+    unsafe { &*cmd_area(sc).cast::<CmdState>() }
+}
+
+/// The driver's `T::CMD_SIZE` bytes of a command, after the state.
+///
+/// # Safety
+///
+/// As for [`cmd_area`].
+unsafe fn cmd_priv(sc: *mut bindings::scsi_cmnd) -> *mut u8 {
+    // SAFETY: The template made the area `CMD_STATE_SIZE + T::CMD_SIZE`
+    // bytes long at least (caller contract).
+    unsafe { cmd_area(sc).add(CMD_STATE_SIZE) }
 }
 
 /// A borrowed, added host, as given to [`HostTemplate::work`] and the error
@@ -864,6 +910,20 @@ impl EhCommand {
         // SAFETY: The command is valid (type invariant) and was allocated
         // by the midlayer behind its request, which is valid as long.
         unsafe { bindings::blk_mq_unique_tag(cmd_to_rq(self.0.get())) }
+    }
+
+    /// Returns whether a device queue still holds the command (it went on
+    /// one and has not come back). The error handler must not finish or
+    /// retry such a command: the device may still write into it.
+    pub(crate) fn in_device(&self) -> bool {
+        // SAFETY: The error handlers only get commands of hosts of a
+        // `Template`, whose private area starts with an initialised state
+        // (`init_cmd_priv`; the `SG_SCSI_RESET` ioctl's command is zeroed
+        // by `scsi_ioctl_reset()`, which reads as "not in a device"); the
+        // command is valid for the reference's lifetime.
+        unsafe { cmd_state(self.0.get()) }
+            .in_device
+            .load(Ordering::Acquire)
     }
 }
 
@@ -1252,11 +1312,20 @@ unsafe impl<T: HostTemplate> Request for CommandRequest<T> {
 
     fn into_token(self) -> NonNull<kernel::ffi::c_void> {
         let sc = self.cmd.sc;
+        // SAFETY: The command is owned, so allocated and initialised.
+        unsafe { cmd_state(sc.as_ptr()) }
+            .in_device
+            .store(true, Ordering::Release);
         core::mem::forget(self.cmd);
         sc.cast()
     }
 
     unsafe fn from_token(token: NonNull<kernel::ffi::c_void>) -> Self {
+        // SAFETY: The token is a command turned into it by `into_token`
+        // (caller contract), still allocated: the device held it.
+        unsafe { cmd_state(token.as_ptr().cast()) }
+            .in_device
+            .store(false, Ordering::Release);
         // The header ranges are not needed after the device is done; keep
         // empty ones.
         // INVARIANT: The token is a command owned by the request that was
@@ -1295,7 +1364,25 @@ impl<T: HostTemplate> Adapter<T> {
     ) -> i32 {
         // SAFETY: The midlayer passes a live host of this template.
         let data = unsafe { Self::data(shost) };
-        // SAFETY: The midlayer hands the command over to us.
+        if sc.is_null() {
+            return 0;
+        }
+        // SAFETY: A command of a host of this template, allocated and
+        // initialised by the midlayer.
+        if unsafe { cmd_state(sc) }.in_device.load(Ordering::Acquire) {
+            // The error handler took back a command the device still holds
+            // and issues it again (its TEST UNIT READY, a retry): a second
+            // request on one private area would alias it while the device
+            // writes it. It waits until the device gives it back or is
+            // reset; the error handler times out meanwhile and escalates.
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                pr_err!("a command the device still holds was issued again: held back\n");
+            }
+            return bindings::SCSI_MLQUEUE_HOST_BUSY as i32;
+        }
+        // SAFETY: The midlayer hands the command over to us, and no device
+        // holds it.
         let Some(cmd) = (unsafe { Command::from_raw(sc) }) else {
             return 0;
         };
@@ -1317,13 +1404,13 @@ impl<T: HostTemplate> Adapter<T> {
         _shost: *mut bindings::Scsi_Host,
         sc: *mut bindings::scsi_cmnd,
     ) -> i32 {
-        // SAFETY: The private area of `T::CMD_SIZE` bytes follows the
-        // command; the command is not in use yet, so it is ours. Zeroing it
-        // first makes every byte initialised whatever the allocator left.
+        // SAFETY: The private area (the state, then `T::CMD_SIZE` bytes)
+        // follows the command; the command is not in use yet, so it is ours.
+        // Zeroing it first makes every byte initialised whatever the
+        // allocator left, and the state "not in a device".
         let private = unsafe {
-            let p = cmd_priv(sc);
-            core::ptr::write_bytes(p, 0, T::CMD_SIZE);
-            core::slice::from_raw_parts_mut(p, T::CMD_SIZE)
+            core::ptr::write_bytes(cmd_area(sc), 0, CMD_STATE_SIZE + T::CMD_SIZE);
+            core::slice::from_raw_parts_mut(cmd_priv(sc), T::CMD_SIZE)
         };
         match T::init_cmd_priv(private) {
             Ok(()) => 0,

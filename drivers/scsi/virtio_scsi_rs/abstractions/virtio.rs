@@ -966,6 +966,15 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         Some((unsafe { R::from_token(token) }, len))
     }
 
+    /// Returns whether the queue is attached and broken
+    /// (`virtqueue_is_broken()`): the device broke the ring, or the whole
+    /// device was marked broken (a surprise removal).
+    pub(crate) fn is_broken(&self) -> bool {
+        // SAFETY: The queue is attached and locked.
+        self.vq()
+            .is_some_and(|vq| unsafe { bindings::virtqueue_is_broken(vq) })
+    }
+
     /// Disables completion callbacks (`virtqueue_disable_cb()`).
     pub(crate) fn disable_cb(&mut self) {
         if let Some(vq) = self.vq() {
