@@ -790,6 +790,7 @@ pub(crate) mod selftest {
         zero_values_are_clamped_and_reported,
         absurd_values_are_bounded,
         seg_max_with_indirect_fits_u16,
+        every_field_at_zero_and_at_its_maximum,
         every_clamp_has_a_distinct_bit_and_text,
         lun_encoding_is_flat_space,
         lun_decoding_gives_linux_lun_numbers,
@@ -919,6 +920,44 @@ pub(crate) mod selftest {
         check!(host_limits(&cfg, 1, 256, true).sg_tablesize == u16::MAX);
         check!(host_limits(&cfg, 1, 4, false).sg_tablesize == 2);
         check!(host_limits(&cfg, 1, 1, false).sg_tablesize == 1);
+        Ok(())
+    }
+
+    /// Each configuration field alone at 0 and at its type's maximum, on a
+    /// small and a large ring, with and without indirect descriptors: every
+    /// limit stays in the range the midlayer and the rings can take.
+    fn every_field_at_zero_and_at_its_maximum() -> CaseResult {
+        type Set = fn(&mut Config, bool);
+        let fields: [Set; 10] = [
+            |c, max| c.num_queues = if max { u32::MAX } else { 0 },
+            |c, max| c.seg_max = if max { u32::MAX } else { 0 },
+            |c, max| c.max_sectors = if max { u32::MAX } else { 0 },
+            |c, max| c.cmd_per_lun = if max { u32::MAX } else { 0 },
+            |c, max| c.event_info_size = if max { u32::MAX } else { 0 },
+            |c, max| c.sense_size = if max { u32::MAX } else { 0 },
+            |c, max| c.cdb_size = if max { u32::MAX } else { 0 },
+            |c, max| c.max_channel = if max { u16::MAX } else { 0 },
+            |c, max| c.max_target = if max { u16::MAX } else { 0 },
+            |c, max| c.max_lun = if max { u32::MAX } else { 0 },
+        ];
+        for set in fields {
+            for max in [false, true] {
+                for (cpus, ring, indirect) in [(1, 16, false), (4, 1024, true), (2, 1, false)] {
+                    let mut cfg = qemu_config();
+                    set(&mut cfg, max);
+                    let l = host_limits(&cfg, cpus, ring, indirect);
+                    check!((1..=cpus).contains(&l.num_queues));
+                    check!(l.sg_tablesize >= 1);
+                    check!(indirect || u32::from(l.sg_tablesize) + 2 <= ring.max(3));
+                    check!(l.max_sectors >= 8);
+                    check!((1..=ring).contains(&l.can_queue));
+                    check!((1..=l.can_queue).contains(&l.cmd_per_lun));
+                    check!((1..=256).contains(&l.max_id));
+                    check!(l.max_lun <= 0x4000 + 0x3fff + 1);
+                    check!((EVENT_SIZE..=EVENT_INFO_SIZE_MAX).contains(&l.event_info_size));
+                }
+            }
+        }
         Ok(())
     }
 
