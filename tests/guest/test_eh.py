@@ -88,16 +88,6 @@ def verify_under_io(g, action):
     return result
 
 
-def rust_control_counters(g, driver):
-    """The Rust driver's control-queue counters from debugfs ({} for the C driver)."""
-    if driver != "rust":
-        return {}
-    out = g.sh("cat /sys/kernel/debug/virtio_scsi_rs/host*/queues")
-    line = next(l for l in out.splitlines() if l.startswith("control "))
-    words = line.split()[1:]
-    return {k: int(v) for k, v in zip(words[::2], words[1::2])}
-
-
 @pytest.mark.parametrize("kind,flag,subtype",
                          [("device", "-d", 5), ("target", "-t", 4), ("host", "-H", None)])
 def test_sg_reset_under_io(make_guest, driver, request, tmp_path, kind, flag, subtype):
@@ -107,11 +97,11 @@ def test_sg_reset_under_io(make_guest, driver, request, tmp_path, kind, flag, su
     if kind != "device":
         expect_c_failure(request, driver, f"has no {kind} reset handler; the ioctl escalates and fails")
     topo = Topology([Controller(num_queues=2, disks=[Disk(backend="file", size=64 << 20)])])
-    g = make_guest(topo, qemu_args=trace_args(tmp_path))
+    g = make_guest(topo, smp=2, qemu_args=trace_args(tmp_path))
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
     rc, out = verify_under_io(g, lambda g: g.run(f"sg_reset {flag} /dev/sda", check=False))
-    counters = rust_control_counters(g, driver)
+    counters = g.rust_control_counters(driver)
     g.stop()
     answered = tmfs(tmp_path)
     again = reinits(tmp_path)
@@ -134,7 +124,7 @@ def test_suspend_resume_under_io(make_guest, driver, tmp_path):
     machine itself stays up) while fio writes and verifies: the driver's freeze resets the device,
     its restore initialises it again, I/O continues and the data verifies."""
     topo = Topology([Controller(num_queues=2, disks=[Disk(backend="file", size=64 << 20)])])
-    g = make_guest(topo, qemu_args=trace_args(tmp_path))
+    g = make_guest(topo, smp=2, qemu_args=trace_args(tmp_path))
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
     g.sh("echo devices > /sys/power/pm_test && echo 1 > /sys/module/suspend/parameters/pm_test_delay")
@@ -155,7 +145,7 @@ def test_timeout_aborts_slow_command(make_guest, driver, request, tmp_path):
     expect_c_failure(request, driver, "eh_timed_out always resets the timer: a slow command is never aborted")
     slow = Disk(backend="null", size=GiB, target=1, blockdev={"latency-ns": 4_000_000_000})
     topo = Topology([Controller(num_queues=2, disks=[Disk(backend="null", size=GiB), slow])])
-    g = make_guest(topo, qemu_args=trace_args(tmp_path))
+    g = make_guest(topo, smp=2, qemu_args=trace_args(tmp_path))
     g.load_driver(driver)
     g.wait_for("[ $(ls /sys/class/scsi_disk | wc -l) -eq 2 ]", timeout=60, what="2 disks")
     sd = g.sh("ls /sys/class/scsi_host/*/device/target*:0:1/*:0:1:0/block").strip()

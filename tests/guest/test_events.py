@@ -119,7 +119,7 @@ def test_hot_remove_under_load(make_guest, driver):
     neighbour keeps verifying."""
     topo = Topology([Controller(num_queues=2, disks=[Disk(backend="file", size=64 << 20),
                                                      Disk(backend="null", size=GiB, target=1)])])
-    g = make_guest(topo, scan="all")  # hot-added LUN 0s: see test_hot_add_one
+    g = make_guest(topo, smp=2, scan="all")  # hot-added LUN 0s: see test_hot_add_one
     g.load_driver(driver)
     wait_disks(g, 2)
     victim = sd_of(g, 1)
@@ -156,7 +156,7 @@ def test_controller_removed_under_io(make_guest, driver):
     host goes away, nothing hangs, no kernel report."""
     topo = Topology([Controller(id="vs0", num_queues=2, root_port=True,
                                 disks=[Disk(backend="null", size=GiB), Disk(backend="null", size=GiB, target=1)])])
-    g = make_guest(topo)
+    g = make_guest(topo, smp=2)
     g.load_driver(driver)
     wait_disks(g, 2)
     g.sh("(fio --name=r --filename=/dev/sda --direct=1 --ioengine=libaio --rw=randread --bs=4k --iodepth=32"

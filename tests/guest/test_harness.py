@@ -3,6 +3,7 @@
 also in a guest shared between tests, and a test that breaks a shared guest does not fail the next."""
 
 import os
+import time
 
 import pytest
 
@@ -44,6 +45,15 @@ def test_3_after(make_guest):
 """
 
 
+# A command that outlives a report: it must not hold the run for its whole timeout.
+STUCK = """
+def test_inner(make_guest):
+    g = make_guest(smp=1)
+    g.run("echo WARNING > /sys/kernel/debug/provoke-crash/DIRECT", check=False)
+    g.run("sleep 600", timeout=900)
+"""
+
+
 def run_inner(pytester, monkeypatch, source, *args):
     monkeypatch.setenv("PYTHONPATH", TESTS_DIR)
     monkeypatch.setenv("VSCSI_LOGDIR", str(pytester.path / "logs"))
@@ -82,3 +92,15 @@ def test_report_in_a_shared_guest(pytester, monkeypatch, crash, report):
     pid = dict(line.split() for line in pids.read_text().splitlines())
     assert pid["before"] == pid["plant"], pid
     assert pid["after"] != pid["plant"], pid
+
+
+def test_command_stuck_after_a_report_ends_early(pytester, monkeypatch):
+    """A command still running 20 s after an unexpected kernel report fails its test then, with
+    the report named, instead of at the end of its timeout (15 minutes here)."""
+    start = time.monotonic()
+    result = run_inner(pytester, monkeypatch, STUCK)
+    elapsed = time.monotonic() - start
+    # The test fails, and the report fails its teardown as well.
+    result.assert_outcomes(failed=1, errors=1)
+    result.stdout.fnmatch_lines(["*guest stuck during command 'sleep 600' for 20 s after a kernel report*lkdtm*"])
+    assert elapsed < 300, elapsed

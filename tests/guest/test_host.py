@@ -23,7 +23,7 @@ def host_attrs(g):
 @pytest.mark.parametrize("num_queues, hw_queues", [(1, 1), (2, 2), (4, 2)])
 def test_host_limits(make_guest, driver, num_queues, hw_queues):
     """Both drivers derive the same host limits from the same device (2 vCPUs: queues capped at 2)."""
-    g = make_guest(Topology([Controller(num_queues=num_queues, disks=[Disk()])]))
+    g = make_guest(Topology([Controller(num_queues=num_queues, disks=[Disk()])]), smp=2)
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
     attrs = host_attrs(g)
@@ -81,7 +81,7 @@ def test_absurd_queue_depth_is_clamped(make_guest, driver):
 
 def test_rust_reads_config_once_per_host(make_guest):
     """The Rust driver logs what it took from the device, once per host."""
-    g = make_guest(Topology([Controller(num_queues=2), Controller(id="vs1", num_queues=1)]))
+    g = make_guest(Topology([Controller(num_queues=2), Controller(id="vs1", num_queues=1)]), smp=2)
     g.load_driver("rust")
     log = g.sh("dmesg")
     lines = re.findall(r"virtio_scsi_rs virtio\d+: host\d+: (\d+) request queues, ring 256, sg 254, max_sectors 65535, cmd_per_lun 128, max_target 255", log)

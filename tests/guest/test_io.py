@@ -15,7 +15,8 @@ FIO = "fio --output-format=terse --terse-version=3 --ioengine=libaio --direct=1 
 
 
 def disk_guest(make_guest, driver, size=128 << 20, **disk):
-    g = make_guest(Topology([Controller(num_queues=2, disks=[Disk(backend="file", size=size, **disk)])]))
+    # Two vCPUs: fio's jobs submit on both request queues (and the tests share this guest).
+    g = make_guest(Topology([Controller(num_queues=2, disks=[Disk(backend="file", size=size, **disk)])]), smp=2)
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
     return g

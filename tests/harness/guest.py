@@ -28,6 +28,10 @@ VHOST_USER_SCSI = os.environ.get(
 # identify_cpu() re-reads the CPU's feature bits, the LA57 bit the kernel's address checks depend
 # on reads as clear; on a loaded host a timer interrupt lands in that window now and then.
 CPU = "max,la57=off"
+# A command still running this many seconds after an unexpected kernel report is given up on
+# (see Guest._watched); the console is looked at every REPORT_POLL seconds meanwhile.
+STUCK_AFTER_REPORT = 20
+REPORT_POLL = 2
 
 # Module file and driver name of each driver under test.
 DRIVERS = {
@@ -38,6 +42,12 @@ DRIVERS = {
 
 class GuestError(Exception):
     """The guest died, timed out or answered something unexpected."""
+
+
+class StuckAfterReport(Exception):
+    def __init__(self, report):
+        super().__init__(report.line)
+        self.report = report
 
 
 class CommandFailed(AssertionError):
@@ -223,10 +233,8 @@ class Guest:
 
     def backend(self, command, controller="vu0", timeout=30):
         """Sends one command to a vhost-user back end's control socket; returns its answer (an
-        error answer raises). Every command but `stats` changes the device's state."""
+        error answer raises). What a command changes, `reset` (see `Guest.reset`) undoes."""
         c = next(c for c in self.topology.vhost_user() if c.id == controller)
-        if command.split()[0] != "stats":
-            self.mutated = True
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
             s.connect(c.control(self._sockdir))
@@ -303,6 +311,11 @@ class Guest:
             return
         try:
             if self.proc.poll() is None and self.ctl and not self.dead:
+                if self._peek_report() is not None:
+                    # A guest with a report is often wedged (a queue that never drains holds up
+                    # the disks' shutdown): its test fails anyway, the console keeps what the
+                    # shutdown printed.
+                    timeout = min(timeout, STUCK_AFTER_REPORT)
                 try:
                     self.ctl.send(b"@@POWEROFF\n")
                     self.proc.wait(timeout=timeout)
@@ -354,12 +367,13 @@ class Guest:
     def reset(self, timeout=120):
         """Brings a guest back to its state after boot, for the next test: every process the tests
         started is killed, every virtio-scsi driver unloaded (so every SCSI host is gone), /tmp
-        emptied, and the disk images the topology created are zeroed. Returns None, or why the
-        guest cannot be reused."""
+        emptied, the disk images the topology created are zeroed, and vhost-user back ends are
+        reset (their LUNs as first set up, fresh, no fault, no pending event). Returns None, or why
+        the guest cannot be reused."""
         if not self.alive():
             return "the guest is not running"
         if self.mutated:
-            return "the device's state was changed (QMP or a back end's control socket)"
+            return "QEMU's state was changed over QMP"
         rc, out = self.run(
             # Every process but init, this script and init's reader of the command port.
             "read -r reader < /run/serve-reader\n"
@@ -390,7 +404,10 @@ class Guest:
                 f.truncate(0)
                 f.truncate(size)
         for c in self.topology.vhost_user():
-            self.backend("zero", c.id)
+            try:
+                self.backend("reset", c.id)
+            except AssertionError as e:
+                return f"the back end could not be reset: {e}"
         self.mutated = False
         return None
 
@@ -423,6 +440,46 @@ class Guest:
         except EOFError:
             self.dead = True
             raise GuestError(f"guest went away during {what} (console: {self.console})") from None
+        except StuckAfterReport as e:
+            self.dead = True
+            raise GuestError(
+                f"guest stuck during {what} for {STUCK_AFTER_REPORT} s after a kernel report:"
+                f" {e.report.line} (console: {self.console})"
+            ) from None
+
+    def _watched(self, read, deadline):
+        """`read(deadline)`, but a command that has not ended STUCK_AFTER_REPORT seconds after an
+        unexpected kernel report appeared on the console raises StuckAfterReport: the report
+        fails the test anyway, and waiting out the command's whole timeout (a requeue loop, a
+        lost completion) would only cost the run minutes."""
+        seen = None
+        while True:
+            step = min(deadline, time.monotonic() + REPORT_POLL)
+            try:
+                return read(step)
+            except TimeoutError:
+                if step >= deadline:
+                    raise
+            if seen is None:
+                report = self._peek_report()
+                if report is not None:
+                    seen = (time.monotonic(), report)
+            elif time.monotonic() - seen[0] >= STUCK_AFTER_REPORT:
+                raise StuckAfterReport(seen[1])
+
+    def _peek_report(self):
+        """The first unexpected kernel report printed since the last collection, if any; the
+        console is left for `collect_reports` to judge."""
+        try:
+            with open(self.console, errors="replace") as f:
+                f.seek(self._console_pos)
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        for r in splat.find_reports(text):
+            if not any(e.search(r.line) or e.search(r.context) for e in self.expected):
+                return r
+        return None
 
     def run(self, script, timeout=120, check=True):
         """Runs a shell script in the guest; returns (exit status, output). With `check`, a
@@ -436,10 +493,13 @@ class Guest:
         self.ctl.send(f"{seq} {len(payload)}\n".encode() + payload)
         deadline = t0 + timeout
         what = f"command {script.strip()[:60]!r}"
-        while not (m := re.fullmatch(rf"@@BEGIN {seq} (\d+)", self._ctl_readline(deadline, what))):
+        line = lambda: self._ctl(lambda: self._watched(self.ctl.readline, deadline), what)  # noqa: E731
+        while not (m := re.fullmatch(rf"@@BEGIN {seq} (\d+)", line())):
             pass
-        output = self._ctl_read(int(m.group(1)), deadline, what).decode(errors="replace")
-        m = re.fullmatch(rf"@@END {seq} (\d+)", self._ctl_readline(deadline, what))
+        n = int(m.group(1))
+        output = self._ctl(lambda: self._watched(lambda d: self.ctl.readexact(n, d), deadline), what)
+        output = output.decode(errors="replace")
+        m = re.fullmatch(rf"@@END {seq} (\d+)", line())
         if not m:
             self.dead = True
             raise GuestError(f"guest answered out of step during {what} (console: {self.console})")
@@ -488,6 +548,15 @@ class Guest:
         targets = " ".join(str(t) for t in sorted(self.scan_targets))
         if targets:
             self.sh(f"for h in /sys/class/scsi_host/host*; do for t in {targets}; do echo \"0 $t -\" > $h/scan; done; done")
+
+    def rust_control_counters(self, driver):
+        """The Rust driver's control-queue counters from debugfs ({} for the C driver)."""
+        if driver != "rust":
+            return {}
+        out = self.sh("cat /sys/kernel/debug/virtio_scsi_rs/host*/queues")
+        line = next(line for line in out.splitlines() if line.startswith("control "))
+        words = line.split()[1:]
+        return {k: int(v) for k, v in zip(words[::2], words[1::2])}
 
     def count_scsi_controllers(self):
         out = self.sh("cat /sys/bus/virtio/devices/*/device 2>/dev/null || true")

@@ -30,6 +30,17 @@ NEXT = pytest.StashKey[object]()
 # (timers, RCU): more than one would slow down the guests that work.
 POOL_SIZE = 1
 EXPEDITED_RCU = "rcupdate.rcu_expedited=1"
+# 256 legacy BSD ptys cost 1.5 s of every boot under TCG (pty_init) and no test uses one.
+NO_LEGACY_PTYS = "pty.legacy_count=0"
+# vCPUs of a guest unless the test asks for more. Two workers run at once on two cores: a guest
+# with two vCPUs then spins in IPIs and expedited grace periods on a vCPU whose thread waits for
+# the core (a pair of 256-LUN scans took 99 s with two vCPUs each, 75 s with one).
+DEFAULT_SMP = 1
+# Memory of a guest unless the test asks for more. Every kernel-report check asks kmemleak for a
+# scan, which reads all of the guest's memory maps: 2.4 s with 512 MiB, 3.2 s with 1 GiB (and a
+# boot takes 1.4 s less); KASAN's shadow takes an eighth. No test needs more than 512 MiB but the
+# scale tests, which ask for 2 GiB.
+DEFAULT_MEM = "512M"
 # Estimated seconds of a test without a measurement of an earlier run (see `cost`).
 DEFAULT_COST = 40
 
@@ -264,13 +275,16 @@ def _same_group(item, other):
 
 @pytest.fixture
 def make_guest(request, guest_kernel, guest_initrd):
-    """Factory: make_guest(topology=Topology(...), smp=2, mem="1G", append="", qemu_args=(),
+    """Factory: make_guest(topology=Topology(...), smp=1, mem="512M", append="", qemu_args=(),
     scan="targets", shared=True) returns a running guest. Logs go under build/logs/<test>/.
 
     scan: "targets" boots with scsi_mod.scan=manual and `load_driver` scans the topology's targets
     (all their LUNs), which is what the midlayer's own scan finds without probing 250-odd absent
     target ids; "all" lets the midlayer scan every target id, for tests of the scan and of events
     that rescan the host. An `append` that sets scsi_mod.scan itself wins (the test scans).
+
+    smp: one vCPU unless the test needs more: for more than one request queue in use, or for
+    completions racing submissions and error handling on another CPU (see DEFAULT_SMP).
 
     shared: the guest may come from, and go back to, the worker's pool (see the module's doc).
 
@@ -282,12 +296,12 @@ def make_guest(request, guest_kernel, guest_initrd):
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", _plain_id(item.nodeid))
     pending = []  # reports found in idle guests powered off on the way
 
-    def make(topology=None, smp=2, mem="1G", append="", qemu_args=(), scan="targets", shared=True):
+    def make(topology=None, smp=DEFAULT_SMP, mem=DEFAULT_MEM, append="", qemu_args=(), scan="targets", shared=True):
         topology = topology or Topology()
         # Expedited RCU grace periods: every request queue the midlayer creates and frees (each
         # probed LUN, each removed disk) waits for grace periods, and normal ones are slow under
         # TCG; a scan of 128 LUNs takes half the time. Both drivers run on the same kernel.
-        append = f"{EXPEDITED_RCU} {append}".strip()
+        append = f"{EXPEDITED_RCU} {NO_LEGACY_PTYS} {append}".strip()
         scan_targets = None
         if "scsi_mod.scan=" not in append and scan == "targets":
             append = (append + " scsi_mod.scan=manual").strip()
