@@ -16,11 +16,16 @@ that no event arrives and that a rescan finds what changed.
 import hashlib
 import os
 import re
+import time
 
 import pytest
 
 from harness.plugin import expect_c_failure, report
 from harness.topology import Topology, VhostUserController
+
+# The tests of this module share guests of the same configuration (tests/harness/plugin.py); the
+# back ends are reset between them.
+pytestmark = pytest.mark.shared_guests
 
 PROFILES = ["qemu", "vhost-scsi", "minimal", "bidi-pi"]
 
@@ -68,8 +73,17 @@ def wait_devices(g, expected, what, timeout=30):
     )
 
 
+@pytest.fixture(scope="module")
+def cdrom(tmp_path_factory):
+    """A CD-ROM image of random bytes, one for the module, so that both drivers' cases of a
+    profile ask for the same guest."""
+    cd = tmp_path_factory.mktemp("cdrom") / "cd.iso"
+    cd.write_bytes(os.urandom(4 * MiB))
+    return cd
+
+
 @pytest.mark.parametrize("profile", PROFILES)
-def test_profile(make_guest, driver, profile, tmp_path, request):
+def test_profile(make_guest, driver, profile, cdrom, request):
     if profile == "minimal":
         expect_c_failure(
             request,
@@ -78,10 +92,8 @@ def test_profile(make_guest, driver, profile, tmp_path, request):
             " needs more descriptors than the 16-entry ring has, virtqueue_add() WARNs and the"
             " command is requeued forever",
         )
-    cd = tmp_path / "cd.iso"
-    cd_data = os.urandom(4 * MiB)
-    cd.write_bytes(cd_data)
-    g = make_guest(topology(profile, cd), smp=2)
+    cd_data = cdrom.read_bytes()
+    g = make_guest(topology(profile, cdrom))
     g.load_driver(driver)
     wait_devices(g, 5, "5 SCSI devices")
 
@@ -169,6 +181,19 @@ ODD_EVENTS = [
 ]
 
 
+def two_luns_with_a_pattern(g, driver):
+    """Loads the driver on a guest of LUNs 0:0 and 0:1, writes the same 1 MiB of random bytes at
+    the start of both; returns their block devices and the pattern's sha256."""
+    g.load_driver(driver)
+    wait_devices(g, 2, "2 SCSI devices")
+    bad, good = block_of(g, 0, 0), block_of(g, 0, 1)
+    g.sh(
+        f"dd if=/dev/urandom of=/tmp/pat bs=64k count=16 2>/dev/null && for d in {bad} {good}; do"
+        f" dd if=/tmp/pat of=/dev/$d bs=64k oflag=direct 2>/dev/null || exit 1; done"
+    )
+    return bad, good, g.sh("sha256sum < /tmp/pat").split()[0]
+
+
 def read_sha(g, dev, timeout=300):
     """(dd's exit status, sha256 of what it read) for 1 MiB from the start of /dev/`dev`."""
     _, out = g.run(
@@ -194,14 +219,7 @@ def test_fault_matrix(make_guest, driver, request):
         " adds a phantom 0:0:0:16384 that is LUN 0 again",
     )
     g = make_guest(Topology([VhostUserController(luns=["0:0:32", "0:1:32"])]), scan="all")
-    g.load_driver(driver)
-    wait_devices(g, 2, "2 SCSI devices")
-    bad, good = block_of(g, 0, 0), block_of(g, 0, 1)
-    g.sh(
-        f"dd if=/dev/urandom of=/tmp/pat bs=64k count=16 2>/dev/null && for d in {bad} {good}; do"
-        f" dd if=/tmp/pat of=/dev/$d bs=64k oflag=direct 2>/dev/null || exit 1; done"
-    )
-    want = g.sh("sha256sum < /tmp/pat").split()[0]
+    bad, good, want = two_luns_with_a_pattern(g, driver)
     problems = []
     for fault in COMMAND_FAULTS:
         # The next 4 commands to LUN 0:0 carry the fault: enough for the midlayer's retries to
@@ -265,7 +283,7 @@ def test_random_faults_under_fio(make_guest, driver, request):
     )
     seed = int(os.environ.get("VSCSI_FAULT_SEED", "0")) or int.from_bytes(os.urandom(4), "little")
     report(f"{request.node.nodeid}: fault seed {seed} (replay with VSCSI_FAULT_SEED={seed})")
-    g = make_guest(Topology([VhostUserController(luns=["0:0:32", "0:1:32"])]))
+    g = make_guest(Topology([VhostUserController(luns=["0:0:32", "0:1:32"])]), smp=2)
     g.load_driver(driver)
     wait_devices(g, 2, "2 SCSI devices")
     bad, good = block_of(g, 0, 0), block_of(g, 0, 1)
@@ -288,3 +306,68 @@ def test_random_faults_under_fio(make_guest, driver, request):
     assert "good=0" in out, out
     assert not re.search(r"verify failed|bad magic|bad header|verify: ", out), out
     assert faults >= 200, stats
+
+
+# Faults in how the device gives requests back rather than in what it answers. Each is committed
+# once, on LUN 0:0.
+RING_FAULTS = ["never-answer", "answer-after-abort", "duplicate-used", "used-idx-jump"]
+
+
+def test_lost_and_broken_answers(make_guest, driver, request):
+    """A command the device never gives back, one it gives back only after the ABORT TASK meant
+    for it, a head put in the used ring twice, a used index that jumps past what was made
+    available, and a TMF never given back: every command still ends, with the device's data or
+    with an error, never with data the device did not send; the LUN reads back once the fault is
+    gone and its neighbour throughout; rmmod works and the device is left holding nothing.
+    VSCSI_RING_FAULTS=a,b runs only those faults (tmf-never-answer among them), to record what a
+    driver does with each when an earlier one stops it."""
+    expect_c_failure(
+        request,
+        driver,
+        "eh_timed_out always resets the timer (and TMFs wait forever): a command the device never"
+        " gives back, or gives back only after an ABORT TASK, or that a broken ring hides, waits"
+        " forever",
+    )
+    g = make_guest(Topology([VhostUserController(luns=["0:0:32", "0:1:32"])]))
+    bad, good, want = two_luns_with_a_pattern(g, driver)
+    # A command timeout of 3 s (sd's default is 30 s): the error handler starts sooner, the same.
+    g.sh(f"echo 3 > /sys/block/{bad}/device/timeout")
+    problems = []
+    chosen = os.environ.get("VSCSI_RING_FAULTS", ",".join(RING_FAULTS + ["tmf-never-answer"])).split(",")
+    for fault in [f for f in RING_FAULTS if f in chosen]:
+        before = g.rust_control_counters(driver)
+        g.backend(f"fault {fault} 0 0 1")
+        start = time.monotonic()
+        rc, sha = read_sha(g, bad, timeout=60)
+        took = time.monotonic() - start
+        g.backend("fault clear")
+        state = g.sh(f"cat /sys/block/{bad}/device/state").strip()
+        if rc == 0 and sha != want:
+            problems.append(f"{fault}: the read succeeded with data the device did not send")
+        g.sh(f"echo running > /sys/block/{bad}/device/state")
+        if read_sha(g, bad, timeout=60) != (0, want):
+            problems.append(f"{fault}: LUN 0:0 did not read back once the fault was gone")
+        if read_sha(g, good, timeout=60) != (0, want):
+            problems.append(f"{fault}: the healthy neighbour did not read back")
+        after = g.rust_control_counters(driver)
+        delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+        outcome = "read the device's data" if rc == 0 and sha == want else f"dd rc {rc}, device {state}"
+        report(f"{driver}: {fault}: {outcome} in {took:.0f} s; error handling {delta}")
+    if "tmf-never-answer" in chosen:
+        # A TMF never given back: the reset gives up after its timeout and escalates; the TMF's
+        # buffer stays the device's until the device is reset.
+        g.backend("fault tmf-never-answer all 1")
+        start = time.monotonic()
+        rc, _ = g.run(f"sg_reset --device /dev/{bad}", timeout=90, check=False)
+        took = time.monotonic() - start
+        report(f"{driver}: tmf-never-answer: sg_reset --device rc {rc} in {took:.0f} s; {g.backend('stats')}")
+        g.sh(f"echo running > /sys/block/{bad}/device/state")
+        for dev in (bad, good):
+            if read_sha(g, dev, timeout=60) != (0, want):
+                problems.append(f"tmf-never-answer: /dev/{dev} did not read back")
+    assert not problems, problems
+    name = "virtio_scsi_rs" if driver == "rust" else "virtio_scsi"
+    g.sh(f"rmmod {name}", timeout=120)
+    # The device was reset at removal: it holds no request any more.
+    stats = g.backend("stats")
+    assert " held 0" in stats, stats
