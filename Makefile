@@ -113,12 +113,12 @@ bench-module: kernel-perf
 	git ls-files -co --exclude-standard Kbuild drivers include | cpio -pdm --quiet $(BENCH_SRC)
 	$(MAKE) -C $$(cat $(BUILD)/kdir-perf) M=$(BENCH_SRC) $(KMAKE_FLAGS)
 
-bench: bench-module
+bench: bench-module vhost-user-scsi
 	scripts/mkinitramfs.sh $(BUILD)/initramfs-perf.cpio \
 		$$(cat $(BUILD)/kdir-perf)/drivers/scsi/virtio_scsi.ko \
 		$$(cat $(BUILD)/kdir-perf)/drivers/block/virtio_blk.ko \
 		$(BENCH_SRC)/$(MODULE)
-	$(PYTHON) tests/bench.py --kernel $$(cat $(BUILD)/kdir-perf)/arch/x86/boot/bzImage \
+	VSCSI_VHOST_USER_SCSI=$(VHOST_USER_SCSI) $(PYTHON) tests/bench.py --kernel $$(cat $(BUILD)/kdir-perf)/arch/x86/boot/bzImage \
 		--initrd $(BUILD)/initramfs-perf.cpio --out $(BUILD)/bench $(BENCH_ARGS)
 
 # A guest profile (perf in the guest, cpu-clock sampling) of both drivers'

@@ -30,7 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness.guest import DRIVERS, Guest  # noqa: E402
-from harness.topology import Controller, Disk, Topology  # noqa: E402
+from harness.topology import Controller, Disk, Topology, VhostUserController  # noqa: E402
 
 # Two-sided 95 % t quantiles by degrees of freedom.
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -48,6 +48,8 @@ ROWS = [
 POLL_ROW = ("hipri_qd32", "4k random read, io_uring hipri, poll queue, QD32",
             "--rw=randread --bs=4k --iodepth=32 --ioengine=io_uring --hipri", "iops")
 BACKENDS = ("null", "file")
+# Rows run on the vhost-user-scsi back end (tools/vhost-user-scsi), with 1 and 2 request queues.
+VHOST_USER_ROWS = ("randread_qd32_1j", "randread_qd32_2j", "randwrite_qd32")
 
 
 def t95(df):
@@ -160,30 +162,78 @@ class Bench:
         topo = Topology([Controller(num_queues=num_queues, disks=[disk])],
                         extra_args=self.blk_args(backend, size, num_queues))
         g = self.guest(f"{backend}{tag}", topo, smp=smp, append="scsi_mod.scan=manual")
+        samples = {r[0]: {"c": [], "rust": [], "blk": []} for r in rows}
+
+        def blk(rep):
+            for rid, _, fio_args, measure in rows:
+                if "--hipri" in fio_args:
+                    continue  # virtio-blk has no poll queues here
+                samples[rid]["blk"].append(self.fio(g, "/dev/vda", fio_args, measure))
+
         try:
             self.setup(g, params)
-            samples = {r[0]: {"c": [], "rust": [], "blk": []} for r in rows}
-            # Warm-up: one pass per driver, not recorded.
-            for d in ("c", "rust"):
-                self.bind(g, d)
-                self.fio(g, "/dev/sda", rows[0][2], rows[0][3])
-                self.unbind(g, d)
-            for rep in range(self.args.reps):
-                order = ("c", "rust") if rep % 2 == 0 else ("rust", "c")
-                for d in order:
-                    self.bind(g, d)
-                    for rid, _, fio_args, measure in rows:
-                        samples[rid][d].append(self.fio(g, "/dev/sda", fio_args, measure))
-                    self.unbind(g, d)
-                for rid, _, fio_args, measure in rows:
-                    if "--hipri" in fio_args:
-                        continue  # virtio-blk has no poll queues here
-                    samples[rid]["blk"].append(self.fio(g, "/dev/vda", fio_args, measure))
-                print(f"  {backend}{tag}: repetition {rep + 1}/{self.args.reps} done", flush=True)
+            self.alternate(g, rows, f"{backend}{tag}", lambda d, row: samples[row[0]][d].append(
+                self.fio(g, "/dev/sda", row[2], row[3])), after_rep=blk)
         finally:
             g.stop()
         for rid, desc, fio_args, measure in rows:
             self.rows.append(self.summarise(f"{rid}{tag}", desc, backend, measure, samples[rid]))
+
+    def run_vhost_user(self, num_queues):
+        """ROWS of VHOST_USER_ROWS on our vhost-user-scsi back end (one null LUN, `num_queues`
+        request queues), Rust against C (no virtio-blk there); and the back end's own cost: its CPU
+        time per I/O and its share of one core, from /proc/<pid>/stat around each fio run, which
+        tells whether the device limits the figures (a back end thread near 100 % would)."""
+        rows = [r for r in ROWS if r[0] in VHOST_USER_ROWS]
+        tag = f"_vu{num_queues}q"
+        topo = Topology([VhostUserController(num_queues=num_queues, luns=["0:0:4096:null"])])
+        g = self.guest(f"vhost-user{tag}", topo, smp=2, append="scsi_mod.scan=manual")
+        pid = g.backends["vu0"].pid
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu_s():
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+        samples = {r[0]: {"c": [], "rust": [], "blk": []} for r in rows}
+        cost = {r[0]: [] for r in rows}
+
+        def record(d, row):
+            c0, w0 = cpu_s(), time.monotonic()
+            res = self.fio(g, "/dev/sda", row[2], row[3])
+            c1, w1 = cpu_s(), time.monotonic()
+            samples[row[0]][d].append(res)
+            ios = res["iops"] * (self.args.runtime + self.args.ramp)
+            cost[row[0]].append(((c1 - c0) / ios * 1e6, (c1 - c0) / (w1 - w0)))
+
+        try:
+            self.setup(g, blk=False)
+            self.alternate(g, rows, f"vhost-user{tag}", record)
+        finally:
+            g.stop()
+        for rid, desc, fio_args, measure in rows:
+            row = self.summarise(f"{rid}{tag}", desc, f"vhost-user {num_queues}q", measure, samples[rid])
+            row["backend_us_per_io"] = statistics.median(c[0] for c in cost[rid])
+            row["backend_core_share"] = statistics.median(c[1] for c in cost[rid])
+            self.rows.append(row)
+
+    def alternate(self, g, rows, name, record, after_rep=None):
+        """A warm-up pass per driver (not recorded), then `reps` repetitions, each driver in turn
+        (the order alternating): `record(driver, row)` runs one row with that driver bound."""
+        for d in ("c", "rust"):
+            self.bind(g, d)
+            self.fio(g, "/dev/sda", rows[0][2], rows[0][3])
+            self.unbind(g, d)
+        for rep in range(self.args.reps):
+            order = ("c", "rust") if rep % 2 == 0 else ("rust", "c")
+            for d in order:
+                self.bind(g, d)
+                for row in rows:
+                    record(d, row)
+                self.unbind(g, d)
+            if after_rep:
+                after_rep(rep)
+            print(f"  {name}: repetition {rep + 1}/{self.args.reps} done", flush=True)
 
     def blk_args(self, backend, size, num_queues):
         if backend == "null":
@@ -293,6 +343,13 @@ class Bench:
         for r in self.rows:
             lines.append(f"| {r['description']} | {r['backend']} | {fmt(r, 'c')} | {fmt(r, 'rust')} | {fmt(r, 'blk')} |"
                          f" {r['ratio']:.3f} ({r['ci_low']:.3f}–{r['ci_high']:.3f}) | {r['n']} |")
+        costs = [r for r in self.rows if "backend_us_per_io" in r]
+        if costs:
+            lines += ["", "The vhost-user-scsi back end's own cost (median over both drivers' runs):", "",
+                      "| row | back end | CPU per I/O | share of one core |", "|---|---|---|---|"]
+            for r in costs:
+                lines.append(f"| {r['description']} | {r['backend']} | {r['backend_us_per_io']:.1f} µs |"
+                             f" {100 * r['backend_core_share']:.0f} % |")
         table = "\n".join(lines) + "\n"
         with open(os.path.join(self.out, "results.md"), "w") as f:
             f.write("# virtio-scsi-rs benchmark\n\nRatios > 1: the Rust driver is better. " + meta["ratio"] + ".\n\n" + table)
@@ -342,7 +399,7 @@ def main():
     ap.add_argument("--icount-ios", type=int, default=300000)
     ap.add_argument("--icount-reps", type=int, default=5)
     ap.add_argument("--scan-reps", type=int, default=3)
-    ap.add_argument("--only", default="null,file,poll,icount,scan", help="comma-separated parts to run")
+    ap.add_argument("--only", default="null,file,poll,vhost-user,icount,scan", help="comma-separated parts to run")
     ap.add_argument("--resummarise", metavar="RESULTS_JSON",
                     help="recompute the tables of an earlier run from its samples, run nothing")
     a = ap.parse_args()
@@ -363,6 +420,11 @@ def main():
         print("== poll queues", flush=True)
         b.run_backend("null", [POLL_ROW], params="virtscsi_poll_queues=1", tag="_poll")
         b.write()
+    if "vhost-user" in parts:
+        for num_queues in (1, 2):
+            print(f"== vhost-user-scsi, {num_queues} request queue(s)", flush=True)
+            b.run_vhost_user(num_queues)
+            b.write()
     if "icount" in parts:
         print("== icount", flush=True)
         b.run_icount()
