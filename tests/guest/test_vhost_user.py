@@ -316,8 +316,9 @@ RING_FAULTS = ["never-answer", "answer-after-abort", "duplicate-used", "used-idx
 def test_lost_and_broken_answers(make_guest, driver, request):
     """A command the device never gives back, one it gives back only after the ABORT TASK meant
     for it, a head put in the used ring twice, a used index that jumps past what was made
-    available, and a TMF never given back: every command still ends, with the device's data or
-    with an error, never with data the device did not send; the LUN reads back once the fault is
+    available, and a TMF never given back: every read of 1 MiB still ends within 30 s (ten
+    command timeouts), with the device's data or with an error, never with data the device did
+    not send; the LUN reads back once the fault is
     gone and its neighbour throughout; rmmod works and the device is left holding nothing.
     VSCSI_RING_FAULTS=a,b runs only those faults (tmf-never-answer among them), to record what a
     driver does with each when an earlier one stops it."""
@@ -338,16 +339,16 @@ def test_lost_and_broken_answers(make_guest, driver, request):
         before = g.rust_control_counters(driver)
         g.backend(f"fault {fault} 0 0 1")
         start = time.monotonic()
-        rc, sha = read_sha(g, bad, timeout=60)
+        rc, sha = read_sha(g, bad, timeout=30)
         took = time.monotonic() - start
         g.backend("fault clear")
         state = g.sh(f"cat /sys/block/{bad}/device/state").strip()
         if rc == 0 and sha != want:
             problems.append(f"{fault}: the read succeeded with data the device did not send")
         g.sh(f"echo running > /sys/block/{bad}/device/state")
-        if read_sha(g, bad, timeout=60) != (0, want):
+        if read_sha(g, bad, timeout=30) != (0, want):
             problems.append(f"{fault}: LUN 0:0 did not read back once the fault was gone")
-        if read_sha(g, good, timeout=60) != (0, want):
+        if read_sha(g, good, timeout=30) != (0, want):
             problems.append(f"{fault}: the healthy neighbour did not read back")
         after = g.rust_control_counters(driver)
         delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
@@ -363,7 +364,7 @@ def test_lost_and_broken_answers(make_guest, driver, request):
         report(f"{driver}: tmf-never-answer: sg_reset --device rc {rc} in {took:.0f} s; {g.backend('stats')}")
         g.sh(f"echo running > /sys/block/{bad}/device/state")
         for dev in (bad, good):
-            if read_sha(g, dev, timeout=60) != (0, want):
+            if read_sha(g, dev, timeout=30) != (0, want):
                 problems.append(f"tmf-never-answer: /dev/{dev} did not read back")
     assert not problems, problems
     name = "virtio_scsi_rs" if driver == "rust" else "virtio_scsi"
