@@ -428,9 +428,6 @@ class Guest:
     def _ctl_readline(self, deadline, what):
         return self._ctl(lambda: self.ctl.readline(deadline), what)
 
-    def _ctl_read(self, n, deadline, what):
-        return self._ctl(lambda: self.ctl.readexact(n, deadline), what)
-
     def _ctl(self, read, what):
         try:
             return read()
@@ -476,10 +473,11 @@ class Guest:
                 text = f.read()
         except FileNotFoundError:
             return None
-        for r in splat.find_reports(text):
-            if not any(e.search(r.line) or e.search(r.context) for e in self.expected):
-                return r
-        return None
+        return next(iter(self._unexpected(splat.find_reports(text))), None)
+
+    def _unexpected(self, reports):
+        """The reports no `expect_report` regex matches."""
+        return [r for r in reports if not any(e.search(r.line) or e.search(r.context) for e in self.expected)]
 
     def run(self, script, timeout=120, check=True):
         """Runs a shell script in the guest; returns (exit status, output). With `check`, a
@@ -627,7 +625,7 @@ class Guest:
         if not text:
             text = self._new_console_text()
         reports = splat.find_reports(text)
-        return [r for r in reports if not any(e.search(r.line) or e.search(r.context) for e in self.expected)]
+        return self._unexpected(reports)
 
     def check_reports(self):
         reports = self.collect_reports()

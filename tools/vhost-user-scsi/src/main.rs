@@ -17,8 +17,7 @@
 //! L` (hot-unplug with an event), `resize T L SIZE` (capacity change: a
 //! unit attention and a PARAM_CHANGE event), `event TYPE T L REASON` (a
 //! raw event), `eventraw TYPE HEX16 REASON` (an event whose LUN field is
-//! the 8 bytes given in hex, however malformed), `flood N T L` (N hot-add events for one LUN), `zero` (every
-//! RAM LUN reads zeros again), `fault NAME [T L | all] [COUNT]` (commit a
+//! the 8 bytes given in hex, however malformed), `flood N T L` (N hot-add events for one LUN), `fault NAME [T L | all] [COUNT]` (commit a
 //! fault of `fault.rs` on that LUN's commands, COUNT times or until `fault
 //! clear`), `fault random SEED PERCENT [T L | all]` (a seeded mix of command
 //! faults), `fault clear`, `stats`, `reset` (the LUNs as the command line
@@ -215,7 +214,6 @@ fn control_command(dev: &Device, initial: &LunSpecs, line: &str) -> Result<Strin
             dev.queue_raw_event(kind, lun.to_be_bytes(), reason)
                 .map_err(io)?;
         }
-        Some("zero") => dev.targets.zero_ram().map_err(io)?,
         Some("reset") => {
             // Only once no driver uses the device: a request still kept
             // back would be answered on a ring set up anew.

@@ -335,17 +335,6 @@ impl Targets {
         *self.luns.write().unwrap() = units.into_iter().map(|(k, u)| (k, Arc::new(u))).collect();
     }
 
-    /// Zeroes every RAM logical unit (between two tests sharing a guest).
-    pub fn zero_ram(&self) -> io::Result<()> {
-        for unit in self.luns.read().unwrap().values() {
-            if let Store::Ram(f) = &unit.store {
-                f.set_len(0)?;
-                f.set_len(unit.blocks() * unit.bs())?;
-            }
-        }
-        Ok(())
-    }
-
     /// The logical unit at (target, LUN).
     pub fn get(&self, target: u8, lun: u16) -> Option<Arc<Lun>> {
         self.luns.read().unwrap().get(&(target, lun)).cloned()
