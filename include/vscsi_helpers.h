@@ -34,6 +34,8 @@ int vscsi_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 			  struct irq_affinity *desc);
 void vscsi_virtio_del_vqs(struct virtio_device *vdev);
 void vscsi_virtio_device_ready(struct virtio_device *vdev);
+/* The device status has DEVICE_NEEDS_RESET (config->get_status()). */
+bool vscsi_virtio_needs_reset(struct virtio_device *vdev);
 /* virtio_device_freeze() then virtio_device_restore(), under the device lock. */
 int vscsi_virtio_reset_restore(struct virtio_device *vdev);
 

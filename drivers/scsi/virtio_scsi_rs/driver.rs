@@ -19,9 +19,11 @@ use crate::protocol::{
     self, config_offset, feature, Clamp, Config, EventAction, HostLimits, Tmf, TMF_REQ_SIZE,
     TMF_RESP_SIZE,
 };
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::c_str;
+use kernel::new_mutex;
 use kernel::prelude::*;
+use kernel::sync::Mutex;
 
 virtio_device_table!(ID_TABLE, [DeviceId::new(protocol::VIRTIO_ID_SCSI)]);
 
@@ -82,12 +84,17 @@ struct CtrlStats {
     cmd_timeouts: u64,
     /// ... of which polling the request queue completed the command.
     cmd_timeouts_reaped: u64,
-    /// Host resets done as a device reset and re-initialisation.
+    /// Device resets and re-initialisations: the error handler's host
+    /// resets and those the device asked for (DEVICE_NEEDS_RESET).
     host_resets: u64,
     /// Commands on the request queues when the device was reset: those it
     /// had answered complete as usual, the others with DID_RESET, so the
     /// midlayer retries them.
     reset_cmds: u64,
+    /// Configuration change notifications from the device.
+    config_changes: u64,
+    /// ... that came with DEVICE_NEEDS_RESET set (C ignores both).
+    needs_reset: u64,
 }
 
 /// How a task management function ended.
@@ -163,11 +170,20 @@ pub(crate) struct VirtioScsi {
     events: bool,
     /// Size of one event buffer.
     event_buf_len: u32,
-    /// A host reset is re-initialising the device: commands that find their
-    /// queue detached are requeued rather than failed (elsewhere, a
-    /// detached queue means a failed restore, or suspend, when only the
-    /// power management requests of quiesced devices can arrive).
-    resetting: AtomicBool,
+    /// Resets under way (the error handler's host reset, or one the device
+    /// asked for): commands that find their queue detached are requeued
+    /// rather than failed (elsewhere, a detached queue means a failed
+    /// restore, or suspend, when only the power management requests of
+    /// quiesced devices can arrive).
+    resetting: AtomicU32,
+    /// Serialises device resets, so that the error handler's host reset
+    /// waits for one the device asked for rather than failing to get the
+    /// device lock and falling back to target resets. Holds the
+    /// configuration as the driver last saw it (its own CDB and sense sizes
+    /// in place of the device's defaults).
+    reset_lock: Pin<KBox<Mutex<Config>>>,
+    /// The device announced a configuration change; the work handles it.
+    config_event: AtomicBool,
     /// A device response could not be trusted; warned once.
     warned_bad_resp: AtomicBool,
     /// A TMF succeeded while the device still held its command; warned once.
@@ -749,7 +765,7 @@ impl HostTemplate for VirtioScsi {
                 // Broken device, or queues gone after a failed restore:
                 // nothing would ever complete the command. Between freeze
                 // and restore, and with a full ring, it waits.
-                if e == EIO || (e == ENODEV && !vscsi.resetting.load(Ordering::Acquire)) {
+                if e == EIO || (e == ENODEV && vscsi.resetting.load(Ordering::Acquire) == 0) {
                     fail_cmd(cmd, HostByte::BadTarget)
                 } else {
                     Err(QueueError::HostBusy(cmd))
@@ -824,9 +840,9 @@ impl HostTemplate for VirtioScsi {
         }
         let c = *vscsi.ctrl_vq.lock().data();
         m.print(format_args!(
-            "control tmf_sent {} tmf_ok {} tmf_failed {} tmf_timed_out {} tmf_still_held {} cmd_timeouts {} cmd_timeouts_reaped {} host_resets {} reset_cmds {}\n",
+            "control tmf_sent {} tmf_ok {} tmf_failed {} tmf_timed_out {} tmf_still_held {} cmd_timeouts {} cmd_timeouts_reaped {} host_resets {} reset_cmds {} config_changes {} needs_reset {}\n",
             c.tmf_sent, c.tmf_ok, c.tmf_failed, c.tmf_timed_out, c.tmf_still_held, c.cmd_timeouts,
-            c.cmd_timeouts_reaped, c.host_resets, c.reset_cmds
+            c.cmd_timeouts_reaped, c.host_resets, c.reset_cmds, c.config_changes, c.needs_reset
         ));
         let e = vscsi.event_vq.lock().data().stats;
         m.print(format_args!(
@@ -839,6 +855,9 @@ impl HostTemplate for VirtioScsi {
     /// re-posted after its event is handled.
     fn work(host: HostRef<'_, Self>) {
         let vscsi = host.data();
+        if vscsi.config_event.swap(false, Ordering::AcqRel) {
+            vscsi.config_change();
+        }
         let resync = core::mem::take(&mut vscsi.event_vq.lock().data().resync);
         if resync {
             // Events were lost to a reset: as for EVENTS_MISSED.
@@ -906,15 +925,8 @@ impl HostTemplate for VirtioScsi {
     /// devices instead.
     fn eh_host_reset(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
         let vscsi = host.data();
-        // Commands that slipped past the midlayer's recovery check wait
-        // (requeued) while the queues are detached; whatever the outcome,
-        // they stop waiting after it.
-        vscsi.resetting.store(true, Ordering::Release);
-        let ret = vscsi.vdev.reset_and_restore();
-        vscsi.resetting.store(false, Ordering::Release);
-        match ret {
+        match vscsi.reset_device() {
             Ok(()) => {
-                vscsi.ctrl_vq.lock().data().host_resets += 1;
                 dev_info!(
                     &*vscsi.vdev,
                     "host reset: device reset and re-initialised\n"
@@ -935,6 +947,69 @@ impl HostTemplate for VirtioScsi {
 }
 
 impl VirtioScsi {
+    /// Resets the device and initialises it again (freeze, then restore),
+    /// one reset at a time. Commands that slip past the midlayer meanwhile
+    /// wait (requeued) while the queues are detached; whatever the outcome,
+    /// they stop waiting after it. Fails with `EAGAIN` where
+    /// [`virtio::Device::reset_and_restore`] does (remove, bind or system
+    /// sleep under way, or no `CONFIG_PM_SLEEP`).
+    fn reset_device(&self) -> Result {
+        let _serial = self.reset_lock.lock();
+        self.resetting.fetch_add(1, Ordering::AcqRel);
+        let ret = self.vdev.reset_and_restore();
+        self.resetting.fetch_sub(1, Ordering::AcqRel);
+        if ret.is_ok() {
+            self.ctrl_vq.lock().data().host_resets += 1;
+        }
+        ret
+    }
+
+    /// A configuration change the device announced (`config_changed`, which
+    /// C lacks), in process context. DEVICE_NEEDS_RESET: the device stopped
+    /// and waits for a reset (QEMU, for one, then ignores its queues), so
+    /// the commands it holds would only end through timeouts and the error
+    /// handler; reset it now instead. Otherwise the changed fields are
+    /// logged: the limits the host was registered with stay until the
+    /// driver is bound again.
+    fn config_change(&self) {
+        let needs_reset = self.vdev.needs_reset();
+        {
+            let mut guard = self.ctrl_vq.lock();
+            let stats = guard.data();
+            stats.config_changes += 1;
+            stats.needs_reset += u64::from(needs_reset);
+        }
+        if needs_reset {
+            dev_warn!(&*self.vdev, "device needs reset: resetting it\n");
+            match self.reset_device() {
+                Ok(()) => dev_info!(&*self.vdev, "device reset and re-initialised\n"),
+                Err(e) => dev_err!(
+                    &*self.vdev,
+                    "device needs reset but cannot be reset now ({:?}): left to error handling\n",
+                    e
+                ),
+            }
+            return;
+        }
+        let Ok(mut cfg) = read_config(&self.vdev) else {
+            return;
+        };
+        let mut seen = self.reset_lock.lock();
+        // The device may report its defaults for the sizes the driver sets.
+        cfg.cdb_size = seen.cdb_size;
+        cfg.sense_size = seen.sense_size;
+        for (name, old, new) in seen.changes(&cfg) {
+            dev_info!(
+                &*self.vdev,
+                "config change: {} {} -> {} (applies when the driver is bound again)\n",
+                name,
+                old,
+                new
+            );
+        }
+        *seen = cfg;
+    }
+
     /// I_T NEXUS RESET of every target with devices; succeeds if every
     /// target reset succeeded.
     fn reset_all_targets(host: HostRef<'_, Self>) -> EhResult {
@@ -1045,6 +1120,11 @@ impl virtio::Driver for VirtioScsi {
 
         dev.cwrite32(config_offset::CDB_SIZE, protocol::CDB_SIZE)?;
         dev.cwrite32(config_offset::SENSE_SIZE, protocol::SENSE_SIZE)?;
+        let seen = Config {
+            cdb_size: protocol::CDB_SIZE,
+            sense_size: protocol::SENSE_SIZE,
+            ..cfg
+        };
 
         let t10_pi = cfg!(CONFIG_BLK_DEV_INTEGRITY) && dev.has_feature(feature::T10_PI);
         let vscsi = VirtioScsi {
@@ -1054,7 +1134,9 @@ impl virtio::Driver for VirtioScsi {
             t10_pi,
             events: dev.has_feature(feature::HOTPLUG) || dev.has_feature(feature::CHANGE),
             event_buf_len: limits.event_info_size,
-            resetting: AtomicBool::new(false),
+            resetting: AtomicU32::new(0),
+            reset_lock: KBox::pin_init(new_mutex!(seen), GFP_KERNEL)?,
+            config_event: AtomicBool::new(false),
             ctrl_vq,
             event_vq,
             sg_tablesize: u32::from(limits.sg_tablesize),
@@ -1135,6 +1217,13 @@ impl virtio::Driver for VirtioScsi {
         // Disables the work (waiting for a running instance) first.
         host.remove();
         drop(host);
+    }
+
+    /// The device changed its configuration or status (C has no
+    /// `config_changed`): handled by the work, in process context.
+    fn config_changed(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
+        host.data().config_event.store(true, Ordering::Release);
+        host.queue_work();
     }
 
     /// `virtscsi_req_done()` and friends, in hard-IRQ context.

@@ -59,6 +59,33 @@ pub(crate) struct Config {
     pub(crate) max_lun: u32,
 }
 
+impl Config {
+    /// Every field with its name in the specification, in layout order.
+    pub(crate) fn fields(&self) -> [(&'static str, u32); 10] {
+        [
+            ("num_queues", self.num_queues),
+            ("seg_max", self.seg_max),
+            ("max_sectors", self.max_sectors),
+            ("cmd_per_lun", self.cmd_per_lun),
+            ("event_info_size", self.event_info_size),
+            ("sense_size", self.sense_size),
+            ("cdb_size", self.cdb_size),
+            ("max_channel", u32::from(self.max_channel)),
+            ("max_target", u32::from(self.max_target)),
+            ("max_lun", self.max_lun),
+        ]
+    }
+
+    /// The fields whose value differs in `new`, as (name, value here,
+    /// value in `new`), in layout order.
+    pub(crate) fn changes(&self, new: &Config) -> impl Iterator<Item = (&'static str, u32, u32)> {
+        let (old, new) = (self.fields(), new.fields());
+        (0..old.len())
+            .map(move |i| (old[i].0, old[i].1, new[i].1))
+            .filter(|(_, a, b)| a != b)
+    }
+}
+
 /// Byte offsets of the [`Config`] fields, for config-space accessors.
 pub(crate) mod config_offset {
     use super::Config;
@@ -791,6 +818,7 @@ pub(crate) mod selftest {
         absurd_values_are_bounded,
         seg_max_with_indirect_fits_u16,
         every_field_at_zero_and_at_its_maximum,
+        config_changes_name_each_changed_field,
         every_clamp_has_a_distinct_bit_and_text,
         lun_encoding_is_flat_space,
         lun_decoding_gives_linux_lun_numbers,
@@ -958,6 +986,24 @@ pub(crate) mod selftest {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn config_changes_name_each_changed_field() -> CaseResult {
+        let old = qemu_config();
+        check!(old.changes(&old).next().is_none());
+        let mut new = old;
+        new.num_queues += 1;
+        new.max_target = u16::MAX;
+        new.max_lun = 0;
+        let mut seen = old.changes(&new);
+        check!(seen.next() == Some(("num_queues", old.num_queues, old.num_queues + 1)));
+        check!(seen.next() == Some(("max_target", u32::from(old.max_target), 65535)));
+        check!(seen.next() == Some(("max_lun", old.max_lun, 0)));
+        check!(seen.next().is_none());
+        // The names are the specification's, in layout order.
+        let names = old.fields().map(|(name, _)| name);
+        check!(names[0] == "num_queues" && names[6] == "cdb_size" && names[9] == "max_lun");
         Ok(())
     }
 

@@ -87,6 +87,11 @@ void vscsi_virtio_device_ready(struct virtio_device *vdev)
 	virtio_device_ready(vdev);
 }
 
+bool vscsi_virtio_needs_reset(struct virtio_device *vdev)
+{
+	return vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_NEEDS_RESET;
+}
+
 /*
  * Resets the device and initialises it again through the bound driver's
  * freeze and restore callbacks (what suspend and resume do). The device lock

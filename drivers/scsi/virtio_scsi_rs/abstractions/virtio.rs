@@ -114,6 +114,17 @@ impl Device {
         unsafe { bindings::vscsi_virtio_device_ready(self.as_raw()) };
     }
 
+    /// Returns whether the device asks to be reset: its status has
+    /// `DEVICE_NEEDS_RESET` (virtio 1.x, 2.1.2). A device sets it when it
+    /// cannot go on without a reset, and then announces a configuration
+    /// change ([`Driver::config_changed`]).
+    pub(crate) fn needs_reset(&self) -> bool {
+        // SAFETY: By the type invariant the device is valid; every
+        // transport provides `get_status`, which may be called from any
+        // context.
+        unsafe { bindings::vscsi_virtio_needs_reset(self.as_raw()) }
+    }
+
     /// Resets the device and initialises it again, as suspend and resume do
     /// (`virtio_device_freeze()`, then `virtio_device_restore()`): the bound
     /// driver's [`Driver::freeze`] and [`Driver::restore`] run, with the
@@ -359,6 +370,14 @@ pub(crate) trait Driver {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
+    /// The device changed its configuration space or its status, e.g. set
+    /// `DEVICE_NEEDS_RESET` (`config_changed`). Hard-IRQ context, under the
+    /// device's configuration lock. The virtio core calls it only between
+    /// the end of a successful probe (or restore) and the start of remove
+    /// (or freeze); a change announced outside that window is delivered
+    /// when it opens again.
+    fn config_changed(_dev: &Device, _data: <Self::Data as ForeignOwnable>::Borrowed<'_>) {}
+
     /// A virtqueue created with a callback by [`Device::find_vqs`] has new
     /// used buffers (`vring_interrupt()`, hard-IRQ context). `index` is the
     /// queue's position in the list given to `find_vqs`.
@@ -423,6 +442,26 @@ impl<T: Driver> Adapter<T> {
         // SAFETY: As in `freeze_callback`.
         let data = unsafe { T::Data::borrow((*vdev).priv_) };
         from_result(|| T::restore(dev, data).map(|()| 0))
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the virtio core (`__virtio_config_changed()`) for a
+    /// device bound to this driver, once its probe or restore has finished
+    /// and before its remove or freeze starts.
+    unsafe extern "C" fn config_changed_callback(vdev: *mut bindings::virtio_device) {
+        // SAFETY: The virtio core passes a valid, bound device.
+        let dev = unsafe { Device::from_raw(vdev) };
+        // SAFETY: `vdev` is valid (above).
+        let ptr = unsafe { (*vdev).priv_ };
+        if ptr.is_null() {
+            return;
+        }
+        // SAFETY: `priv` holds the driver data from `probe_callback`; the
+        // virtio core disables configuration callbacks (under the lock this
+        // one runs under) before `remove_callback` reclaims it.
+        let data = unsafe { T::Data::borrow(ptr) };
+        T::config_changed(dev, data);
     }
 
     /// # Safety
@@ -520,6 +559,9 @@ impl<T: Driver> Registration<T> {
                 (*drv).probe = Some(Adapter::<T>::probe_callback);
                 (*drv).remove = Some(Adapter::<T>::remove_callback);
                 (*drv).scan = Some(Adapter::<T>::scan_callback);
+                if T::HAS_CONFIG_CHANGED {
+                    (*drv).config_changed = Some(Adapter::<T>::config_changed_callback);
+                }
                 if T::HAS_FREEZE && T::HAS_RESTORE {
                     (*drv).freeze = Some(Adapter::<T>::freeze_callback);
                     (*drv).restore = Some(Adapter::<T>::restore_callback);
