@@ -71,15 +71,16 @@ def ios_done(g, dev="sda"):
     return int(g.sh(f"awk '$3==\"{dev}\" {{print $4 + $8}}' /proc/diskstats").strip())
 
 
-def verify_under_io(g, action):
+def verify_under_io(g, action, resume_within=30):
     """Runs `action(g)` while fio writes and verifies /dev/sda; checks that I/O continues after it
-    and that fio ends without an error or a verify failure. Returns what `action` returned."""
+    (500 more I/Os within `resume_within` seconds) and that fio ends without an error or a verify
+    failure. Returns what `action` returned."""
     g.sh(f"({FIO_VERIFY} > /tmp/v.log 2>&1; echo $? > /tmp/v.rc) &")
     g.wait_for("[ $(awk '$3==\"sda\" {print $8}' /proc/diskstats) -gt 500 ]", what="fio writing")
     result = action(g)
     before = ios_done(g)
     g.wait_for(f"[ $(awk '$3==\"sda\" {{print $4 + $8}}' /proc/diskstats) -gt {before + 500} ]",
-               what="I/O to continue")
+               timeout=resume_within, what="I/O to continue")
     assert not g.sh("ls /tmp/v.rc 2>/dev/null || true").strip(), g.sh("cat /tmp/v.log")
     g.sh("killall -INT fio || true")
     g.wait_for("[ -e /tmp/v.rc ]", timeout=60, what="fio to finish")
@@ -135,6 +136,42 @@ def test_suspend_resume_under_io(make_guest, driver, tmp_path):
     report(f"{driver}: suspend/resume under fio: rc {rc}; device re-initialised {again} time(s)")
     assert rc == 0, out
     assert again == 1, again
+
+
+# The virtio-scsi controller's legacy I/O BAR (resource0): its device-specific configuration
+# starts at 24 with MSI-X enabled; cdb_size is at 24 in it. QEMU's virtio-scsi takes a cdb_size
+# of 256 or more as a guest error: it sets DEVICE_NEEDS_RESET, announces a configuration change and
+# serves none of its queues until it is reset (virtio_error()).
+BREAK_DEVICE = (
+    "pci=$(readlink -f /sys/class/scsi_host/host*/device/../..);"
+    " [ -d $pci/msi_irqs ] || { echo no MSI-X; exit 1; };"
+    " printf '\\000\\001\\000\\000' | dd of=$pci/resource0 bs=4 seek=12 count=1 conv=notrunc 2>&1"
+)
+
+
+def test_device_needs_reset(make_guest, driver, request, tmp_path):
+    """The device sets DEVICE_NEEDS_RESET under fio (QEMU does when the guest writes a bad value
+    to its configuration space; it then ignores its queues): the driver resets it at once, from
+    its configuration change notification, rather than after command timeouts and the error
+    handler's escalation; I/O resumes within 10 s (the command timeout is 30 s) and verifies."""
+    expect_c_failure(request, driver, "has no config_changed: the device waits for a reset that never comes,"
+                     " and eh_timed_out resets the timer forever")
+    topo = Topology([Controller(disks=[Disk(backend="file", size=64 << 20)],
+                                props={"disable-legacy": "off"})])
+    g = make_guest(topo, qemu_args=trace_args(tmp_path))
+    g.load_driver(driver)
+    g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
+    out = verify_under_io(g, lambda g: g.sh(BREAK_DEVICE), resume_within=10)
+    counters = g.rust_control_counters(driver)
+    log = g.sh("dmesg | grep -i 'needs reset\\|re-initialised' || true")
+    g.stop()
+    again = reinits(tmp_path)
+    report(f"{driver}: DEVICE_NEEDS_RESET under fio: device re-initialised {again} time(s); {counters}")
+    assert "1+0 records out" in out, out
+    assert again == 1, again
+    assert counters["needs_reset"] == 1 and counters["host_resets"] == 1, counters
+    assert counters["tmf_sent"] == 0 and counters["cmd_timeouts"] == 0, counters
+    assert "device needs reset: resetting it" in log, log
 
 
 @pytest.mark.cost(90)

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from .guest import BootFailure, Guest
+from .guest import STUCK_AFTER_REPORT, BootFailure, Guest
 from .topology import Topology
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -267,6 +267,8 @@ class _Lease:
         self.key = key
         self.shared = shared
         self.keep = False
+        # The test failed (or failed as expected): its guest may be wedged.
+        self.failed = False
 
 
 def _same_group(item, other):
@@ -338,7 +340,9 @@ def make_guest(request, guest_kernel, guest_initrd):
             _POOL.put(lease.key, g, item.nodeid)
             continue
         try:
-            g.stop()
+            # A guest whose test failed often has I/O that never ends, which holds up the disks'
+            # shutdown: it gets as long to power off as a guest with a kernel report.
+            g.stop(timeout=STUCK_AFTER_REPORT if lease.failed else 60)
             g.dead = True
             g.detach()
             g.check_reports()
@@ -414,4 +418,5 @@ def pytest_runtest_makereport(item, call):
     if call.when == "call" and not rep.passed:
         for lease in item.stash.get(LEASES, []):
             lease.keep = False
+            lease.failed = True
     return rep
