@@ -372,3 +372,49 @@ def test_lost_and_broken_answers(make_guest, driver, request):
     # The device was reset at removal: it holds no request any more.
     stats = g.backend("stats")
     assert " held 0" in stats, stats
+
+
+def held(g):
+    """How many requests the back end keeps back (never answered) right now."""
+    return int(g.backend("stats").split(" held ")[1].split()[0])
+
+
+@pytest.mark.parametrize("driver", ["rust"])
+def test_unbind_while_a_command_and_its_abort_are_stuck(make_guest, driver):
+    """A command the device never gives back, the ABORT TASK for it kept too, and an unbind
+    meanwhile (rmmod is refused while the disk is open): remove holds the device lock and waits
+    for the command, so the error handler's host reset cannot re-initialise the device; it resets
+    it and takes every queue back instead. By the time the command ends the device holds nothing
+    (the reset took it back: it was not just given up on), the unbind and then rmmod finish, and
+    no report. Rust only: C's ABORT TASK waits forever, which test_lost_and_broken_answers
+    records."""
+    g = make_guest(Topology([VhostUserController(luns=["0:0:32", "0:1:32"])]))
+    bad, _, _ = two_luns_with_a_pattern(g, driver)
+    g.sh(f"echo 3 > /sys/block/{bad}/device/timeout")
+    g.backend("fault never-answer 0 0 1")
+    g.sh(f"(dd if=/dev/{bad} of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null; echo $? > /tmp/dd.rc) &")
+    deadline = time.monotonic() + 30
+    while held(g) < 1:
+        assert time.monotonic() < deadline, "the back end never kept the read"
+        time.sleep(0.2)
+    # The next TMF (the read's ABORT TASK, after its 3 s timeout) is kept as well.
+    g.backend("fault tmf-never-answer all 1")
+    deadline = time.monotonic() + 30
+    while held(g) < 2:
+        assert time.monotonic() < deadline, "no ABORT TASK reached the back end"
+        time.sleep(0.2)
+    g.sh("(cd /sys/bus/virtio/drivers/virtio_scsi_rs && echo virtio* > unbind; echo $? > /tmp/unbind.rc) &")
+    # The abort's 30 s bound, then the escalation: the device and target resets fail at once (the
+    # control queue holds an unanswered TMF), the host reset finds the device lock taken.
+    g.wait_for("[ -e /tmp/dd.rc ]", timeout=90, what="the stuck read to end")
+    kept = held(g)
+    g.wait_for("[ -e /tmp/unbind.rc ]", timeout=60, what="the unbind to finish")
+    rc_dd, rc_unbind = g.sh("cat /tmp/dd.rc /tmp/unbind.rc").split()
+    log = g.sh("dmesg | grep 'host reset' || true")
+    report(f"{driver}: unbind with a command and its abort stuck: dd rc {rc_dd}, unbind rc {rc_unbind};"
+           f" device held {kept} request(s) when the read ended; {log.strip()!r}")
+    assert kept == 0, "the read ended while the device still held it"
+    assert rc_unbind == "0", log
+    g.sh("rmmod virtio_scsi_rs", timeout=60)
+    assert "reset, not re-initialised" in log, log
+    assert held(g) == 0

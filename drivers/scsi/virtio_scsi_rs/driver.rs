@@ -920,10 +920,16 @@ impl HostTemplate for VirtioScsi {
     /// Host reset: the virtio device is reset and initialised again, as
     /// for suspend and resume (C has no host reset). Commands the device
     /// held are retried; I/O resumes when the midlayer restarts the queues.
-    /// Where that cannot be done (no `CONFIG_PM_SLEEP`, or the device is
-    /// being removed or suspended), an I_T NEXUS RESET of every target with
-    /// devices instead.
-    fn eh_host_reset(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
+    ///
+    /// Where that cannot be done because the device lock is taken (remove
+    /// waiting in `scsi_remove_host()` for these very commands, bind, a
+    /// system sleep callback), the device is reset and every queue taken
+    /// back without re-initialising it: a success never leaves a command
+    /// in the device, which task management alone cannot promise (a target
+    /// already being removed is not even found). The queues stay detached:
+    /// new commands fail, until a system resume restores the device or the
+    /// driver is bound again.
+    fn eh_host_reset(host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
         let vscsi = host.data();
         match vscsi.reset_device() {
             Ok(()) => {
@@ -934,11 +940,20 @@ impl HostTemplate for VirtioScsi {
                 EhResult::Success
             }
             Err(e) if e == EAGAIN => {
-                let result = Self::reset_all_targets(host);
-                host.data()
-                    .unless_still_held(result, Tmf::ItNexusReset, cmd)
+                {
+                    let _serial = vscsi.reset_lock.lock();
+                    vscsi.detach_queues();
+                }
+                vscsi.ctrl_vq.lock().data().host_resets += 1;
+                dev_warn!(
+                    &*vscsi.vdev,
+                    "host reset: device busy (remove, bind or sleep): reset, not re-initialised\n"
+                );
+                EhResult::Success
             }
             Err(e) => {
+                // The freeze reset the device and took every request back;
+                // only the restore failed.
                 dev_err!(&*vscsi.vdev, "host reset failed ({:?})\n", e);
                 EhResult::Failed
             }
@@ -1008,27 +1023,6 @@ impl VirtioScsi {
             );
         }
         *seen = cfg;
-    }
-
-    /// I_T NEXUS RESET of every target with devices; succeeds if every
-    /// target reset succeeded.
-    fn reset_all_targets(host: HostRef<'_, Self>) -> EhResult {
-        let mut targets = [0u64; 4];
-        host.for_each_device(|sdev| {
-            let (_, id, _) = sdev.address();
-            if let Some(word) = targets.get_mut((id / 64) as usize) {
-                *word |= 1 << (id % 64);
-            }
-        });
-        let mut result = EhResult::Success;
-        for id in 0..256u32 {
-            if targets[(id / 64) as usize] & (1 << (id % 64)) != 0
-                && host.data().tmf(Tmf::ItNexusReset, id, 0, 0) != EhResult::Success
-            {
-                result = EhResult::Failed;
-            }
-        }
-        result
     }
 }
 
