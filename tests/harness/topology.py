@@ -47,7 +47,7 @@ class VhostUserController:
 
     profile: the back end's behaviour profile (qemu, vhost-scsi, minimal, bidi-pi); QEMU's side of
     the profile (queue count and size, HOTPLUG, CHANGE, T10_PI) follows from it unless `props` say
-    otherwise. luns: the back end's LUN specs, "T:L:MiB[:disk|cdrom|null|file=PATH]".
+    otherwise. luns: the back end's LUN specs, "T:L:MiB[:disk|disk+pi|cdrom|null|file=PATH]".
     """
 
     id: str = "vu0"

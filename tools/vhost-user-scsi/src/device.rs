@@ -25,7 +25,7 @@ use vmm_sys_util::event::{
 };
 
 use crate::fault::{Answer, Fault, Plan};
-use crate::scsi::Targets;
+use crate::scsi::{Io, Targets};
 
 /// Guest memory as the daemon hands it over.
 pub type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
@@ -114,6 +114,10 @@ pub struct Stats {
     pub events_dropped: AtomicU64,
     /// Requests that could not be parsed.
     pub malformed: AtomicU64,
+    /// Blocks whose protection information a write checked.
+    pub pi_checked: AtomicU64,
+    /// Writes refused for protection information that failed a check.
+    pub pi_errors: AtomicU64,
 }
 
 /// How many used-ring entries [`Fault::UsedIdxJump`] skips.
@@ -354,6 +358,8 @@ impl Device {
             &s.events,
             &s.events_dropped,
             &s.malformed,
+            &s.pi_checked,
+            &s.pi_errors,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -429,15 +435,15 @@ impl Device {
             (offset_of!(virtio_scsi_cmd_req, cdb), 0, 0)
         };
         let cdb = &req[cdb_off..cdb_off + VIRTIO_SCSI_CDB_SIZE as usize];
-        // Protection information precedes the data in each direction; the
-        // LUNs do not format with it, so it is skipped (out) or zeroed (in).
-        let mut skip = vec![0u8; pi_out.min(reader.available_bytes())];
-        let _ = reader.read_exact(&mut skip);
+        // Protection information precedes the data in each direction
+        // (virtio 5.6.6.1). A LUN formatted with it takes and gives tuples;
+        // for the others it is skipped (out) or zeroed (in).
+        let mut prot_out = vec![0u8; pi_out.min(reader.available_bytes())];
+        let _ = reader.read_exact(&mut prot_out);
         let mut out = vec![0u8; reader.available_bytes()];
         let _ = reader.read_exact(&mut out);
         let pi_in = pi_in.min(data_in.available_bytes());
-        let _ = data_in.write_all(&vec![0u8; pi_in]);
-        let room = data_in.available_bytes();
+        let room = data_in.available_bytes() - pi_in;
         let Some((target, lun)) = decode_lun(&lun) else {
             resp.response = VIRTIO_SCSI_S_BAD_TARGET as u8;
             return Give::plain(self.finish(&mut writer, &resp, 0));
@@ -447,8 +453,28 @@ impl Device {
             return Give::plain(self.finish(&mut writer, &resp, 0));
         }
         let fault = self.plan.lock().unwrap().for_command(target, lun);
-        let r = self.targets.execute(target, lun, cdb, &out, room);
+        let io = Io {
+            pi_out: &prot_out,
+            data_out: &out,
+            pi_in,
+            alloc: room,
+        };
+        let r = self.targets.execute_io(target, lun, cdb, io);
+        let mut prot_in = r.pi.clone();
+        if fault == Some(Fault::PiCorrupt) {
+            if let Some(guard) = prot_in.first_mut() {
+                *guard ^= 0xff;
+            }
+        }
+        prot_in.resize(pi_in, 0);
+        let _ = data_in.write_all(&prot_in);
         let written = data_in.write(&r.data).unwrap_or(0);
+        self.stats
+            .pi_checked
+            .fetch_add(r.pi_checked, Ordering::Relaxed);
+        if r.pi_error() {
+            self.stats.pi_errors.fetch_add(1, Ordering::Relaxed);
+        }
         let resid = if !r.data.is_empty() || out.is_empty() {
             room - written
         } else {
@@ -936,6 +962,123 @@ mod tests {
         assert_eq!(dev.held(), 1);
         dev.stop_vring(2).unwrap();
         assert_eq!(dev.held(), 0);
+    }
+
+    const PROT: u64 = 0x13000;
+
+    /// A command with T10_PI as the driver lays it out: the PI header,
+    /// then PI out and data out (at PROT and DATA) if `out` has data, the
+    /// response, then PI in and data in (at PROT and DATA) of the lengths
+    /// of `pi_in` and `data_in`.
+    fn pi_chain(
+        mem: &GuestMemoryMmap,
+        lun: u16,
+        cdb: &[u8],
+        out: (&[u8], &[u8]),
+        pi_in: u32,
+        data_in: u32,
+    ) -> Vec<RawDescriptor> {
+        let mut req = [0u8; CMD_REQ_PI_SIZE];
+        let lo = offset_of!(virtio_scsi_cmd_req_pi, lun);
+        req[lo..lo + 8].copy_from_slice(&wire_lun(0, lun));
+        let po = offset_of!(virtio_scsi_cmd_req_pi, pi_bytesout);
+        req[po..po + 4].copy_from_slice(&(out.0.len() as u32).to_le_bytes());
+        let pi = offset_of!(virtio_scsi_cmd_req_pi, pi_bytesin);
+        req[pi..pi + 4].copy_from_slice(&pi_in.to_le_bytes());
+        let co = offset_of!(virtio_scsi_cmd_req_pi, cdb);
+        req[co..co + cdb.len()].copy_from_slice(cdb);
+        mem.write_slice(&req, GuestAddress(REQ)).unwrap();
+        let desc = |addr, len: usize, flags: u32| {
+            RawDescriptor::from(SplitDescriptor::new(addr, len as u32, flags as u16, 0))
+        };
+        let mut d = vec![desc(REQ, CMD_REQ_PI_SIZE, 0)];
+        if !out.1.is_empty() {
+            mem.write_slice(out.0, GuestAddress(PROT)).unwrap();
+            mem.write_slice(out.1, GuestAddress(DATA)).unwrap();
+            d.push(desc(PROT, out.0.len(), 0));
+            d.push(desc(DATA, out.1.len(), 0));
+        }
+        d.push(desc(RESP, CMD_RESP_SIZE, VRING_DESC_F_WRITE));
+        if data_in > 0 {
+            // What the device does not write reads as 0xee.
+            mem.write_slice(&[0xee; 0x2000], GuestAddress(PROT))
+                .unwrap();
+            d.push(desc(PROT, pi_in as usize, VRING_DESC_F_WRITE));
+            d.push(desc(DATA, data_in as usize, VRING_DESC_F_WRITE));
+        }
+        d
+    }
+
+    #[test]
+    fn pi_through_a_mock_queue() {
+        let mem = mem();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let dev = device(Profile::BidiPi, &mem);
+        dev.acked_features(Profile::BidiPi.features());
+        let lun = Lun::new(
+            Kind::Disk,
+            Store::ram(1 << 20).unwrap(),
+            1 << 20,
+            "p".into(),
+        );
+        dev.targets.insert(0, 1, lun.with_pi());
+        let tuples = |data: &[u8]| -> Vec<u8> {
+            (5..7u32)
+                .zip(data.chunks_exact(512))
+                .flat_map(|(l, b)| crate::pi::tuple(crate::pi::crc_t10dif(b), 0, l))
+                .collect()
+        };
+        let data: Vec<u8> = (0..1024u32).map(|i| (i * 5 + 1) as u8).collect();
+        let prot = tuples(&data);
+        let write = [0x2a, 0x20, 0, 0, 0, 5, 0, 0, 2, 0];
+        let read = [0x28, 0x20, 0, 0, 0, 5, 0, 0, 2, 0];
+        let run = |lun, cdb: &[u8], out: (&[u8], &[u8]), pi_in, data_in| {
+            let d = pi_chain(&mem, lun, cdb, out, pi_in, data_in);
+            let used = dev.command(vq.build_desc_chain(&d).unwrap()).used;
+            (used, resp(&mem))
+        };
+        let stat = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (used, r) = run(1, &write, (&prot, &data), 0, 0);
+        assert_eq!((used, r[10], r[11], le32(&r[4..])), (108, 0, 0, 0));
+        assert_eq!(stat(&dev.stats.pi_checked), 2);
+        // The tuples come back ahead of the data; used counts them both.
+        let (used, r) = run(1, &read, (&[], &[]), 16, 1024);
+        assert_eq!((used, r[10], le32(&r[4..])), (108 + 16 + 1024, 0, 0));
+        let mut back = vec![0u8; 16 + 1024];
+        mem.read_slice(&mut back[..16], GuestAddress(PROT)).unwrap();
+        mem.read_slice(&mut back[16..], GuestAddress(DATA)).unwrap();
+        assert_eq!((&back[..16], &back[16..]), (&prot[..], &data[..]));
+        // A bad reference tag: CHECK CONDITION, nothing consumed.
+        let other = [0xaa; 1024];
+        let mut bad = tuples(&other);
+        bad[15] ^= 1;
+        let (used, r) = run(1, &write, (&bad, &other), 0, 0);
+        assert_eq!((used, r[10], le32(&r[4..])), (108, 2, 1024));
+        assert_eq!((r[12 + 2], r[12 + 12], r[12 + 13]), (0x0b, 0x10, 0x03));
+        assert_eq!(stat(&dev.stats.pi_errors), 1);
+        let (_, r) = run(1, &read, (&[], &[]), 16, 1024);
+        mem.read_slice(&mut back[16..], GuestAddress(DATA)).unwrap();
+        assert_eq!((r[10], &back[16..]), (0, &data[..]));
+        // pi-corrupt: the first guard tag inverted, the data intact.
+        dev.plan
+            .lock()
+            .unwrap()
+            .set(Fault::PiCorrupt, Scope::Lun(0, 1), Some(1));
+        let (_, r) = run(1, &read, (&[], &[]), 16, 1024);
+        mem.read_slice(&mut back[..16], GuestAddress(PROT)).unwrap();
+        mem.read_slice(&mut back[16..], GuestAddress(DATA)).unwrap();
+        assert_eq!(
+            (r[10], back[0], &back[1..16]),
+            (0, prot[0] ^ 0xff, &prot[1..])
+        );
+        assert_eq!(&back[16..], &data[..]);
+        // A LUN without PI: the tuples in are zeros, as ever.
+        let (used, _) = run(0, &[0x28, 0x20, 0, 0, 0, 3, 0, 0, 1, 0], (&[], &[]), 8, 512);
+        mem.read_slice(&mut back[..8], GuestAddress(PROT)).unwrap();
+        assert_eq!((used, &back[..8]), (108 + 8 + 512, &[0u8; 8][..]));
+        assert_eq!(stat(&dev.stats.pi_errors), 1);
+        dev.reset_state();
+        assert_eq!(stat(&dev.stats.pi_checked), 0);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub enum Fault {
     TmfNeverAnswer,
     /// Every event carries EVENTS_MISSED.
     EventsMissedAlways,
+    /// The protection information a read returns has its guard tag
+    /// inverted (the data itself is right).
+    PiCorrupt,
 }
 
 impl Fault {
@@ -61,12 +64,16 @@ impl Fault {
         Fault::UsedIdxJump,
     ];
 
+    /// The faults in the data a command returns.
+    pub const DATA: [Fault; 1] = [Fault::PiCorrupt];
+
     /// Every fault, in the order of the matrix.
     pub fn all() -> impl Iterator<Item = Fault> {
         Fault::COMMAND
             .into_iter()
             .chain(Fault::RING)
             .chain(Fault::OTHER)
+            .chain(Fault::DATA)
     }
 
     /// The faults a command response can carry (the random mode's pool).
@@ -98,6 +105,7 @@ impl Fault {
             Fault::TmfUnknown => "tmf-unknown",
             Fault::TmfNeverAnswer => "tmf-never-answer",
             Fault::EventsMissedAlways => "events-missed-always",
+            Fault::PiCorrupt => "pi-corrupt",
         }
     }
 
@@ -108,7 +116,7 @@ impl Fault {
 
     /// Whether the fault is committed on commands.
     pub fn on_commands(self) -> bool {
-        Fault::COMMAND.contains(&self) || Fault::RING.contains(&self)
+        Fault::COMMAND.contains(&self) || Fault::RING.contains(&self) || Fault::DATA.contains(&self)
     }
 
     /// Whether the fault is committed on TMFs.

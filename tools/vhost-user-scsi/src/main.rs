@@ -8,9 +8,18 @@
 //! ```
 //!
 //! `--lun T:L:SIZE[:KIND]` adds LUN L of target T, SIZE mebibytes, KIND
-//! `disk` (default, RAM), `cdrom` (RAM, read-only), `null`, `file=PATH`
+//! `disk` (default, RAM), `disk+pi` (RAM, formatted with T10 protection
+//! information, type 1), `cdrom` (RAM, read-only), `null`, `file=PATH`
 //! (a disk on a file; SIZE is ignored) or `cdrom=PATH` (a CD-ROM on one). `--grid T,L,SIZE` adds targets 0..T with LUNs 0..L each.
 //! Profiles: `qemu` (default), `vhost-scsi`, `minimal`, `bidi-pi`.
+//!
+//! A `disk+pi` LUN has 512-byte blocks with 8 bytes of protection
+//! information each (INQUIRY PROTECT, READ CAPACITY(16) PROT_EN, type 1).
+//! Under `bidi-pi` (T10_PI negotiated) the tuples travel with READ and
+//! WRITE(10/16) that set RDPROTECT or WRPROTECT: the device checks the
+//! guard and reference tags of what it is sent (ABORTED COMMAND, LOGICAL
+//! BLOCK GUARD or REFERENCE TAG CHECK FAILED, nothing written), keeps the
+//! tuples and gives them back; it generates them for blocks written without.
 //!
 //! The control socket takes one command per line and answers `ok` or
 //! `error: ...`: `add T L SIZE [KIND]` (hot-plug with an event), `remove T
@@ -20,12 +29,16 @@
 //! the 8 bytes given in hex, however malformed), `flood N T L` (N hot-add events for one LUN), `fault NAME [T L | all] [COUNT]` (commit a
 //! fault of `fault.rs` on that LUN's commands, COUNT times or until `fault
 //! clear`), `fault random SEED PERCENT [T L | all]` (a seeded mix of command
-//! faults), `fault clear`, `stats`, `reset` (the LUNs as the command line
+//! faults), `fault clear`, `stats` (`ok commands N tmfs N events N
+//! events_dropped N malformed N faults N held N pi_checked N pi_errors N`:
+//! `pi_checked` counts the blocks whose protection information a write
+//! checked, `pi_errors` the writes refused for it), `reset` (the LUNs as the command line
 //! made them, with fresh contents, no fault, no pending event, counters at
 //! zero: between two tests sharing a guest, after the driver let go).
 
 mod device;
 mod fault;
+mod pi;
 mod scsi;
 
 use std::io::{BufRead, BufReader, Write};
@@ -55,7 +68,8 @@ struct Args {
 
 fn usage() -> String {
     "usage: vhost-user-scsi --socket PATH [--control PATH] [--profile qemu|vhost-scsi|minimal|bidi-pi] \
-     [--queues N] [--queue-size N] [--lun T:L:SIZE[:disk|cdrom|null|file=PATH]]... [--grid T,L,SIZE]"
+     [--queues N] [--queue-size N] [--lun T:L:SIZE[:disk|disk+pi|cdrom|null|file=PATH|cdrom=PATH]]... \
+     [--grid T,L,SIZE]"
         .into()
 }
 
@@ -151,10 +165,14 @@ fn make_lun(target: u8, lun: u16, size_mib: u64, kind: &str) -> Result<Lun, Stri
     };
     match kind.split_once('=') {
         None if kind == "disk" => ram(Kind::Disk),
+        None if kind == "disk+pi" => ram(Kind::Disk).map(Lun::with_pi),
         None if kind == "cdrom" => ram(Kind::Cdrom),
         None if kind == "null" => Ok(Lun::new(Kind::Disk, Store::Null, bytes, serial.clone())),
         Some(("file", path)) => on_file(Kind::Disk, path),
         Some(("cdrom", path)) => on_file(Kind::Cdrom, path),
+        None if kind.ends_with("+pi") => Err(format!(
+            "LUN kind {kind:?}: protection information only on a RAM disk (disk+pi)"
+        )),
         _ => Err(format!("unknown LUN kind {kind:?}")),
     }
 }
@@ -241,14 +259,17 @@ fn control_command(dev: &Device, initial: &LunSpecs, line: &str) -> Result<Strin
             let s = &dev.stats;
             let g = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             return Ok(format!(
-                "ok commands {} tmfs {} events {} events_dropped {} malformed {} faults {} held {}",
+                "ok commands {} tmfs {} events {} events_dropped {} malformed {} faults {} held {} \
+                 pi_checked {} pi_errors {}",
                 g(&s.commands),
                 g(&s.tmfs),
                 g(&s.events),
                 g(&s.events_dropped),
                 g(&s.malformed),
                 dev.plan.lock().unwrap().committed,
-                dev.held()
+                dev.held(),
+                g(&s.pi_checked),
+                g(&s.pi_errors)
             ));
         }
         _ => return Err(format!("unknown command {line:?}")),
@@ -392,7 +413,40 @@ mod tests {
         );
         assert_eq!(
             cmd("stats").unwrap(),
-            "ok commands 0 tmfs 0 events 0 events_dropped 0 malformed 0 faults 0 held 0"
+            "ok commands 0 tmfs 0 events 0 events_dropped 0 malformed 0 faults 0 held 0 \
+             pi_checked 0 pi_errors 0"
+        );
+    }
+
+    #[test]
+    fn pi_luns_from_the_command_line_and_the_control_socket() {
+        let inquiry = [0x12, 0, 0, 0, 36, 0];
+        let protect = |t: &Targets, target, lun| t.execute(target, lun, &inquiry, &[], 36).data[5];
+        let targets = Arc::new(Targets::default());
+        let a = parse_args(
+            ["--socket", "s", "--lun", "0:0:1:disk+pi", "--lun", "0:1:1"]
+                .into_iter()
+                .map(String::from),
+        )
+        .unwrap();
+        for (t, l, size, kind) in &a.luns {
+            targets.insert(*t, *l, make_lun(*t, *l, *size, kind).unwrap());
+        }
+        assert_eq!((protect(&targets, 0, 0), protect(&targets, 0, 1)), (1, 0));
+        for bad in ["cdrom+pi", "null+pi", "disk+dif"] {
+            assert!(make_lun(0, 0, 1, bad).is_err(), "{bad}");
+        }
+        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        let dev = Device::new(Profile::BidiPi, 1, 16, mem, targets).unwrap();
+        control_command(&dev, &a.luns, "add 1 0 1 disk+pi").unwrap();
+        assert_eq!(protect(&dev.targets, 1, 0), 1);
+        assert!(control_command(&dev, &a.luns, "add 1 1 1 cdrom+pi").is_err());
+        control_command(&dev, &a.luns, "reset").unwrap();
+        assert_eq!(protect(&dev.targets, 0, 0), 1);
+        let stats = control_command(&dev, &a.luns, "stats").unwrap();
+        assert!(
+            stats.ends_with(" held 0 pi_checked 0 pi_errors 0"),
+            "{stats}"
         );
     }
 }

@@ -6,6 +6,11 @@
 //! everything else is CHECK CONDITION, ILLEGAL REQUEST, INVALID COMMAND
 //! OPERATION CODE.
 //!
+//! A disk may be formatted with protection information, type 1 (see
+//! [`crate::pi`]): INQUIRY says PROTECT, READ CAPACITY(16) PROT_EN, and
+//! READ and WRITE(10/16) with RDPROTECT or WRPROTECT move and check the
+//! tuples that travel with the data (virtio-scsi T10_PI).
+//!
 //! Nothing here knows about virtqueues: a command comes in as a CDB and its
 //! data-out bytes and leaves as a [`Reply`].
 
@@ -15,6 +20,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+
+use crate::pi::{self, Checks, Mismatch, Tuples, TUPLE_SIZE};
 
 /// SAM status codes.
 pub const GOOD: u8 = 0x00;
@@ -33,6 +40,8 @@ pub mod key {
     pub const UNIT_ATTENTION: u8 = 0x6;
     /// DATA PROTECT.
     pub const DATA_PROTECT: u8 = 0x7;
+    /// ABORTED COMMAND.
+    pub const ABORTED_COMMAND: u8 = 0xb;
 }
 
 /// Additional sense codes (ASC, ASCQ).
@@ -53,6 +62,10 @@ pub mod asc {
     pub const CAPACITY_CHANGED: (u8, u8) = (0x2a, 0x09);
     /// REPORTED LUNS DATA HAS CHANGED.
     pub const LUNS_CHANGED: (u8, u8) = (0x3f, 0x0e);
+    /// LOGICAL BLOCK GUARD CHECK FAILED.
+    pub const GUARD_CHECK_FAILED: (u8, u8) = (0x10, 0x01);
+    /// LOGICAL BLOCK REFERENCE TAG CHECK FAILED.
+    pub const REF_TAG_CHECK_FAILED: (u8, u8) = (0x10, 0x03);
     /// No additional sense.
     pub const NONE: (u8, u8) = (0x00, 0x00);
 }
@@ -186,6 +199,10 @@ pub struct Lun {
     /// A unit attention to report with the next command (ASC, ASCQ).
     pending_ua: Mutex<Option<(u8, u8)>>,
     serial: String,
+    /// With protection information (type 1): the tuples the initiator
+    /// sent. Held across the data's I/O, so that a block and its tuple
+    /// change together.
+    pi: Option<RwLock<Tuples>>,
 }
 
 impl Lun {
@@ -197,7 +214,25 @@ impl Lun {
             blocks: AtomicU64::new(bytes / kind.block_size()),
             pending_ua: Mutex::new(None),
             serial,
+            pi: None,
         }
+    }
+
+    /// The same logical unit formatted with protection information, type 1
+    /// (a disk's: 512-byte blocks, 8 bytes of PI each).
+    pub fn with_pi(mut self) -> Lun {
+        assert_eq!(
+            self.kind,
+            Kind::Disk,
+            "only a disk takes protection information"
+        );
+        self.pi = Some(RwLock::new(Tuples::new()));
+        self
+    }
+
+    /// Whether the unit is formatted with protection information.
+    pub fn protected(&self) -> bool {
+        self.pi.is_some()
     }
 
     /// Capacity in blocks.
@@ -221,6 +256,11 @@ pub struct Reply {
     pub data: Vec<u8>,
     /// Data-out bytes the command used.
     pub consumed: usize,
+    /// Protection information in: exactly what [`Io::pi_in`] asked for,
+    /// or nothing (the device sends zeros, if anything).
+    pub pi: Vec<u8>,
+    /// Blocks whose protection information a write checked.
+    pub pi_checked: u64,
 }
 
 impl Reply {
@@ -247,6 +287,39 @@ impl Reply {
             ..Reply::default()
         }
     }
+
+    /// CHECK CONDITION for protection information that failed a check.
+    fn pi_mismatch(m: Mismatch) -> Reply {
+        Reply::check(
+            key::ABORTED_COMMAND,
+            match m {
+                Mismatch::Guard => asc::GUARD_CHECK_FAILED,
+                Mismatch::Reference => asc::REF_TAG_CHECK_FAILED,
+            },
+        )
+    }
+
+    /// Whether the command failed a check of protection information.
+    pub fn pi_error(&self) -> bool {
+        self.status == CHECK_CONDITION
+            && self.sense.get(2) == Some(&key::ABORTED_COMMAND)
+            && self.sense.get(12) == Some(&0x10)
+    }
+}
+
+/// What a command moves besides its CDB: its data-out, the room for its
+/// data-in, and the protection information that precedes either on the
+/// wire (virtio-scsi T10_PI: `pi_bytesout`, `pi_bytesin`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Io<'a> {
+    /// Protection information out.
+    pub pi_out: &'a [u8],
+    /// Data out.
+    pub data_out: &'a [u8],
+    /// Bytes of protection information in the initiator asked for.
+    pub pi_in: usize,
+    /// Room for data in.
+    pub alloc: usize,
 }
 
 /// Fixed-format sense data (SPC-4 4.5.3), 18 bytes.
@@ -312,8 +385,13 @@ impl Targets {
         let Some(unit) = self.get(target, lun) else {
             return Ok(false);
         };
+        let mut tuples = unit.pi.as_ref().map(|t| t.write().unwrap());
         unit.store.set_len(bytes)?;
         unit.blocks.store(bytes / unit.bs(), Ordering::Relaxed);
+        if let Some(t) = tuples.as_mut() {
+            // What grows back reads as zeros: the tuples go with the data.
+            t.retain(|&lba, _| lba < bytes / unit.bs());
+        }
         *unit.pending_ua.lock().unwrap() = Some(asc::CAPACITY_CHANGED);
         Ok(true)
     }
@@ -361,7 +439,8 @@ impl Targets {
 
     /// Executes one command for (target, LUN), the target existing.
     /// `data_out` holds the initiator's data; `alloc` is the room for
-    /// data-in.
+    /// data-in. No protection information travels.
+    #[cfg(test)]
     pub fn execute(
         &self,
         target: u8,
@@ -370,6 +449,18 @@ impl Targets {
         data_out: &[u8],
         alloc: usize,
     ) -> Reply {
+        let io = Io {
+            data_out,
+            alloc,
+            ..Io::default()
+        };
+        self.execute_io(target, lun, cdb, io)
+    }
+
+    /// Executes one command for (target, LUN), the target existing, with
+    /// what `io` moves.
+    pub fn execute_io(&self, target: u8, lun: u16, cdb: &[u8], io: Io<'_>) -> Reply {
+        let alloc = io.alloc;
         let Some(&opcode) = cdb.first() else {
             return Reply::check(key::ILLEGAL_REQUEST, asc::INVALID_OPCODE);
         };
@@ -398,7 +489,7 @@ impl Targets {
         if let Some(code) = unit.pending_ua.lock().unwrap().take() {
             return Reply::check(key::UNIT_ATTENTION, code);
         }
-        match execute_unit(&unit, cdb, data_out, alloc) {
+        match execute_unit(&unit, cdb, io) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("vhost-user-scsi: {target}:{lun}: I/O error: {e}");
@@ -430,7 +521,7 @@ fn inquiry(unit: Option<&Lun>, target: u8, lun: u16, cdb: &[u8], alloc: usize) -
             return Reply::check(key::ILLEGAL_REQUEST, asc::LUN_NOT_SUPPORTED);
         }
         // Peripheral qualifier 3: no logical unit here.
-        let mut d = standard_inquiry(Kind::Disk);
+        let mut d = standard_inquiry(Kind::Disk, false);
         d[0] = 0x7f;
         return Reply::data(d, alloc);
     };
@@ -438,13 +529,16 @@ fn inquiry(unit: Option<&Lun>, target: u8, lun: u16, cdb: &[u8], alloc: usize) -
         if cdb[2] != 0 {
             return Reply::check(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_CDB);
         }
-        return Reply::data(standard_inquiry(unit.kind), alloc);
+        return Reply::data(standard_inquiry(unit.kind, unit.protected()), alloc);
     }
     let pdt = unit.kind.peripheral_type();
     let disk = unit.kind == Kind::Disk;
     let page: Vec<u8> = match cdb[2] {
         0x00 => {
             let mut p = vec![0x00, 0x80, 0x83];
+            if unit.protected() {
+                p.push(0x86);
+            }
             if disk {
                 p.extend_from_slice(&[0xb0, 0xb1, 0xb2]);
             }
@@ -462,6 +556,16 @@ fn inquiry(unit: Option<&Lun>, target: u8, lun: u16, cdb: &[u8], alloc: usize) -
             let id = format!("VSCSIRS {}", unit.serial);
             p.extend_from_slice(&[0x02, 0x01, 0x00, id.len() as u8]);
             p.extend_from_slice(id.as_bytes());
+            p
+        }
+        0x86 if unit.protected() => {
+            // Extended INQUIRY Data (SPC-4 7.8.7), from byte 4 on.
+            let mut p = vec![0u8; 0x3c];
+            // SPT 000b (type 1) in bits 5:3; GRD_CHK, APP_CHK, REF_CHK in
+            // bits 2:0.
+            p[0] = 0x07;
+            // SIMPSUP: the SIMPLE task attribute.
+            p[1] = 0x01;
             p
         }
         0xb0 if disk => {
@@ -489,7 +593,7 @@ fn inquiry(unit: Option<&Lun>, target: u8, lun: u16, cdb: &[u8], alloc: usize) -
     Reply::data(d, alloc)
 }
 
-fn standard_inquiry(kind: Kind) -> Vec<u8> {
+fn standard_inquiry(kind: Kind, protect: bool) -> Vec<u8> {
     let mut d = vec![0u8; 36];
     d[0] = kind.peripheral_type();
     d[1] = if kind == Kind::Cdrom { 0x80 } else { 0 };
@@ -497,6 +601,8 @@ fn standard_inquiry(kind: Kind) -> Vec<u8> {
     d[2] = 0x06;
     d[3] = 0x12;
     d[4] = 31;
+    // PROTECT: formatted with protection information.
+    d[5] = u8::from(protect);
     // CmdQue.
     d[7] = 0x02;
     d[8..16].copy_from_slice(b"VSCSIRS ");
@@ -521,43 +627,30 @@ fn rw_range(cdb: &[u8]) -> (u64, u64) {
     }
 }
 
-fn execute_unit(unit: &Lun, cdb: &[u8], data_out: &[u8], alloc: usize) -> io::Result<Reply> {
+/// The RDPROTECT or WRPROTECT field of a READ, WRITE or WRITE SAME CDB (0
+/// for the 6-byte ones, which have none).
+fn protect_field(cdb: &[u8]) -> u8 {
+    match cdb[0] {
+        op::READ_6 | op::WRITE_6 => 0,
+        _ => cdb[1] >> 5,
+    }
+}
+
+/// The checks a nonzero protect field asks for, or the answer to a
+/// reserved value.
+fn checks_of(protect: u8) -> Result<Checks, Reply> {
+    Checks::of(protect).ok_or_else(|| Reply::check(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_CDB))
+}
+
+fn execute_unit(unit: &Lun, cdb: &[u8], io: Io<'_>) -> io::Result<Reply> {
+    let (data_out, alloc) = (io.data_out, io.alloc);
     let bs = unit.bs();
     let blocks = unit.blocks();
     let disk = unit.kind == Kind::Disk;
     Ok(match cdb[0] {
         op::TEST_UNIT_READY | op::START_STOP_UNIT | op::PREVENT_ALLOW => Reply::good(),
-        op::READ_6 | op::READ_10 | op::READ_16 => {
-            let (lba, n) = rw_range(cdb);
-            if lba.checked_add(n).is_none_or(|end| end > blocks) {
-                return Ok(Reply::check(key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE));
-            }
-            let len = ((n * bs) as usize).min(alloc);
-            let mut data = vec![0u8; len];
-            unit.store.read(&mut data, lba * bs)?;
-            Reply::data(data, alloc)
-        }
-        op::WRITE_6 | op::WRITE_10 | op::WRITE_16 => {
-            if !disk {
-                return Ok(Reply::check(key::DATA_PROTECT, asc::WRITE_PROTECTED));
-            }
-            let (lba, n) = rw_range(cdb);
-            if lba.checked_add(n).is_none_or(|end| end > blocks) {
-                return Ok(Reply::check(key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE));
-            }
-            let len = (n * bs) as usize;
-            if data_out.len() < len {
-                return Ok(Reply::check(
-                    key::ILLEGAL_REQUEST,
-                    asc::INVALID_FIELD_IN_CDB,
-                ));
-            }
-            unit.store.write(&data_out[..len], lba * bs)?;
-            Reply {
-                consumed: len,
-                ..Reply::good()
-            }
-        }
+        op::READ_6 | op::READ_10 | op::READ_16 => read(unit, cdb, io)?,
+        op::WRITE_6 | op::WRITE_10 | op::WRITE_16 => write(unit, cdb, io)?,
         op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16 => {
             unit.store.sync()?;
             Reply::good()
@@ -572,6 +665,8 @@ fn execute_unit(unit: &Lun, cdb: &[u8], data_out: &[u8], alloc: usize) -> io::Re
             let mut d = vec![0u8; 32];
             d[0..8].copy_from_slice(&blocks.saturating_sub(1).to_be_bytes());
             d[8..12].copy_from_slice(&(bs as u32).to_be_bytes());
+            // P_TYPE 000b (type 1), PROT_EN; P_I_EXPONENT 0.
+            d[12] = u8::from(unit.protected());
             if disk {
                 // LBPME, LBPRZ: unmapped blocks read as zeros.
                 d[14] = 0xc0;
@@ -580,8 +675,134 @@ fn execute_unit(unit: &Lun, cdb: &[u8], data_out: &[u8], alloc: usize) -> io::Re
         }
         op::MODE_SENSE_6 | op::MODE_SENSE_10 => mode_sense(unit, cdb, alloc),
         op::UNMAP if disk => unmap(unit, data_out)?,
-        op::WRITE_SAME_16 if disk => write_same(unit, cdb, data_out)?,
+        op::WRITE_SAME_16 if disk => write_same(unit, cdb, io)?,
         _ => Reply::check(key::ILLEGAL_REQUEST, asc::INVALID_OPCODE),
+    })
+}
+
+/// READ(6/10/16). With RDPROTECT on a unit formatted with protection
+/// information, the tuples of the blocks read go back in the protection
+/// information in, if the initiator asked for them: for every block or
+/// (the device strips them) none.
+fn read(unit: &Lun, cdb: &[u8], io: Io<'_>) -> io::Result<Reply> {
+    let bs = unit.bs();
+    let (lba, n) = rw_range(cdb);
+    if lba.checked_add(n).is_none_or(|end| end > unit.blocks()) {
+        return Ok(Reply::check(key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE));
+    }
+    let protect = protect_field(cdb);
+    let tuples = match &unit.pi {
+        Some(tuples) if protect != 0 => {
+            if let Err(r) = checks_of(protect) {
+                return Ok(r);
+            }
+            if io.pi_in != 0 && io.pi_in != n as usize * TUPLE_SIZE {
+                return Ok(Reply::check(
+                    key::ILLEGAL_REQUEST,
+                    asc::INVALID_FIELD_IN_CDB,
+                ));
+            }
+            Some(tuples).filter(|_| io.pi_in != 0)
+        }
+        _ => None,
+    };
+    let Some(tuples) = tuples else {
+        let mut data = vec![0u8; ((n * bs) as usize).min(io.alloc)];
+        unit.store.read(&mut data, lba * bs)?;
+        return Ok(Reply::data(data, io.alloc));
+    };
+    // Every block, even past the data-in room: a tuple the device
+    // generates needs its block.
+    let mut data = vec![0u8; (n * bs) as usize];
+    let tuples = tuples.read().unwrap();
+    unit.store.read(&mut data, lba * bs)?;
+    let mut pi = Vec::with_capacity(io.pi_in);
+    for (l, block) in (lba..).zip(data.chunks_exact(bs as usize)) {
+        let t = tuples
+            .get(&l)
+            .copied()
+            .unwrap_or_else(|| pi::generate(block, l));
+        pi.extend_from_slice(&t);
+    }
+    drop(tuples);
+    Ok(Reply {
+        pi,
+        ..Reply::data(data, io.alloc)
+    })
+}
+
+/// WRITE(6/10/16). With WRPROTECT on a unit formatted with protection
+/// information, the tuples that came with the data are checked as the
+/// field says, then kept; nothing is written if one fails. Without (or
+/// with WRPROTECT but no protection information sent: the device inserts
+/// it), the device generates the tuples from the data.
+fn write(unit: &Lun, cdb: &[u8], io: Io<'_>) -> io::Result<Reply> {
+    if unit.kind != Kind::Disk {
+        return Ok(Reply::check(key::DATA_PROTECT, asc::WRITE_PROTECTED));
+    }
+    let bs = unit.bs();
+    let (lba, n) = rw_range(cdb);
+    if lba.checked_add(n).is_none_or(|end| end > unit.blocks()) {
+        return Ok(Reply::check(key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE));
+    }
+    let len = (n * bs) as usize;
+    let Some(data) = io.data_out.get(..len) else {
+        return Ok(Reply::check(
+            key::ILLEGAL_REQUEST,
+            asc::INVALID_FIELD_IN_CDB,
+        ));
+    };
+    let done = Reply {
+        consumed: len,
+        ..Reply::good()
+    };
+    let Some(tuples) = &unit.pi else {
+        unit.store.write(data, lba * bs)?;
+        return Ok(done);
+    };
+    let protect = protect_field(cdb);
+    let mut sent = None;
+    let mut checked = 0;
+    if protect != 0 {
+        let checks = match checks_of(protect) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        match io.pi_out.len() {
+            0 => {}
+            l if l == n as usize * TUPLE_SIZE => {
+                let blocks = data.chunks_exact(bs as usize);
+                for ((l, t), block) in (lba..).zip(io.pi_out.chunks_exact(TUPLE_SIZE)).zip(blocks) {
+                    match pi::verify(t, block, l, checks) {
+                        Ok(c) => checked += u64::from(c),
+                        Err(m) => return Ok(Reply::pi_mismatch(m)),
+                    }
+                }
+                sent = Some(io.pi_out);
+            }
+            _ => {
+                return Ok(Reply::check(
+                    key::ILLEGAL_REQUEST,
+                    asc::INVALID_FIELD_IN_CDB,
+                ))
+            }
+        }
+    }
+    let mut tuples = tuples.write().unwrap();
+    unit.store.write(data, lba * bs)?;
+    match sent {
+        Some(sent) => {
+            for (l, t) in (lba..).zip(sent.chunks_exact(TUPLE_SIZE)) {
+                let mut tuple = [0u8; TUPLE_SIZE];
+                tuple.copy_from_slice(t);
+                tuples.insert(l, tuple);
+            }
+        }
+        None => pi::forget(&mut tuples, lba, n),
+    }
+    Ok(Reply {
+        pi_checked: checked,
+        ..done
     })
 }
 
@@ -621,8 +842,12 @@ fn unmap(unit: &Lun, param: &[u8]) -> io::Result<Reply> {
         }
         ranges.push((lba, n));
     }
+    let mut tuples = unit.pi.as_ref().map(|t| t.write().unwrap());
     for (lba, n) in ranges {
         zero_range(unit, lba, n)?;
+        if let Some(t) = tuples.as_mut() {
+            pi::forget(t, lba, n);
+        }
     }
     Ok(Reply {
         consumed: 8 + desc_len,
@@ -630,7 +855,12 @@ fn unmap(unit: &Lun, param: &[u8]) -> io::Result<Reply> {
     })
 }
 
-fn write_same(unit: &Lun, cdb: &[u8], data_out: &[u8]) -> io::Result<Reply> {
+/// WRITE SAME(16). On a unit formatted with protection information, a
+/// WRPROTECT field with the one block's tuple checks it at the first LBA
+/// and keeps it for every block, its reference tag counting up (type 1);
+/// otherwise the device generates the tuples.
+fn write_same(unit: &Lun, cdb: &[u8], io: Io<'_>) -> io::Result<Reply> {
+    let data_out = io.data_out;
     let (lba, n) = (be64(&cdb[2..10]), u64::from(be32(&cdb[10..14])));
     if n == 0 || n > u64::from(MAX_UNMAP_BLOCKS) {
         return Ok(Reply::check(
@@ -648,15 +878,56 @@ fn write_same(unit: &Lun, cdb: &[u8], data_out: &[u8]) -> io::Result<Reply> {
             asc::INVALID_FIELD_IN_CDB,
         ));
     };
-    if cdb[1] & 0x08 != 0 || block.iter().all(|&b| b == 0) {
+    let protect = cdb[1] >> 5;
+    let mut sent = None;
+    let mut checked = 0;
+    if unit.protected() && protect != 0 {
+        let checks = match checks_of(protect) {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        };
+        match io.pi_out.len() {
+            0 => {}
+            TUPLE_SIZE => {
+                match pi::verify(io.pi_out, block, lba, checks) {
+                    Ok(c) => checked = u64::from(c),
+                    Err(m) => return Ok(Reply::pi_mismatch(m)),
+                }
+                sent = Some(io.pi_out);
+            }
+            _ => {
+                return Ok(Reply::check(
+                    key::ILLEGAL_REQUEST,
+                    asc::INVALID_FIELD_IN_CDB,
+                ))
+            }
+        }
+    }
+    let mut tuples = unit.pi.as_ref().map(|t| t.write().unwrap());
+    let zeros = cdb[1] & 0x08 != 0 || block.iter().all(|&b| b == 0);
+    if zeros {
         zero_range(unit, lba, n)?;
     } else {
         for i in 0..n {
             unit.store.write(block, (lba + i) * bs as u64)?;
         }
     }
+    if let Some(t) = tuples.as_mut() {
+        match sent {
+            // Unmapped or zeroed: the tuples of zeros, generated.
+            Some(s) if !zeros => {
+                let (guard, app) = (u16::from_be_bytes([s[0], s[1]]), pi::app_tag(s));
+                for i in 0..n {
+                    let reference = pi::ref_tag(s).wrapping_add(i as u32);
+                    t.insert(lba + i, pi::tuple(guard, app, reference));
+                }
+            }
+            _ => pi::forget(t, lba, n),
+        }
+    }
     Ok(Reply {
         consumed: bs,
+        pi_checked: checked,
         ..Reply::good()
     })
 }
@@ -856,6 +1127,243 @@ mod tests {
         assert!(r.data[..512].iter().all(|&b| b == 0xa5));
         assert!(r.data[512..1536].iter().all(|&b| b == 0));
         assert!(r.data[1536..].iter().all(|&b| b == 0xa5));
+    }
+
+    /// A disk formatted with protection information at 0:1, 1 MiB.
+    fn with_pi_lun() -> Targets {
+        let t = targets();
+        let lun = Lun::new(
+            Kind::Disk,
+            Store::ram(1 << 20).unwrap(),
+            1 << 20,
+            "p1".into(),
+        );
+        t.insert(0, 1, lun.with_pi());
+        t
+    }
+
+    fn rw10(opcode: u8, protect: u8, lba: u32, n: u16) -> [u8; 10] {
+        let mut c = [0u8; 10];
+        c[0] = opcode;
+        c[1] = protect << 5;
+        c[2..6].copy_from_slice(&lba.to_be_bytes());
+        c[7..9].copy_from_slice(&n.to_be_bytes());
+        c
+    }
+
+    /// `n` blocks of a pattern that differs by block, and their tuples
+    /// (application tag 0x1234) as the initiator would send them for LBA
+    /// `lba` on.
+    fn blocks_with_pi(lba: u64, n: usize) -> (Vec<u8>, Vec<u8>) {
+        let data: Vec<u8> = (0..n * 512).map(|i| (i * 13 + i / 512) as u8).collect();
+        let pi = data
+            .chunks_exact(512)
+            .zip(lba..)
+            .flat_map(|(b, l)| pi::tuple(pi::crc_t10dif(b), 0x1234, l as u32))
+            .collect();
+        (data, pi)
+    }
+
+    fn write_pi(t: &Targets, cdb: &[u8], data: &[u8], pi_out: &[u8]) -> Reply {
+        let io = Io {
+            pi_out,
+            data_out: data,
+            ..Io::default()
+        };
+        t.execute_io(0, 1, cdb, io)
+    }
+
+    fn read_pi(t: &Targets, cdb: &[u8], pi_in: usize, alloc: usize) -> Reply {
+        let io = Io {
+            pi_in,
+            alloc,
+            ..Io::default()
+        };
+        t.execute_io(0, 1, cdb, io)
+    }
+
+    #[test]
+    fn pi_inquiry_and_capacity_only_on_pi_luns() {
+        let t = with_pi_lun();
+        let std_inq = [op::INQUIRY, 0, 0, 0, 96, 0];
+        assert_eq!(t.execute(0, 1, &std_inq, &[], 4096).data[5], 0x01);
+        assert_eq!(t.execute(0, 0, &std_inq, &[], 4096).data[5], 0x00);
+        let pages = [op::INQUIRY, 1, 0, 0, 255, 0];
+        let r = t.execute(0, 1, &pages, &[], 4096);
+        assert_eq!(&r.data[4..], &[0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2]);
+        let r = t.execute(0, 0, &pages, &[], 4096);
+        assert_eq!(&r.data[4..], &[0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]);
+        let ext = [op::INQUIRY, 1, 0x86, 0, 255, 0];
+        let r = t.execute(0, 1, &ext, &[], 4096);
+        assert_eq!((r.status, r.data.len()), (GOOD, 64));
+        assert_eq!(&r.data[..4], &[0x00, 0x86, 0x00, 0x3c]);
+        // SPT 000b; GRD_CHK, APP_CHK, REF_CHK.
+        assert_eq!(r.data[4], 0x07);
+        let r = t.execute(0, 0, &ext, &[], 4096);
+        assert_eq!(sense(&r), (key::ILLEGAL_REQUEST, 0x24, 0));
+        let mut rc16 = [0u8; 16];
+        rc16[0] = op::SERVICE_ACTION_IN_16;
+        rc16[1] = op::SAI_READ_CAPACITY_16;
+        rc16[13] = 32;
+        let r = t.execute(0, 1, &rc16, &[], 32);
+        assert_eq!(
+            (be32(&r.data[8..12]), r.data[12], r.data[13]),
+            (512, 0x01, 0)
+        );
+        assert_eq!(be64(&r.data[0..8]), 2047);
+        let r = t.execute(0, 0, &rc16, &[], 32);
+        assert_eq!((r.data[12], r.data[13]), (0, 0));
+    }
+
+    #[test]
+    fn pi_written_is_read_back() {
+        let t = with_pi_lun();
+        let (data, pi) = blocks_with_pi(5, 3);
+        let r = write_pi(&t, &rw10(op::WRITE_10, 1, 5, 3), &data, &pi);
+        assert_eq!((r.status, r.consumed, r.pi_checked), (GOOD, 3 * 512, 3));
+        let r = read_pi(&t, &rw10(op::READ_10, 1, 5, 3), 24, 3 * 512);
+        assert_eq!((r.status, &r.data, &r.pi), (GOOD, &data, &pi));
+        // READ(16), a block before and one after: those generated.
+        let mut cdb = [0u8; 16];
+        cdb[0] = op::READ_16;
+        cdb[1] = 1 << 5;
+        cdb[9] = 4;
+        cdb[13] = 5;
+        let r = read_pi(&t, &cdb, 40, 5 * 512);
+        assert_eq!(&r.pi[..8], &pi::tuple(0, 0, 4));
+        assert_eq!(&r.pi[8..32], &pi[..]);
+        assert_eq!(&r.pi[32..], &pi::tuple(0, 0, 8));
+        // A data-in room short of the blocks: the tuples of them all.
+        let r = read_pi(&t, &rw10(op::READ_10, 1, 5, 3), 24, 512);
+        assert_eq!((&r.data[..], &r.pi), (&data[..512], &pi));
+        // RDPROTECT 0, or no room for the tuples (the device strips them):
+        // the data alone.
+        for (protect, pi_in) in [(0, 0), (1, 0), (0, 24)] {
+            let r = read_pi(&t, &rw10(op::READ_10, protect, 5, 3), pi_in, 3 * 512);
+            assert_eq!((r.status, &r.data, r.pi.len()), (GOOD, &data, 0));
+        }
+        // Tuples for some blocks only; a reserved RDPROTECT.
+        let r = read_pi(&t, &rw10(op::READ_10, 1, 5, 3), 16, 3 * 512);
+        assert_eq!(sense(&r), (key::ILLEGAL_REQUEST, 0x24, 0));
+        let r = read_pi(&t, &rw10(op::READ_10, 6, 5, 3), 24, 3 * 512);
+        assert_eq!(sense(&r), (key::ILLEGAL_REQUEST, 0x24, 0));
+        // Written without PI (WRITE(6), WRPROTECT 0, or WRPROTECT without
+        // tuples): the device's tuples from then on.
+        let zeros = vec![0u8; 512];
+        for cdb in [
+            [op::WRITE_6, 0, 0, 5, 1, 0].as_slice(),
+            &rw10(op::WRITE_10, 0, 6, 1),
+            &rw10(op::WRITE_10, 1, 7, 1),
+        ] {
+            let r = write_pi(&t, cdb, &zeros, &[]);
+            assert_eq!((r.status, r.pi_checked), (GOOD, 0));
+        }
+        let r = read_pi(&t, &rw10(op::READ_10, 1, 5, 3), 24, 3 * 512);
+        assert!(r.data.iter().all(|&b| b == 0));
+        let generated: Vec<u8> = (5..8).flat_map(|l| pi::tuple(0, 0, l)).collect();
+        assert_eq!(r.pi, generated);
+    }
+
+    #[test]
+    fn pi_mismatches_write_nothing() {
+        let t = with_pi_lun();
+        let (data, pi) = blocks_with_pi(9, 2);
+        let mut bad_guard = pi.clone();
+        bad_guard[8] ^= 0x80;
+        let r = write_pi(&t, &rw10(op::WRITE_10, 1, 9, 2), &data, &bad_guard);
+        assert_eq!(sense(&r), (key::ABORTED_COMMAND, 0x10, 0x01));
+        assert!(r.pi_error());
+        let mut bad_ref = pi.clone();
+        bad_ref[15] ^= 1;
+        let r = write_pi(&t, &rw10(op::WRITE_10, 1, 9, 2), &data, &bad_ref);
+        assert_eq!(sense(&r), (key::ABORTED_COMMAND, 0x10, 0x03));
+        // Written at the wrong LBA: its reference tags do not match.
+        let r = write_pi(&t, &rw10(op::WRITE_10, 1, 10, 2), &data, &pi);
+        assert_eq!(sense(&r), (key::ABORTED_COMMAND, 0x10, 0x03));
+        // Nothing was written: zeros and the tuples of zeros.
+        let r = read_pi(&t, &rw10(op::READ_10, 1, 9, 3), 24, 3 * 512);
+        assert!(r.data.iter().all(|&b| b == 0));
+        let generated: Vec<u8> = (9..12).flat_map(|l| pi::tuple(0, 0, l)).collect();
+        assert_eq!(r.pi, generated);
+        // WRPROTECT 010b checks the reference tag only, 100b the guard
+        // only, 011b nothing; application tag FFFFh turns the checks off.
+        let r = write_pi(&t, &rw10(op::WRITE_10, 2, 9, 2), &data, &bad_guard);
+        assert_eq!((r.status, r.pi_checked), (GOOD, 2));
+        let r = write_pi(&t, &rw10(op::WRITE_10, 4, 9, 2), &data, &bad_ref);
+        assert_eq!((r.status, r.pi_checked), (GOOD, 2));
+        let r = write_pi(&t, &rw10(op::WRITE_10, 3, 9, 2), &data, &bad_ref);
+        assert_eq!((r.status, r.pi_checked), (GOOD, 0));
+        let mut escaped = bad_guard.clone();
+        escaped[10..12].copy_from_slice(&[0xff, 0xff]);
+        let r = write_pi(&t, &rw10(op::WRITE_10, 1, 9, 2), &data, &escaped);
+        assert_eq!((r.status, r.pi_checked), (GOOD, 1));
+        // What was sent is what reads back, however unchecked.
+        let r = read_pi(&t, &rw10(op::READ_10, 1, 9, 2), 16, 2 * 512);
+        assert_eq!((&r.data, &r.pi), (&data, &escaped));
+        // Tuples for some blocks only; a reserved WRPROTECT.
+        let r = write_pi(&t, &rw10(op::WRITE_10, 1, 9, 2), &data, &pi[..8]);
+        assert_eq!(sense(&r), (key::ILLEGAL_REQUEST, 0x24, 0));
+        let r = write_pi(&t, &rw10(op::WRITE_10, 7, 9, 2), &data, &pi);
+        assert_eq!(sense(&r), (key::ILLEGAL_REQUEST, 0x24, 0));
+    }
+
+    #[test]
+    fn pi_follows_write_same_unmap_and_resize() {
+        let t = with_pi_lun();
+        let (data, pi) = blocks_with_pi(20, 1);
+        let mut ws = [0u8; 16];
+        ws[0] = op::WRITE_SAME_16;
+        ws[1] = 1 << 5;
+        ws[9] = 20;
+        ws[13] = 3;
+        let r = write_pi(&t, &ws, &data, &pi);
+        assert_eq!((r.status, r.pi_checked), (GOOD, 1));
+        let r = read_pi(&t, &rw10(op::READ_10, 1, 20, 3), 24, 3 * 512);
+        let want: Vec<u8> = (20..23)
+            .flat_map(|l| pi::tuple(be16(&pi[..2]), 0x1234, l))
+            .collect();
+        assert_eq!(r.pi, want);
+        ws[9] = 21;
+        let r = write_pi(&t, &ws, &data, &pi);
+        assert_eq!(sense(&r), (key::ABORTED_COMMAND, 0x10, 0x03));
+        // UNMAP: zeros, and their tuples.
+        let mut param = vec![0u8; 24];
+        param[3] = 16;
+        param[15] = 21;
+        param[19] = 1;
+        let unmap = [op::UNMAP, 0, 0, 0, 0, 0, 0, 0, 24, 0];
+        assert_eq!(t.execute(0, 1, &unmap, &param, 0).status, GOOD);
+        let r = read_pi(&t, &rw10(op::READ_10, 1, 21, 1), 8, 512);
+        assert_eq!(r.pi, pi::tuple(0, 0, 21));
+        // Shrunk past LBA 20 and grown back: zeros, and their tuples.
+        assert!(t.resize(0, 1, 10 * 512).unwrap());
+        assert!(t.resize(0, 1, 1 << 20).unwrap());
+        let tur = [op::TEST_UNIT_READY, 0, 0, 0, 0, 0];
+        assert_eq!(sense(&t.execute(0, 1, &tur, &[], 0)).0, key::UNIT_ATTENTION);
+        let r = read_pi(&t, &rw10(op::READ_10, 1, 20, 1), 8, 512);
+        assert_eq!((r.data, r.pi), (vec![0; 512], pi::tuple(0, 0, 20).to_vec()));
+    }
+
+    #[test]
+    fn no_pi_format_no_pi() {
+        // A LUN without protection information ignores the protect fields,
+        // as it always did, and gives back no tuple.
+        let t = with_pi_lun();
+        let (data, pi) = blocks_with_pi(5, 1);
+        let io = Io {
+            pi_out: &pi,
+            data_out: &data,
+            ..Io::default()
+        };
+        let r = t.execute_io(0, 0, &rw10(op::WRITE_10, 1, 5, 1), io);
+        assert_eq!((r.status, r.consumed, r.pi_checked), (GOOD, 512, 0));
+        let io = Io {
+            pi_in: 8,
+            alloc: 512,
+            ..Io::default()
+        };
+        let r = t.execute_io(0, 0, &rw10(op::READ_10, 1, 5, 1), io);
+        assert_eq!((r.status, &r.data, r.pi.len()), (GOOD, &data, 0));
     }
 
     #[test]
