@@ -36,8 +36,16 @@ void vscsi_virtio_del_vqs(struct virtio_device *vdev);
 void vscsi_virtio_device_ready(struct virtio_device *vdev);
 /* The device status has DEVICE_NEEDS_RESET (config->get_status()). */
 bool vscsi_virtio_needs_reset(struct virtio_device *vdev);
+/* The device has virtqueues (its vqs list is not empty). */
+bool vscsi_virtio_has_vqs(struct virtio_device *vdev);
+/* Waits for running virtqueue and configuration callbacks to finish. */
+void vscsi_virtio_synchronize_cbs(struct virtio_device *vdev);
 /* virtio_device_freeze() then virtio_device_restore(), under the device lock. */
 int vscsi_virtio_reset_restore(struct virtio_device *vdev);
+
+/* linux/sched/mm.h */
+unsigned int vscsi_memalloc_noio_save(void);
+void vscsi_memalloc_noio_restore(unsigned int flags);
 
 /* Module parameters (vscsi_helpers.c) */
 unsigned int vscsi_param_poll_queues(void);

@@ -12,8 +12,8 @@ use crate::abstractions::scsi::{
     QueueError, QueueMaps, ScsiDevice, SeqFile, TimeoutAction,
 };
 use crate::abstractions::virtio::{
-    self, virtio_device_table, DeviceBuf, DeviceId, Exchange, ExchangeRequest, Queue, QueueInfo,
-    WaitError,
+    self, virtio_device_table, DeviceBuf, DeviceId, Exchange, ExchangeRequest, ExchangeSlot, Queue,
+    QueueInfo, WaitError,
 };
 use crate::protocol::{
     self, config_offset, feature, Clamp, Config, EventAction, HostLimits, Tmf, TMF_REQ_SIZE,
@@ -111,6 +111,14 @@ enum TmfOutcome {
 /// The control queue: task management functions.
 type CtrlQueue = Queue<ExchangeRequest<TMF_REQ_SIZE, TMF_RESP_SIZE>, CtrlStats>;
 
+/// The memory of one task management function.
+type TmfSlot = ExchangeSlot<TMF_REQ_SIZE, TMF_RESP_SIZE>;
+
+/// TMF memory kept for when allocating fails (C keeps a mempool of 64
+/// commands, TMFs among them; the error handler sends one TMF at a time,
+/// an `SG_SCSI_RESET` ioctl perhaps one more).
+const TMF_RESERVE: usize = 2;
+
 /// How long a task management function may take before the error handler
 /// escalates (C waits forever).
 const TMF_TIMEOUT_MS: u32 = 30_000;
@@ -193,6 +201,8 @@ pub(crate) struct VirtioScsi {
     /// The device holds a TMF it did not answer in time: further TMFs
     /// fail at once, until it answers a control request or is reset.
     tmf_unanswered: AtomicBool,
+    /// TMF memory for when allocating fails, refilled after each TMF.
+    tmf_reserve: Pin<KBox<Mutex<[Option<TmfSlot>; TMF_RESERVE]>>>,
 }
 
 impl VirtioScsi {
@@ -318,6 +328,9 @@ impl VirtioScsi {
     /// [`TMF_TIMEOUT_MS`] (`virtscsi_tmf()`); then polls the request queues.
     fn tmf(&self, tmf: Tmf, target: u32, lun: u64, tag: u64) -> EhResult {
         let outcome = self.send_tmf(tmf, target, lun, tag);
+        if let Some(empty) = self.tmf_reserve.lock().iter_mut().find(|s| s.is_none()) {
+            *empty = TmfSlot::new_noio().ok();
+        }
         {
             let mut guard = self.ctrl_vq.lock();
             let stats = guard.data();
@@ -380,11 +393,18 @@ impl VirtioScsi {
         };
         let mut req = [0u8; TMF_REQ_SIZE];
         protocol::write_tmf_req(&mut req, tmf, &wire_lun, tag);
-        let Ok(exchange) = Exchange::new(req, protocol::TMF_RESP_INIT) else {
-            return TmfOutcome::Failed;
+        // No allocation that could wait for writeback to the disks under
+        // recovery; if none is possible, the reserve (C: a mempool).
+        let slot = match TmfSlot::new_noio() {
+            Ok(slot) => slot,
+            Err(_) => match self.tmf_reserve.lock().iter_mut().find_map(Option::take) {
+                Some(slot) => slot,
+                None => return TmfOutcome::Failed,
+            },
         };
+        let (exchange, request) = Exchange::new(slot, req, protocol::TMF_RESP_INIT);
         let mut guard = self.ctrl_vq.lock();
-        if guard.add(exchange.request()).is_err() {
+        if guard.add(request).is_err() {
             return TmfOutcome::Failed;
         }
         guard.data().tmf_sent += 1;
@@ -534,9 +554,9 @@ impl VirtioScsi {
     /// Creates the virtqueues again, sets DRIVER_OK (before any queue can
     /// take a request and notify), gives them to their queues and refills
     /// the event ring (`virtscsi_restore()`).
-    fn attach_queues(&self, dev: &virtio::Device) -> Result {
+    fn attach_queues(&self, dev: &virtio::DriverDevice<'_, Self>) -> Result {
         let infos = queue_infos(self.io_queues)?;
-        let mut raw = dev.find_vqs::<Self>(&infos, VQ_BASE)?.into_iter();
+        let mut raw = dev.find_vqs(&infos, VQ_BASE)?.into_iter();
         dev.ready();
         self.ctrl_vq.attach(raw.next().ok_or(EINVAL)?)?;
         self.event_vq.attach(raw.next().ok_or(EINVAL)?)?;
@@ -765,7 +785,7 @@ impl HostTemplate for VirtioScsi {
                 // Broken device, or queues gone after a failed restore:
                 // nothing would ever complete the command. Between freeze
                 // and restore, and with a full ring, it waits.
-                if e == EIO || (e == ENODEV && vscsi.resetting.load(Ordering::Acquire) == 0) {
+                if e == EIO || (e == ENODEV && !vscsi.reset_under_way(vq)) {
                     fail_cmd(cmd, HostByte::BadTarget)
                 } else {
                     Err(QueueError::HostBusy(cmd))
@@ -962,6 +982,18 @@ impl HostTemplate for VirtioScsi {
 }
 
 impl VirtioScsi {
+    /// Whether `vq`, found detached, is (or was meanwhile) re-attached by a
+    /// reset rather than gone. A reset counts itself in `resetting` before
+    /// it detaches and after it attaches again, so a queue seen detached
+    /// while nothing counts was re-attached since (the count is read
+    /// first, then the queue, then the count again, against a second reset
+    /// starting in between).
+    fn reset_under_way(&self, vq: &ReqQueue) -> bool {
+        self.resetting.load(Ordering::Acquire) != 0
+            || vq.lock().is_attached()
+            || self.resetting.load(Ordering::Acquire) != 0
+    }
+
     /// Resets the device and initialises it again (freeze, then restore),
     /// one reset at a time. Commands that slip past the midlayer meanwhile
     /// wait (requeued) while the queues are detached; whatever the outcome,
@@ -1061,7 +1093,7 @@ impl virtio::Driver for VirtioScsi {
 
     /// `virtscsi_probe()`: everything but `DRIVER_OK` and the scan, which
     /// follow in `scan`.
-    fn probe(dev: &virtio::Device) -> Result<Self::Data> {
+    fn probe(dev: &virtio::DriverDevice<'_, Self>) -> Result<Self::Data> {
         if !dev.has_config_access() {
             dev_err!(dev, "probe failure: config access disabled\n");
             return Err(EINVAL);
@@ -1093,7 +1125,7 @@ impl virtio::Driver for VirtioScsi {
         );
 
         let infos = queue_infos(io_queues)?;
-        let mut raw = dev.find_vqs::<Self>(&infos, VQ_BASE)?.into_iter();
+        let mut raw = dev.find_vqs(&infos, VQ_BASE)?.into_iter();
         let ctrl_vq = KBox::pin_init(
             Queue::new(raw.next().ok_or(EINVAL)?, CtrlStats::default()),
             GFP_KERNEL,
@@ -1114,6 +1146,10 @@ impl virtio::Driver for VirtioScsi {
 
         dev.cwrite32(config_offset::CDB_SIZE, protocol::CDB_SIZE)?;
         dev.cwrite32(config_offset::SENSE_SIZE, protocol::SENSE_SIZE)?;
+        let tmf_reserve = [
+            Some(TmfSlot::new(GFP_KERNEL)?),
+            Some(TmfSlot::new(GFP_KERNEL)?),
+        ];
         let seen = Config {
             cdb_size: protocol::CDB_SIZE,
             sense_size: protocol::SENSE_SIZE,
@@ -1138,6 +1174,7 @@ impl virtio::Driver for VirtioScsi {
             warned_still_held: AtomicBool::new(false),
             warned_broken_ring: AtomicBool::new(false),
             tmf_unanswered: AtomicBool::new(false),
+            tmf_reserve: KBox::pin_init(new_mutex!(tmf_reserve), GFP_KERNEL)?,
         };
         // Event buffers go on the ring now and are announced in `scan`,
         // after DRIVER_OK; with HOTPLUG or CHANGE (C: HOTPLUG only). An
@@ -1194,7 +1231,7 @@ impl virtio::Driver for VirtioScsi {
 
     /// `virtscsi_restore()`: new virtqueues, DRIVER_OK, the event ring
     /// refilled; if events were lost, the work rescans.
-    fn restore(dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) -> Result {
+    fn restore(dev: &virtio::DriverDevice<'_, Self>, host: &scsi::Host<VirtioScsi>) -> Result {
         let vscsi = host.data();
         vscsi.attach_queues(dev)?;
         if vscsi.event_vq.lock().data().resync {
@@ -1204,13 +1241,13 @@ impl virtio::Driver for VirtioScsi {
     }
 
     /// `virtscsi_remove()`: stop events (no event is handled once this
-    /// starts), remove the host (waits for in-flight commands), then reset
-    /// the device and delete the queues, then free the host.
-    fn remove(_dev: &virtio::Device, mut host: Self::Data) {
+    /// starts), remove the host (waits for in-flight commands). The virtio
+    /// abstraction then resets the device and frees the host, whose queues
+    /// delete the virtqueues.
+    fn remove(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
         host.data().stop_events();
         // Disables the work (waiting for a running instance) first.
         host.remove();
-        drop(host);
     }
 
     /// The device changed its configuration or status (C has no

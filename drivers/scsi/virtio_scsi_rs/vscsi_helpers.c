@@ -87,6 +87,26 @@ void vscsi_virtio_device_ready(struct virtio_device *vdev)
 	virtio_device_ready(vdev);
 }
 
+bool vscsi_virtio_has_vqs(struct virtio_device *vdev)
+{
+	return !list_empty_careful(&vdev->vqs);
+}
+
+void vscsi_virtio_synchronize_cbs(struct virtio_device *vdev)
+{
+	virtio_synchronize_cbs(vdev);
+}
+
+unsigned int vscsi_memalloc_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void vscsi_memalloc_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
+}
+
 bool vscsi_virtio_needs_reset(struct virtio_device *vdev)
 {
 	return vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_NEEDS_RESET;

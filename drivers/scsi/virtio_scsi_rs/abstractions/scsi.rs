@@ -464,15 +464,17 @@ struct HostPriv<D> {
 /// for a `HostPriv<T::HostData>`, whose data is initialised and pinned in its
 /// `hostdata` and whose work item is initialised; this value owns the
 /// reference from `scsi_host_alloc`. Once `work_disabled` is set the work
-/// item is neither queued nor running, and cannot be queued again.
+/// item cannot be queued again (`disable_work_sync()` has run or is
+/// running). `debugfs` is null or the host's directory, created once.
 pub(crate) struct Host<T: HostTemplate> {
     shost: NonNull<bindings::Scsi_Host>,
     /// The work item was disabled for good (`disable_work_sync()`).
-    work_disabled: bool,
-    added: bool,
+    work_disabled: AtomicBool,
+    /// The host is added to the midlayer (and not yet removed).
+    added: AtomicBool,
     template: &'static Template<T>,
     /// The host's debugfs directory, or null.
-    debugfs: *mut bindings::dentry,
+    debugfs: AtomicPtr<bindings::dentry>,
 }
 
 // SAFETY: The host can be removed and released from any thread; its data is
@@ -509,10 +511,10 @@ impl<T: HostTemplate> Host<T> {
         // and work item are initialised.
         Ok(Self {
             shost,
-            work_disabled: false,
-            added: false,
+            work_disabled: AtomicBool::new(false),
+            added: AtomicBool::new(false),
             template,
-            debugfs: core::ptr::null_mut(),
+            debugfs: AtomicPtr::new(core::ptr::null_mut()),
         })
     }
 
@@ -535,7 +537,7 @@ impl<T: HostTemplate> Host<T> {
     /// system workqueue, unless it is pending already or the host is not
     /// added (or being removed). Callable from interrupt context.
     pub(crate) fn queue_work(&self) -> bool {
-        if !self.added || self.work_disabled {
+        if !self.added.load(Ordering::Acquire) || self.work_disabled.load(Ordering::Acquire) {
             return false;
         }
         // SAFETY: The work item is initialised (type invariant); once it is
@@ -545,13 +547,12 @@ impl<T: HostTemplate> Host<T> {
     }
 
     /// Stops the host's work for good: waits for a running instance and
-    /// makes later [`Host::queue_work`] calls no-ops (`disable_work_sync()`).
-    fn disable_work(&mut self) {
-        if !self.work_disabled {
-            // SAFETY: The work item is initialised (type invariant).
-            unsafe { bindings::disable_work_sync(Self::work_ptr(self.shost)) };
-            self.work_disabled = true;
-        }
+    /// makes later [`Host::queue_work`] calls no-ops (`disable_work_sync()`,
+    /// which may run more than once).
+    fn disable_work(&self) {
+        self.work_disabled.store(true, Ordering::Release);
+        // SAFETY: The work item is initialised (type invariant).
+        unsafe { bindings::disable_work_sync(Self::work_ptr(self.shost)) };
     }
 
     /// Returns the host's private data.
@@ -569,7 +570,7 @@ impl<T: HostTemplate> Host<T> {
 
     /// Sets the host's limits. Only before [`Host::add`].
     pub(crate) fn set_limits(&mut self, l: &Limits) -> Result {
-        if self.added {
+        if *self.added.get_mut() {
             return Err(EBUSY);
         }
         let sh = self.shost.as_ptr();
@@ -594,7 +595,7 @@ impl<T: HostTemplate> Host<T> {
     /// (`scsi_host_set_prot()`, `scsi_host_set_guard()`). Only before
     /// [`Host::add`].
     pub(crate) fn set_t10_pi(&mut self) -> Result {
-        if self.added {
+        if *self.added.get_mut() {
             return Err(EBUSY);
         }
         let caps = bindings::scsi_host_prot_capabilities_SHOST_DIF_TYPE1_PROTECTION
@@ -615,7 +616,7 @@ impl<T: HostTemplate> Host<T> {
 
     /// Adds the host to the midlayer under `parent` (`scsi_add_host()`).
     pub(crate) fn add(&mut self, parent: &impl AsRawDevice) -> Result {
-        if self.added {
+        if *self.added.get_mut() {
             return Err(EBUSY);
         }
         // SAFETY: The host is valid (type invariant); `parent` is a live
@@ -624,7 +625,7 @@ impl<T: HostTemplate> Host<T> {
         to_result(unsafe {
             bindings::vscsi_scsi_add_host(self.shost.as_ptr(), parent.as_raw_device())
         })?;
-        self.added = true;
+        *self.added.get_mut() = true;
         self.create_debugfs();
         Ok(())
     }
@@ -651,33 +652,37 @@ impl<T: HostTemplate> Host<T> {
                 Some(Adapter::<T>::debugfs_read),
             )
         };
-        self.debugfs = dir;
+        *self.debugfs.get_mut() = dir;
     }
 
     /// Scans the host for devices (`scsi_scan_host()`).
     pub(crate) fn scan(&self) {
-        if self.added {
-            // SAFETY: The host is added, and stays so while `self` is
-            // borrowed (removal takes `&mut self`).
+        if self.added.load(Ordering::Acquire) {
+            // SAFETY: The host was added and stays allocated while `self` is
+            // borrowed. A `remove` may be under way on another thread: the
+            // midlayer's operations check the host's state (a scan does
+            // nothing once `scsi_remove_host()` has started).
             unsafe { HostRef::<T>::from_raw(self.shost.as_ptr()) }.scan();
         }
     }
 
     /// Removes the host from the midlayer (`scsi_remove_host()`): the work
     /// stops first, then devices go away, in-flight commands complete
-    /// first. Idempotent.
-    pub(crate) fn remove(&mut self) {
+    /// first. Idempotent; takes `&self`, so interrupt handlers may keep
+    /// borrowing the host meanwhile (they find it removed).
+    pub(crate) fn remove(&self) {
         self.disable_work();
-        if !self.debugfs.is_null() {
-            // SAFETY: The directory was created in `add` and is removed once;
-            // removal waits for readers of its files.
-            unsafe { bindings::debugfs_remove(self.debugfs) };
-            self.debugfs = core::ptr::null_mut();
+        let dir = self.debugfs.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !dir.is_null() {
+            // SAFETY: The directory was created in `add`; the swap above
+            // gives it to one caller only; removal waits for readers of its
+            // files.
+            unsafe { bindings::debugfs_remove(dir) };
         }
-        if self.added {
-            // SAFETY: The host is valid and added.
+        if self.added.swap(false, Ordering::AcqRel) {
+            // SAFETY: The host is valid and was added; the swap above lets
+            // one caller only remove it.
             unsafe { bindings::scsi_remove_host(self.shost.as_ptr()) };
-            self.added = false;
         }
     }
 }
@@ -685,8 +690,10 @@ impl<T: HostTemplate> Host<T> {
 impl<T: HostTemplate> Drop for Host<T> {
     fn drop(&mut self) {
         self.remove();
-        // SAFETY: The data is initialised (type invariant) and, with the host
-        // removed, no callback can reach it any more.
+        // SAFETY: The data is initialised (type invariant). With the host
+        // removed the midlayer calls none of its callbacks; whoever owns the
+        // host (the virtio abstraction's remove) has stopped the transport's
+        // callbacks before dropping it, and `self` is the last owner.
         unsafe { core::ptr::drop_in_place(Self::data_ptr(self.shost)) };
         // SAFETY: We own the reference from `scsi_host_alloc`.
         unsafe { bindings::scsi_host_put(self.shost.as_ptr()) };
@@ -764,8 +771,9 @@ unsafe fn cmd_priv(sc: *mut bindings::scsi_cmnd) -> *mut u8 {
 ///
 /// # Invariants
 ///
-/// `shost` is a live host allocated by [`Host::alloc`] for `T`, added to the
-/// midlayer and not yet removed, for `'a`.
+/// `shost` is a live host allocated by [`Host::alloc`] for `T` and added to
+/// the midlayer, for `'a`; its removal may be under way (the midlayer's
+/// operations check the host's state for that).
 pub(crate) struct HostRef<'a, T: HostTemplate> {
     shost: NonNull<bindings::Scsi_Host>,
     _p: PhantomData<&'a T>,

@@ -5,7 +5,7 @@
 //! C headers: [`include/linux/virtio.h`](srctree/include/linux/virtio.h),
 //! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h).
 
-use crate::abstractions::device::AsRawDevice;
+use crate::abstractions::device::{dev_warn, AsRawDevice};
 use crate::abstractions::sync::{
     new_spinlock_irq, synchronize_rcu, Completion, RcuReadGuard, SpinLockIrq, SpinLockIrqGuard,
 };
@@ -13,9 +13,10 @@ use crate::bindings;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::alloc::Flags;
 use kernel::error::{from_result, to_result};
 use kernel::prelude::*;
-use kernel::sync::Arc;
+use kernel::sync::{Arc, UniqueArc};
 use kernel::types::{ForeignOwnable, Opaque};
 
 /// Transport feature: indirect descriptors (`VIRTIO_RING_F_INDIRECT_DESC`).
@@ -142,7 +143,38 @@ impl Device {
         // checks the binding under the device lock.
         to_result(unsafe { bindings::vscsi_virtio_reset_restore(self.as_raw()) })
     }
+}
 
+/// The device as driver `T` sees it in [`Driver::probe`] and
+/// [`Driver::restore`]: bound (or being bound) to `T`. Virtqueues are
+/// created through it only, so their callbacks can only ever assume `T`'s
+/// driver data.
+///
+/// # Invariants
+///
+/// `dev` is bound, or being bound, to driver `T`, for the lifetime `'a`.
+pub(crate) struct DriverDevice<'a, T: Driver> {
+    dev: &'a Device,
+    _p: PhantomData<T>,
+}
+
+impl<T: Driver> core::ops::Deref for DriverDevice<'_, T> {
+    type Target = Device;
+
+    fn deref(&self) -> &Device {
+        self.dev
+    }
+}
+
+// SAFETY: The embedded `struct device` of `dev` is valid for as long as
+// `dev` is, which outlives `self`.
+unsafe impl<T: Driver> AsRawDevice for DriverDevice<'_, T> {
+    fn as_raw_device(&self) -> *mut bindings::device {
+        self.dev.as_raw_device()
+    }
+}
+
+impl<T: Driver> DriverDevice<'_, T> {
     /// Finds the device's virtqueues (`virtio_find_vqs()`).
     ///
     /// `queues` names the queues in device order and says which ones get an
@@ -150,7 +182,7 @@ impl Device {
     /// vectors are kept out of the managed affinity spread. The returned
     /// queues are turned into [`Queue`]s; once all of those are gone the
     /// device is reset and its virtqueues deleted.
-    pub(crate) fn find_vqs<T: Driver>(
+    pub(crate) fn find_vqs(
         &self,
         queues: &[QueueInfo],
         pre_vectors: u32,
@@ -177,6 +209,10 @@ impl Device {
             pre_vectors,
             ..Default::default()
         };
+        // Allocated first: once the virtqueues exist, only the set deletes
+        // them, so nothing may fail before it holds them.
+        let set = UniqueArc::<QueueSet>::new_uninit(GFP_KERNEL)?;
+        let mut raw = KVec::with_capacity(n, GFP_KERNEL)?;
         // The callbacks are `vq_callback`, which tolerates running before the
         // driver data is set.
         // SAFETY: The device is valid (type invariant); `vqs` and `infos`
@@ -191,24 +227,26 @@ impl Device {
             )
         })?;
         // From here on, dropping the last `RawQueue` resets the device and
-        // deletes its virtqueues, including on the error paths below.
-        let set = Arc::pin_init(
-            pin_init!(QueueSet {
-                vdev: self.as_raw(),
-                reset: AtomicBool::new(false),
-                reset_done <- Completion::new(),
-            }),
-            GFP_KERNEL,
-        )?;
-        let mut raw = KVec::with_capacity(n, GFP_KERNEL)?;
+        // deletes its virtqueues, including on the error path below.
+        let init = pin_init!(QueueSet {
+            vdev: self.as_raw(),
+            reset: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            reset_done <- Completion::new(),
+        });
+        let set: Arc<QueueSet> = match set.write_pin_init(init) {
+            Ok(set) => set.into(),
+            Err(never) => match never {},
+        };
         for vq in vqs.iter() {
             let vq = NonNull::new(*vq).ok_or(EINVAL)?;
+            // Within the capacity reserved above: no allocation.
             raw.push(
                 RawQueue {
                     vq,
                     set: set.clone(),
                 },
-                GFP_KERNEL,
+                GFP_ATOMIC,
             )?;
         }
         Ok(raw)
@@ -344,16 +382,22 @@ pub(crate) trait Driver {
     ///
     /// The virtio core sets `DRIVER_OK` after a successful return unless the
     /// driver did so itself.
-    fn probe(dev: &Device) -> Result<Self::Data>;
+    fn probe(dev: &DriverDevice<'_, Self>) -> Result<Self::Data>
+    where
+        Self: Sized;
 
     /// Called after a successful probe, once the device is `DRIVER_OK` and
     /// `data` is reachable from virtqueue callbacks (`scan`).
     fn scan(_dev: &Device, _data: <Self::Data as ForeignOwnable>::Borrowed<'_>) {}
 
-    /// Unbinds the driver from `dev` (`remove`). The implementation must
-    /// leave the device reset ([`Device::reset`]); dropping all [`Queue`]s
-    /// does that.
-    fn remove(dev: &Device, data: Self::Data);
+    /// Unbinds the driver from `dev` (`remove`): stop using the device
+    /// (wait for what is in flight). Afterwards the abstraction resets the
+    /// device, waits for running callbacks, makes the data unreachable from
+    /// new ones, and only then drops it (which drops the driver's
+    /// [`Queue`]s, deleting the virtqueues); it waits until every virtqueue
+    /// is deleted, so a [`Queue`] kept elsewhere holds up the unbind rather
+    /// than outliving the device.
+    fn remove(dev: &Device, data: <Self::Data as ForeignOwnable>::Borrowed<'_>);
 
     /// Quiesces the device for suspend or a reset (`freeze`): on return the
     /// device is reset and its virtqueues deleted ([`Queue::detach`]).
@@ -366,7 +410,13 @@ pub(crate) trait Driver {
     /// virtio core has reset it and negotiated the features again; the
     /// driver creates its virtqueues ([`Device::find_vqs`],
     /// [`Queue::attach`]). `DRIVER_OK` follows unless the driver set it.
-    fn restore(_dev: &Device, _data: <Self::Data as ForeignOwnable>::Borrowed<'_>) -> Result {
+    fn restore(
+        _dev: &DriverDevice<'_, Self>,
+        _data: <Self::Data as ForeignOwnable>::Borrowed<'_>,
+    ) -> Result
+    where
+        Self: Sized,
+    {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
@@ -397,7 +447,11 @@ impl<T: Driver> Adapter<T> {
             // SAFETY: The virtio core passes a valid device that outlives
             // this call.
             let dev = unsafe { Device::from_raw(vdev) };
-            let data = T::probe(dev)?;
+            // INVARIANT: The device is being bound to `T`.
+            let data = T::probe(&DriverDevice {
+                dev,
+                _p: PhantomData,
+            })?;
             // SAFETY: `vdev` is valid and `priv` belongs to the bound driver;
             // nobody else accesses it during probe.
             unsafe { (*vdev).priv_ = data.into_foreign().cast_mut() };
@@ -441,7 +495,12 @@ impl<T: Driver> Adapter<T> {
         let dev = unsafe { Device::from_raw(vdev) };
         // SAFETY: As in `freeze_callback`.
         let data = unsafe { T::Data::borrow((*vdev).priv_) };
-        from_result(|| T::restore(dev, data).map(|()| 0))
+        // INVARIANT: The device is bound to `T`.
+        let dev = DriverDevice {
+            dev,
+            _p: PhantomData,
+        };
+        from_result(|| T::restore(&dev, data).map(|()| 0))
     }
 
     /// # Safety
@@ -452,8 +511,9 @@ impl<T: Driver> Adapter<T> {
     unsafe extern "C" fn config_changed_callback(vdev: *mut bindings::virtio_device) {
         // SAFETY: The virtio core passes a valid, bound device.
         let dev = unsafe { Device::from_raw(vdev) };
-        // SAFETY: `vdev` is valid (above).
-        let ptr = unsafe { (*vdev).priv_ };
+        // SAFETY: `vdev` is valid (above); see `vq_callback` for the
+        // volatile read.
+        let ptr = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*vdev).priv_)) };
         if ptr.is_null() {
             return;
         }
@@ -472,16 +532,17 @@ impl<T: Driver> Adapter<T> {
         // SAFETY: `vq` is valid during the callback; `vdev` and `index` are
         // set at creation and never change.
         let (vdev, index) = unsafe { ((*vq).vdev, (*vq).index) };
-        // SAFETY: `vdev` is valid while its virtqueues exist.
-        let ptr = unsafe { (*vdev).priv_ };
+        // SAFETY: `vdev` is valid while its virtqueues exist; `remove_callback`
+        // clears `priv` concurrently, hence the volatile read.
+        let ptr = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*vdev).priv_)) };
         if ptr.is_null() {
             // No buffer was added before the driver data was published,
             // and none is left after it is torn down.
             return;
         }
         // SAFETY: `priv` holds the driver data from `probe_callback`;
-        // `remove_callback` reclaims it only after `T::remove`, by which
-        // time the queues are gone (reset synchronises with callbacks).
+        // `remove_callback` reclaims it only after clearing `priv` and
+        // waiting for callbacks that read it before (`synchronize_cbs`).
         let data = unsafe { T::Data::borrow(ptr) };
         T::vq_done(data, index);
     }
@@ -489,24 +550,53 @@ impl<T: Driver> Adapter<T> {
     /// # Safety
     ///
     /// Only called by the virtio core, once, for a device whose
-    /// `probe_callback` succeeded.
+    /// `probe_callback` succeeded, after configuration callbacks were
+    /// disabled.
     unsafe extern "C" fn remove_callback(vdev: *mut bindings::virtio_device) {
         // SAFETY: The virtio core passes a valid device that stays valid
         // until this function returns.
         let dev = unsafe { Device::from_raw(vdev) };
-        // `priv` stays set while `T::remove` runs: completions that arrive
-        // while it drains the device still need the driver data.
-        // SAFETY: `priv` was set by `probe_callback` from `into_foreign`, and
-        // remove is called once, so ownership is taken back exactly once.
-        let data = unsafe { T::Data::from_foreign((*vdev).priv_) };
-        T::remove(dev, data);
-        // The driver's queues are gone, which reset the device, unless a
-        // failed restore left it without queues: reset it in any case, as
-        // the virtio core expects.
-        // SAFETY: The device is valid until this function returns.
+        // SAFETY: `vdev` is valid.
+        let ptr = unsafe { (*vdev).priv_ };
+        {
+            // SAFETY: `priv` holds the driver data from `probe_callback`; it
+            // is reclaimed below, after this borrow ends.
+            let data = unsafe { T::Data::borrow(ptr) };
+            T::remove(dev, data);
+        }
+        // The device stops raising interrupts and using buffers, the data
+        // becomes unreachable for callbacks, and those that found it have
+        // finished: nothing borrows it any more.
+        // SAFETY: The device is valid.
         unsafe { bindings::virtio_reset_device(vdev) };
-        // SAFETY: As above; clear the stale pointer.
-        unsafe { (*vdev).priv_ = core::ptr::null_mut() };
+        // SAFETY: As above; callbacks read `priv` with a volatile read.
+        unsafe {
+            core::ptr::write_volatile(
+                core::ptr::addr_of_mut!((*vdev).priv_),
+                core::ptr::null_mut(),
+            )
+        };
+        // SAFETY: As above.
+        unsafe { bindings::vscsi_virtio_synchronize_cbs(vdev) };
+        // SAFETY: `ptr` came from `into_foreign` in `probe_callback`, is
+        // reclaimed once, and no borrow of it is left (above).
+        drop(unsafe { T::Data::from_foreign(ptr) });
+        // The virtqueues go with the `Queue`s that hold them (their last
+        // reference resets the device and deletes them). One kept outside
+        // the driver data would outlive the binding: wait for it instead.
+        let mut waited = 0u32;
+        // SAFETY: The device is valid.
+        while unsafe { bindings::vscsi_virtio_has_vqs(vdev) } {
+            if waited == 1000 {
+                dev_warn!(
+                    dev,
+                    "virtqueues still held after remove: waiting for them\n"
+                );
+            }
+            // SAFETY: Plain sleep, in process context.
+            unsafe { bindings::msleep(10) };
+            waited = waited.saturating_add(1);
+        }
     }
 }
 
@@ -603,10 +693,12 @@ pub(crate) struct QueueInfo {
 /// `vdev` is a device whose virtqueues were created by `find_vqs` and not
 /// yet deleted; it stays bound until this set is dropped. `reset_done` is
 /// signalled (for all waiters) once the reset that `reset` claims is done.
+/// Once `stopping` is set, no [`Kick`] is prepared on the set's queues.
 #[pin_data(PinnedDrop)]
 struct QueueSet {
     vdev: *mut bindings::virtio_device,
     reset: AtomicBool,
+    stopping: AtomicBool,
     #[pin]
     reset_done: Completion,
 }
@@ -618,17 +710,28 @@ unsafe impl Send for QueueSet {}
 unsafe impl Sync for QueueSet {}
 
 impl QueueSet {
-    /// Resets the device once: it stops using buffers and raising
-    /// interrupts, and running callbacks have finished. A caller that finds
-    /// the reset claimed by another waits until it is done, so none goes on
-    /// to take buffers back from a device still running. Sleeps.
+    /// Resets the device once: no notification reaches it afterwards, it
+    /// stops using buffers and raising interrupts, and callbacks that were
+    /// running have finished. A caller that finds the reset claimed by
+    /// another waits until it is done, so none goes on to take buffers
+    /// back from a device still running. Sleeps.
     fn reset_device(&self) {
         if self.reset.swap(true, Ordering::AcqRel) {
             self.reset_done.wait();
             return;
         }
-        // SAFETY: By the type invariant the device is valid.
+        // No new `Kick`, then wait for those prepared before: the device
+        // must not be notified once reset (`virtio_reset_device()`), some
+        // devices wedge.
+        self.stopping.store(true, Ordering::Relaxed);
+        synchronize_rcu();
+        // SAFETY: By the type invariant the device is valid; no notification
+        // is in progress (above).
         unsafe { bindings::virtio_reset_device(self.vdev) };
+        // The reset itself does not wait for running callbacks on every
+        // transport (virtio-mmio's does not).
+        // SAFETY: As above.
+        unsafe { bindings::vscsi_virtio_synchronize_cbs(self.vdev) };
         self.reset_done.complete_all();
     }
 }
@@ -636,13 +739,11 @@ impl QueueSet {
 #[pinned_drop]
 impl PinnedDrop for QueueSet {
     fn drop(self: Pin<&mut Self>) {
+        // After the reset no `Kick` is running or can be prepared.
         self.reset_device();
-        // Notifications prepared before the last queue let go of the set
-        // may still be running (`Kick`).
-        synchronize_rcu();
         // SAFETY: By the type invariant the queues exist; no `Queue` or
         // `RawQueue` is left to use them (each holds a reference to `self`),
-        // and no `Kick` either (the grace period above).
+        // and no `Kick` either (`reset_device`).
         unsafe { bindings::vscsi_virtio_del_vqs(self.vdev) };
     }
 }
@@ -931,6 +1032,12 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         self.guard.attached.as_ref().map(|a| a.vq.as_ptr())
     }
 
+    /// Returns whether the queue has a virtqueue (it is not between
+    /// [`Queue::detach`] and [`Queue::attach`]).
+    pub(crate) fn is_attached(&self) -> bool {
+        self.guard.attached.is_some()
+    }
+
     /// Returns the driver state kept under the queue's lock.
     pub(crate) fn data(&mut self) -> &mut D {
         &mut self.guard.data
@@ -978,18 +1085,24 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
     /// Returns a notification to send after unlocking if the device needs
     /// one for what was added (`virtqueue_kick_prepare()`).
     pub(crate) fn kick_prepare(&mut self) -> Option<Kick<'a>> {
-        let vq = self.vq()?;
+        let attached = self.guard.attached.as_ref()?;
+        let vq = attached.vq.as_ptr();
         // SAFETY: The queue is attached and locked.
         if !unsafe { bindings::virtqueue_kick_prepare(vq) } {
+            return None;
+        }
+        // The read-side section begins before `stopping` is read: a reset
+        // that set it either waits for this section or is seen here.
+        let rcu = RcuReadGuard::new();
+        if attached.set.stopping.load(Ordering::Relaxed) {
             return None;
         }
         // INVARIANT: `vq` is attached now, and the read-side section begins
         // before the lock is dropped, so `QueueSet::drop` (which runs after
         // the set was taken out under the lock) waits for it.
         Some(Kick {
-            // SAFETY: `vq` comes from a `NonNull`.
-            vq: unsafe { NonNull::new_unchecked(vq) },
-            _rcu: RcuReadGuard::new(),
+            vq: attached.vq,
+            _rcu: rcu,
             _p: PhantomData,
         })
     }
@@ -1057,7 +1170,8 @@ impl Kick<'_> {
     /// is broken.
     pub(crate) fn notify(self) -> bool {
         // SAFETY: `vq` is live (type invariant); notify may run
-        // concurrently with the locked operations and with a reset.
+        // concurrently with the locked operations, and no reset runs
+        // meanwhile (`QueueSet::reset_device` waits for the section held).
         unsafe { bindings::virtqueue_notify(self.vq.as_ptr()) }
     }
 }
@@ -1085,9 +1199,13 @@ pub(crate) struct DeviceBuf {
 }
 
 impl DeviceBuf {
-    /// Allocates a zeroed buffer of `len` bytes (at least 1).
+    /// Allocates a zeroed buffer of `len` bytes; `EINVAL` for 0 (a
+    /// zero-length descriptor is not allowed).
     pub(crate) fn new(len: u32) -> Result<Self> {
-        let n = (len as usize).div_ceil(core::mem::size_of::<Line>()).max(1);
+        if len == 0 {
+            return Err(EINVAL);
+        }
+        let n = (len as usize).div_ceil(core::mem::size_of::<Line>());
         let lines = KVec::from_elem(Line([0; 128]), n, GFP_KERNEL)?;
         Ok(Self { lines, len })
     }
@@ -1154,12 +1272,46 @@ struct ExchangeInner<const REQ: usize, const RESP: usize> {
 /// holds one reference, so a waiter that gives up on a device that never
 /// answers frees nothing the device may still write; the memory goes when
 /// the device returns the buffers or the queue is torn down.
+///
+/// # Invariants
+///
+/// At most one [`ExchangeRequest`] refers to the same buffers, ever: both
+/// halves are made together by [`Exchange::new`], and neither can be
+/// cloned.
 pub(crate) struct Exchange<const REQ: usize, const RESP: usize>(Arc<ExchangeInner<REQ, RESP>>);
 
-/// The queued half of an [`Exchange`].
+/// The queued half of an [`Exchange`]: the only one for its buffers (see
+/// the invariants of [`Exchange`]).
 pub(crate) struct ExchangeRequest<const REQ: usize, const RESP: usize>(
     Arc<ExchangeInner<REQ, RESP>>,
 );
+
+/// The memory of one [`Exchange`], allocated ahead of time: a caller that
+/// must not fail to allocate when it needs an exchange (an error handler
+/// under memory pressure) keeps some in reserve.
+pub(crate) struct ExchangeSlot<const REQ: usize, const RESP: usize>(
+    UniqueArc<core::mem::MaybeUninit<ExchangeInner<REQ, RESP>>>,
+);
+
+impl<const REQ: usize, const RESP: usize> ExchangeSlot<REQ, RESP> {
+    /// Allocates the memory of one exchange with `flags`.
+    pub(crate) fn new(flags: Flags) -> Result<Self> {
+        Ok(Self(UniqueArc::new_uninit(flags)?))
+    }
+
+    /// Allocates the memory of one exchange without starting I/O to free
+    /// memory (`memalloc_noio_save()`, as `GFP_NOIO`): for an error handler
+    /// whose disks may be the ones reclaim would write to.
+    pub(crate) fn new_noio() -> Result<Self> {
+        // SAFETY: Plain calls; the flags saved are restored below, on the
+        // same task.
+        let saved = unsafe { bindings::vscsi_memalloc_noio_save() };
+        let slot = Self::new(GFP_KERNEL);
+        // SAFETY: As above.
+        unsafe { bindings::vscsi_memalloc_noio_restore(saved) };
+        slot
+    }
+}
 
 // SAFETY: `resp` is only written by the device while an `ExchangeRequest`
 // owns the buffers and only read after `done` is set, which happens after the
@@ -1178,28 +1330,31 @@ pub(crate) enum WaitError {
 }
 
 impl<const REQ: usize, const RESP: usize> Exchange<REQ, RESP> {
-    /// Allocates an exchange carrying `req`, its response buffer holding
-    /// `resp` until the device writes it (a value no device answer has, so
-    /// that an answer the device did not write is recognised).
-    pub(crate) fn new(req: [u8; REQ], resp: [u8; RESP]) -> Result<Self> {
-        let inner = Arc::pin_init(
-            pin_init!(ExchangeInner {
-                bufs: ExchangeBufs {
-                    req,
-                    resp: core::cell::UnsafeCell::new(resp),
-                },
-                used_len: core::sync::atomic::AtomicU32::new(0),
-                done: AtomicBool::new(false),
-                completion <- Completion::new(),
-            }),
-            GFP_KERNEL,
-        )?;
-        Ok(Self(inner))
-    }
-
-    /// Returns the half to add to a queue ([`QueueGuard::add`]).
-    pub(crate) fn request(&self) -> ExchangeRequest<REQ, RESP> {
-        ExchangeRequest(self.0.clone())
+    /// Builds, in `slot`, an exchange carrying `req`, its response buffer
+    /// holding `resp` until the device writes it (a value no device answer
+    /// has, so that an answer the device did not write is recognised).
+    /// Returns the waiting half and the one half to add to a queue
+    /// ([`QueueGuard::add`]).
+    pub(crate) fn new(
+        slot: ExchangeSlot<REQ, RESP>,
+        req: [u8; REQ],
+        resp: [u8; RESP],
+    ) -> (Self, ExchangeRequest<REQ, RESP>) {
+        let init = pin_init!(ExchangeInner {
+            bufs: ExchangeBufs {
+                req,
+                resp: core::cell::UnsafeCell::new(resp),
+            },
+            used_len: core::sync::atomic::AtomicU32::new(0),
+            done: AtomicBool::new(false),
+            completion <- Completion::new(),
+        });
+        let inner: Arc<_> = match slot.0.write_pin_init(init) {
+            Ok(inner) => inner.into(),
+            Err(never) => match never {},
+        };
+        // INVARIANT: The only request for these buffers is made here.
+        (Self(inner.clone()), ExchangeRequest(inner))
     }
 
     /// Waits up to `ms` milliseconds for the device's answer; returns the
