@@ -88,7 +88,8 @@ pub(crate) trait HostTemplate: Sized + 'static {
     const SKIP_SETTLE_DELAY: bool = false;
 
     /// Starts a command (`queuecommand`). A command that cannot be started
-    /// now is handed back in [`QueueError::HostBusy`] and retried later.
+    /// now is handed back in [`QueueError::HostBusy`] and retried later;
+    /// only `cmd` itself can be handed back so.
     fn queuecommand(host: &Self::HostData, cmd: Command<Self>) -> Result<(), QueueError<Self>>;
 
     /// Prepares a command's private area once, when the midlayer allocates
@@ -274,6 +275,11 @@ impl QueueMaps<'_> {
 pub(crate) enum QueueError<T: HostTemplate> {
     /// The host is out of resources: the midlayer retries the command later
     /// (`SCSI_MLQUEUE_HOST_BUSY`).
+    ///
+    /// It must hold the very command `queuecommand` was given. Any other
+    /// command (one the driver kept from an earlier call) is completed with
+    /// `DID_ERROR`, with an error message, and the given one counts as
+    /// accepted: the driver kept it, so it must complete it.
     HostBusy(Command<T>),
 }
 
@@ -1396,10 +1402,26 @@ impl<T: HostTemplate> Adapter<T> {
         };
         match T::queuecommand(data, cmd) {
             Ok(()) => 0,
-            Err(QueueError::HostBusy(cmd)) => {
+            Err(QueueError::HostBusy(cmd)) if cmd.raw() == sc => {
                 // The midlayer keeps the command and requeues it.
                 core::mem::forget(cmd);
                 bindings::SCSI_MLQUEUE_HOST_BUSY as i32
+            }
+            Err(QueueError::HostBusy(other)) => {
+                // A driver bug: it kept `sc` (completed it, dropped it, put
+                // it on a device or stored it) and handed back another
+                // command it owned. Telling the midlayer "busy" would have
+                // it requeue `sc` while the driver may complete it, and
+                // forgetting `other` would hang its issuer. `sc` is the
+                // driver's now, as if accepted; `other` is a command the
+                // driver owned and could have dropped, so completing it
+                // with `DID_ERROR` is what its `Drop` does.
+                static WARNED: AtomicBool = AtomicBool::new(false);
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    pr_err!("queuecommand returned a command it was not given: failed it\n");
+                }
+                drop(other);
+                0
             }
         }
     }
