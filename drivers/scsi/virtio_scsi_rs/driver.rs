@@ -811,7 +811,7 @@ impl HostTemplate for VirtioScsi {
 
     /// `virtscsi_device_alloc()`: hosts may advertise transfer limits of
     /// passed-through targets in VPD pages, so always read them.
-    fn slave_alloc(sdev: &ScsiDevice) -> Result {
+    fn slave_alloc(sdev: &scsi::SlaveAllocDevice) -> Result {
         sdev.add_bflags(scsi::BLIST_TRY_VPD_PAGES);
         Ok(())
     }

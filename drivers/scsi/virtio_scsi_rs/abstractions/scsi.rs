@@ -107,7 +107,7 @@ pub(crate) trait HostTemplate: Sized + 'static {
     }
 
     /// Sets up a new device before it is scanned (`slave_alloc`).
-    fn slave_alloc(_sdev: &ScsiDevice) -> Result {
+    fn slave_alloc(_sdev: &SlaveAllocDevice) -> Result {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
@@ -984,13 +984,6 @@ impl ScsiDevice {
         self.0.get()
     }
 
-    /// Adds blacklist flags (`BLIST_*`) to the device (`sdev_bflags`).
-    pub(crate) fn add_bflags(&self, flags: u64) {
-        // SAFETY: Called from `slave_alloc`, before the device is scanned,
-        // when nobody else accesses the flags.
-        unsafe { (*self.raw()).sdev_bflags |= flags };
-    }
-
     /// Returns the host's `cmd_per_lun`.
     pub(crate) fn host_cmd_per_lun(&self) -> i32 {
         // SAFETY: A device's host outlives it.
@@ -1059,6 +1052,60 @@ impl ScsiDevice {
     pub(crate) fn change_queue_depth(&self, depth: i32) -> i32 {
         // SAFETY: The device is valid (type invariant).
         unsafe { bindings::scsi_change_queue_depth(self.raw(), depth) }
+    }
+}
+
+/// A SCSI device being set up, as passed to [`HostTemplate::slave_alloc`]:
+/// a [`ScsiDevice`] whose scan flags may still be set.
+///
+/// Only `slave_alloc` gets one, so only it can change what the midlayer
+/// reads without synchronisation once the device is scanned:
+///
+/// ```compile_fail
+/// fn change_queue_depth(sdev: &ScsiDevice, depth: i32) -> i32 {
+///     sdev.add_bflags(BLIST_TRY_VPD_PAGES); // No such method on `ScsiDevice`.
+///     sdev.change_queue_depth(depth)
+/// }
+/// ```
+///
+/// # Invariants
+///
+/// `self.0` is a device that `scsi_alloc_sdev()` is setting up, for the
+/// lifetime of the reference. The scanning thread, which holds the host's
+/// `scan_mutex` and runs `slave_alloc`, has not sent the device a command
+/// yet, and nothing reads `sdev_bflags` before `slave_alloc` returns: the
+/// scan reads it afterwards in the same thread, and the other readers
+/// (sense handling of the device's commands, sd, sysfs) come later still.
+#[repr(transparent)]
+pub(crate) struct SlaveAllocDevice(ScsiDevice);
+
+impl SlaveAllocDevice {
+    /// # Safety
+    ///
+    /// `ptr` must be a device that `scsi_alloc_sdev()` passes to
+    /// `slave_alloc`, and `'a` must end when `slave_alloc` returns.
+    unsafe fn from_raw<'a>(ptr: *mut bindings::scsi_device) -> &'a Self {
+        // INVARIANT: The caller guarantees it.
+        // SAFETY: `SlaveAllocDevice` is transparent over `ScsiDevice`, itself
+        // transparent over `scsi_device`; the caller guarantees validity.
+        unsafe { &*ptr.cast::<Self>() }
+    }
+
+    /// Adds blacklist flags (`BLIST_*`) to the device (`sdev_bflags`).
+    pub(crate) fn add_bflags(&self, flags: u64) {
+        // SAFETY: By the type invariant nobody else accesses the flags
+        // while `self` lives. No other thread can call this meanwhile: the
+        // type is not `Sync` (`Opaque`), so the reference stays in the
+        // thread running `slave_alloc`.
+        unsafe { (*self.0.raw()).sdev_bflags |= flags };
+    }
+}
+
+impl core::ops::Deref for SlaveAllocDevice {
+    type Target = ScsiDevice;
+
+    fn deref(&self) -> &ScsiDevice {
+        &self.0
     }
 }
 
@@ -1460,8 +1507,9 @@ impl<T: HostTemplate> Adapter<T> {
     ///
     /// Called by the midlayer with a new device of a live host of `T`.
     unsafe extern "C" fn slave_alloc(sdev: *mut bindings::scsi_device) -> i32 {
-        // SAFETY: The device is valid during the call.
-        let sdev = unsafe { ScsiDevice::from_raw(sdev) };
+        // SAFETY: `scsi_alloc_sdev()` passes the device it is setting up;
+        // the reference does not outlive the call.
+        let sdev = unsafe { SlaveAllocDevice::from_raw(sdev) };
         match T::slave_alloc(sdev) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
