@@ -230,13 +230,51 @@ pub(crate) enum HctxType {
     Poll = bindings::hctx_type_HCTX_TYPE_POLL,
 }
 
+/// The number of queue maps a tag set has room for (`HCTX_MAX_TYPES`).
+const MAX_MAPS: usize = bindings::hctx_type_HCTX_MAX_TYPES as usize;
+
 /// The queue maps of a host's tag set, handed to
 /// [`HostTemplate::map_queues`].
+///
+/// It points to the maps alone, not to the host: the host's data (which
+/// `map_queues` also gets) and fields other threads read lie in the same
+/// allocation.
+///
+/// # Invariants
+///
+/// For `'a`, each non-null entry of `maps` points to a distinct queue map
+/// (`struct blk_mq_queue_map`, with its CPU table allocated) of a tag set
+/// that blk-mq is mapping (`blk_mq_update_queue_map()`: at allocation, or
+/// with the queues frozen), which nothing else reads or writes meanwhile.
 pub(crate) struct QueueMaps<'a> {
-    shost: &'a mut bindings::Scsi_Host,
+    maps: [*mut bindings::blk_mq_queue_map; MAX_MAPS],
+    _p: PhantomData<&'a mut bindings::blk_mq_queue_map>,
 }
 
 impl QueueMaps<'_> {
+    /// # Safety
+    ///
+    /// `shost` must be a live host whose tag set blk-mq is mapping, in a
+    /// `map_queues` call that lasts for `'a`.
+    unsafe fn from_host<'a>(shost: *mut bindings::Scsi_Host) -> QueueMaps<'a> {
+        // SAFETY: The host is live (caller contract); the field is read
+        // through the raw pointer, without a reference to the host.
+        let nr_maps = unsafe { (*shost).tag_set.nr_maps } as usize;
+        let mut maps = [core::ptr::null_mut(); MAX_MAPS];
+        for (i, map) in maps.iter_mut().enumerate().take(nr_maps) {
+            // SAFETY: In bounds of the host's `map` array (`MAX_MAPS`
+            // entries); a raw projection, no reference is created.
+            *map = unsafe { core::ptr::addr_of_mut!((*shost).tag_set.map[i]) };
+        }
+        // INVARIANT: blk-mq allocated the first `nr_maps` maps of the tag
+        // set and, during `map_queues`, leaves them to the driver (caller
+        // contract).
+        QueueMaps {
+            maps,
+            _p: PhantomData,
+        }
+    }
+
     /// Gives `ty` the `nr_queues` hardware queues starting at `offset` and
     /// maps CPUs to them: by the managed affinity of the virtio device's
     /// interrupt vectors from `first_vec` on (`blk_mq_virtio_map_queues()`),
@@ -249,23 +287,25 @@ impl QueueMaps<'_> {
         offset: u32,
         virtio: Option<(&virtio::Device, u32)>,
     ) {
-        let i = ty as usize;
-        if i >= self.shost.nr_maps as usize || i >= self.shost.tag_set.map.len() {
-            return;
+        let map = match self.maps.get(ty as usize) {
+            Some(&map) if !map.is_null() => map,
+            _ => return,
+        };
+        // SAFETY: `map` is a queue map that is ours for `'a` (type
+        // invariant), and `&mut self` keeps other uses of it out.
+        unsafe {
+            (*map).nr_queues = nr_queues;
+            (*map).queue_offset = offset;
         }
-        let map = &mut self.shost.tag_set.map[i];
-        map.nr_queues = nr_queues;
-        map.queue_offset = offset;
         if nr_queues == 0 {
             return;
         }
         match virtio {
-            // SAFETY: `map` is a valid queue map of a host being set up, and
-            // the device is valid while borrowed.
+            // SAFETY: As above, and the device is valid while borrowed.
             Some((dev, first)) => unsafe {
                 bindings::blk_mq_virtio_map_queues(map, dev.as_raw(), first as i32)
             },
-            // SAFETY: `map` is a valid queue map.
+            // SAFETY: As above.
             None => unsafe { bindings::blk_mq_map_queues(map) },
         }
     }
@@ -1523,11 +1563,10 @@ impl<T: HostTemplate> Adapter<T> {
     unsafe extern "C" fn map_queues(shost: *mut bindings::Scsi_Host) {
         // SAFETY: The midlayer passes a live host of this template.
         let data = unsafe { Self::data(shost) };
-        let mut maps = QueueMaps {
-            // SAFETY: The tag set's maps are ours to fill during this call;
-            // the host data is a separate part of the allocation.
-            shost: unsafe { &mut *shost },
-        };
+        // SAFETY: `scsi_map_queues()` calls us from
+        // `blk_mq_update_queue_map()` for the host's tag set; `maps` does
+        // not outlive the call.
+        let mut maps = unsafe { QueueMaps::from_host(shost) };
         T::map_queues(data, &mut maps);
     }
 
