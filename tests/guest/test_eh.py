@@ -120,6 +120,28 @@ def test_sg_reset_under_io(make_guest, driver, request, tmp_path, kind, flag, su
         assert again == 0, again
 
 
+def test_sg_reset_device_idle(make_guest, driver, tmp_path):
+    """sg_reset --device (SG_SCSI_RESET_DEVICE) on an idle disk: the ioctl hands the device reset
+    handler a command that blk-mq did not allocate (scsi_ioctl_reset() kzallocs it; its request has
+    no hardware queue and no tag, review finding 16). The reset succeeds, the device answered a
+    LOGICAL UNIT RESET, and the kernel reports nothing (the harness fails a test on any report)."""
+    topo = Topology([Controller(num_queues=2, disks=[Disk(backend="file", size=64 << 20)])])
+    g = make_guest(topo, smp=2, qemu_args=trace_args(tmp_path))
+    g.load_driver(driver)
+    g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
+    rc, out = g.run("sg_reset --device /dev/sda", check=False)
+    g.sh("dd if=/dev/sda of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null")
+    counters = g.rust_control_counters(driver)
+    g.stop()
+    answered = tmfs(tmp_path)
+    report(f"{driver}: sg_reset --device on an idle disk: rc {rc}; TMFs answered: "
+           + ", ".join(f"{TMF_NAMES.get(s, s)}={r}" for s, r in answered)
+           + (f"; tmf_ok {counters['tmf_ok']}, tmf_failed {counters['tmf_failed']}"
+              if counters else ""))
+    assert rc == 0, out
+    assert answered == [(5, 0)], answered
+
+
 def test_suspend_resume_under_io(make_guest, driver, tmp_path):
     """Suspend to idle and resume (`pm_test=devices`: every device is suspended and resumed, the
     machine itself stays up) while fio writes and verifies: the driver's freeze resets the device,

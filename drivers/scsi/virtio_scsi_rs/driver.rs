@@ -898,9 +898,12 @@ impl HostTemplate for VirtioScsi {
     /// let the midlayer abort it. C always resets the timer.
     fn eh_timed_out(host: HostRef<'_, Self>, cmd: &EhCommand) -> TimeoutAction {
         let vscsi = host.data();
-        let hwq = (cmd.unique_tag() >> 16) as usize;
-        if let Some(vq) = vscsi.req_vqs.get(hwq) {
-            vscsi.reap(vq, vscsi.is_poll_queue(hwq));
+        // Only commands without a blk-mq request have no tag, and those (the
+        // SG_SCSI_RESET ioctl's) never time out: no queue to poll then.
+        if let Some(hwq) = cmd.unique_tag().map(|tag| (tag >> 16) as usize) {
+            if let Some(vq) = vscsi.req_vqs.get(hwq) {
+                vscsi.reap(vq, vscsi.is_poll_queue(hwq));
+            }
         }
         let mut guard = vscsi.ctrl_vq.lock();
         let stats = guard.data();
@@ -916,7 +919,12 @@ impl HostTemplate for VirtioScsi {
     /// `virtscsi_abort()`: ABORT TASK for the command's tag.
     fn eh_abort(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
         let (_, id, lun) = cmd.device().address();
-        let tag = u64::from(cmd.unique_tag());
+        // Without a tag ABORT TASK cannot name the command; only the
+        // SG_SCSI_RESET ioctl's has none, and it is never aborted. Failing
+        // lets the midlayer escalate to a reset, which needs no tag.
+        let Some(tag) = cmd.unique_tag().map(u64::from) else {
+            return EhResult::Failed;
+        };
         let result = host.data().tmf(Tmf::AbortTask, id, lun, tag);
         host.data().unless_still_held(result, Tmf::AbortTask, cmd)
     }

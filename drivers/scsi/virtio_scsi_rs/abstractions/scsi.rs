@@ -959,11 +959,26 @@ impl EhCommand {
         state & (1 << bindings::SCMD_STATE_COMPLETE) != 0
     }
 
-    /// Returns the blk-mq unique tag (`blk_mq_unique_tag()`).
-    pub(crate) fn unique_tag(&self) -> u32 {
-        // SAFETY: The command is valid (type invariant) and was allocated
-        // by the midlayer behind its request, which is valid as long.
-        unsafe { bindings::blk_mq_unique_tag(cmd_to_rq(self.0.get())) }
+    /// Returns the blk-mq unique tag (`blk_mq_unique_tag()`): the hardware
+    /// queue in the upper 16 bits, the tag in the lower.
+    ///
+    /// `None` for a command that blk-mq did not allocate, which has neither:
+    /// the one the `SG_SCSI_RESET` ioctl hands to the reset handlers
+    /// (`scsi_ioctl_reset()` allocates it with `kzalloc()`, so its request
+    /// has no hardware queue context).
+    pub(crate) fn unique_tag(&self) -> Option<u32> {
+        // SAFETY: The command is valid (type invariant) and lies right behind
+        // its request, which blk-mq or `scsi_ioctl_reset()` allocated with it.
+        let rq = unsafe { cmd_to_rq(self.0.get()) };
+        // SAFETY: The request is valid as long as the command. blk-mq sets
+        // `mq_hctx` when it allocates the request and clears it when it frees
+        // it; the ioctl's request keeps the null of its `kzalloc()`.
+        if unsafe { (*rq).mq_hctx }.is_null() {
+            return None;
+        }
+        // SAFETY: A request with a hardware queue context, which
+        // `blk_mq_unique_tag()` reads.
+        Some(unsafe { bindings::blk_mq_unique_tag(rq) })
     }
 
     /// Returns whether a device queue still holds the command (it went on
