@@ -1196,11 +1196,15 @@ impl<T: HostTemplate> Command<T> {
         // it and, while we own it, to us alone; the CDB lies inside the
         // command, not in that area.
         let private = unsafe { core::slice::from_raw_parts_mut(cmd_priv(self.raw()), T::CMD_SIZE) };
-        // SAFETY: The command is valid and owned; `cmnd` lies inside the
-        // command, disjoint from the private area behind it.
-        let sc = unsafe { &*self.raw() };
-        let len = usize::from(sc.cmd_len).min(sc.cmnd.len());
-        (&sc.cmnd[..len], private)
+        let sc = self.raw();
+        // SAFETY: The command is valid and owned (type invariant), so
+        // nobody writes its CDB and length while we borrow them. Only those
+        // fields are referenced, through raw projections: other fields
+        // (`state`) change concurrently. `cmnd` lies inside the command,
+        // disjoint from the private area behind it.
+        let (cmd_len, cmnd) = unsafe { ((*sc).cmd_len, &*core::ptr::addr_of!((*sc).cmnd)) };
+        let len = usize::from(cmd_len).min(cmnd.len());
+        (&cmnd[..len], private)
     }
 
     /// Returns the direction of the data transfer.
