@@ -410,9 +410,9 @@ pub(crate) struct HostLimits {
     pub(crate) sg_tablesize: u16,
     /// Sectors per command.
     pub(crate) max_sectors: u32,
-    /// Default per-LUN queue depth.
+    /// Default per-LUN queue depth (at most `can_queue` and 32767).
     pub(crate) cmd_per_lun: u32,
-    /// Commands in flight per queue.
+    /// Commands in flight per queue (at most `i32::MAX`).
     pub(crate) can_queue: u32,
     /// `max_id`: highest target + 1.
     pub(crate) max_id: u32,
@@ -442,7 +442,7 @@ pub(crate) enum Clamp {
     MaxSectorsSmall = 1 << 5,
     /// `cmd_per_lun` was 0.
     CmdPerLunZero = 1 << 6,
-    /// `cmd_per_lun` exceeded `can_queue`.
+    /// `cmd_per_lun` exceeded `can_queue` or 32767.
     CmdPerLunLarge = 1 << 7,
     /// `max_target` exceeded 255.
     MaxTargetLarge = 1 << 8,
@@ -481,7 +481,7 @@ impl Clamp {
             Clamp::MaxSectorsZero => "max_sectors is 0, using 65535",
             Clamp::MaxSectorsSmall => "max_sectors is below 8, using 8",
             Clamp::CmdPerLunZero => "cmd_per_lun is 0, using 1",
-            Clamp::CmdPerLunLarge => "cmd_per_lun exceeds the queue size, clamped",
+            Clamp::CmdPerLunLarge => "cmd_per_lun exceeds the queue size or 32767, clamped",
             Clamp::MaxTargetLarge => "max_target exceeds 255, using 255",
             Clamp::MaxLunLarge => "max_lun exceeds 16383, using 16383",
             Clamp::EventInfoSize => "event_info_size out of range, using 16..4096",
@@ -495,9 +495,16 @@ pub(crate) const EVENT_INFO_SIZE_MAX: u32 = 4096;
 /// Size of `struct virtio_scsi_event`.
 pub(crate) const EVENT_SIZE: u32 = 16;
 
+/// The largest `short` (`cmd_per_lun` in `struct Scsi_Host`).
+const SHORT_MAX: u32 = i16::MAX as u32;
+/// The largest `int` (`can_queue` in `struct Scsi_Host`).
+const INT_MAX: u32 = i32::MAX as u32;
+
 /// Derives host limits from the device configuration, the CPU count, the
 /// request ring size and whether indirect descriptors are available. Every
-/// field is bounded; each correction sets a bit in `clamped`.
+/// field is bounded, by what the device and the rings can take and by the
+/// range of the midlayer's field it goes into; each correction of a
+/// configuration field sets a bit in `clamped`.
 pub(crate) fn host_limits(
     cfg: &Config,
     nr_cpu_ids: u32,
@@ -546,15 +553,20 @@ pub(crate) fn host_limits(
 
     // Without indirect descriptors a command takes at least three slots.
     let can_queue = if indirect { ring } else { (ring / 3).max(1) };
+    // The midlayer's `can_queue` is an `int`.
+    let can_queue = can_queue.min(INT_MAX);
 
+    // The midlayer's `cmd_per_lun` is a `short`: a split ring of 32768 with
+    // indirect descriptors would take it one beyond.
+    let cmd_per_lun_max = can_queue.min(SHORT_MAX);
     let mut cmd_per_lun = cfg.cmd_per_lun;
     if cmd_per_lun == 0 {
         clamp(Clamp::CmdPerLunZero);
         cmd_per_lun = 1;
     }
-    if cmd_per_lun > can_queue {
+    if cmd_per_lun > cmd_per_lun_max {
         clamp(Clamp::CmdPerLunLarge);
-        cmd_per_lun = can_queue;
+        cmd_per_lun = cmd_per_lun_max;
     }
 
     let mut max_target = u32::from(cfg.max_target);
@@ -817,6 +829,7 @@ pub(crate) mod selftest {
         zero_values_are_clamped_and_reported,
         absurd_values_are_bounded,
         seg_max_with_indirect_fits_u16,
+        queue_limits_fit_the_midlayer_fields,
         every_field_at_zero_and_at_its_maximum,
         config_changes_name_each_changed_field,
         every_clamp_has_a_distinct_bit_and_text,
@@ -951,6 +964,33 @@ pub(crate) mod selftest {
         Ok(())
     }
 
+    /// `can_queue` and `cmd_per_lun` go into an `int` and a `short` of
+    /// `struct Scsi_Host`: a ring of 32768 (the largest split ring) with
+    /// indirect descriptors must not turn either into a failed probe.
+    fn queue_limits_fit_the_midlayer_fields() -> CaseResult {
+        let cfg = Config {
+            cmd_per_lun: 32768,
+            ..qemu_config()
+        };
+        let l = host_limits(&cfg, 2, 32768, true);
+        check!(l.can_queue == 32768 && l.cmd_per_lun == 32767);
+        check!(l.clamped == Clamp::CmdPerLunLarge as u32);
+        check!(i16::try_from(l.cmd_per_lun).is_ok() && i32::try_from(l.can_queue).is_ok());
+        // Below the limit nothing changes.
+        let cfg = Config {
+            cmd_per_lun: 32767,
+            ..qemu_config()
+        };
+        let l = host_limits(&cfg, 2, 32768, true);
+        check!(l.cmd_per_lun == 32767 && l.clamped == 0);
+        // A ring size no virtio transport offers still fits.
+        let l = host_limits(&qemu_config(), 2, u32::MAX, true);
+        check!(l.can_queue == i32::MAX as u32 && l.cmd_per_lun == 128 && l.clamped == 0);
+        let l = host_limits(&qemu_config(), 2, u32::MAX, false);
+        check!(l.can_queue == u32::MAX / 3 && l.clamped == 0);
+        Ok(())
+    }
+
     /// Each configuration field alone at 0 and at its type's maximum, on a
     /// small and a large ring, with and without indirect descriptors: every
     /// limit stays in the range the midlayer and the rings can take.
@@ -970,7 +1010,12 @@ pub(crate) mod selftest {
         ];
         for set in fields {
             for max in [false, true] {
-                for (cpus, ring, indirect) in [(1, 16, false), (4, 1024, true), (2, 1, false)] {
+                for (cpus, ring, indirect) in [
+                    (1, 16, false),
+                    (4, 1024, true),
+                    (2, 1, false),
+                    (2, 32768, true),
+                ] {
                     let mut cfg = qemu_config();
                     set(&mut cfg, max);
                     let l = host_limits(&cfg, cpus, ring, indirect);
@@ -980,6 +1025,8 @@ pub(crate) mod selftest {
                     check!(l.max_sectors >= 8);
                     check!((1..=ring).contains(&l.can_queue));
                     check!((1..=l.can_queue).contains(&l.cmd_per_lun));
+                    check!(i32::try_from(l.can_queue).is_ok());
+                    check!(i16::try_from(l.cmd_per_lun).is_ok());
                     check!((1..=256).contains(&l.max_id));
                     check!(l.max_lun <= 0x4000 + 0x3fff + 1);
                     check!((EVENT_SIZE..=EVENT_INFO_SIZE_MAX).contains(&l.event_info_size));

@@ -468,9 +468,11 @@ impl<T: HostTemplate> Template<T> {
 /// Limits of a host, set before [`Host::add`] (fields of `struct Scsi_Host`).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Limits {
-    /// `can_queue`: commands in flight on one hardware queue.
+    /// `can_queue`: commands in flight on one hardware queue (an `int`:
+    /// [`Host::set_limits`] refuses more than `i32::MAX`).
     pub(crate) can_queue: u32,
-    /// `cmd_per_lun`: default queue depth of a device.
+    /// `cmd_per_lun`: default queue depth of a device (a `short`:
+    /// [`Host::set_limits`] refuses more than `i16::MAX`).
     pub(crate) cmd_per_lun: u32,
     /// `sg_tablesize`: segments per command.
     pub(crate) sg_tablesize: u16,
