@@ -805,8 +805,10 @@ pub(crate) mod selftest {
 
     macro_rules! cases {
         ($($name:ident),+ $(,)?) => {
-            /// Every case, by name.
-            pub(crate) const CASES: &[(&str, fn() -> CaseResult)] = &[$((stringify!($name), $name)),+];
+            /// Every case, by name. A `static`, so that the table is one
+            /// object at one address (the KUnit runner steps through it by
+            /// pointer); every use of a `const` may be a copy of its own.
+            pub(crate) static CASES: &[(&str, fn() -> CaseResult)] = &[$((stringify!($name), $name)),+];
 
             #[cfg(test)]
             mod host {

@@ -56,7 +56,8 @@ unsafe extern "C" fn generate_params(
     let next = if prev.is_null() {
         0
     } else {
-        // SAFETY: `prev` is an element of `CASES` (returned below).
+        // SAFETY: `prev` is an element of `CASES` (returned below), a
+        // `static`: the same single array every time it is read.
         let offset = unsafe { prev.cast::<Case>().offset_from(CASES.as_ptr()) };
         offset as usize + 1
     };
