@@ -161,8 +161,9 @@ pub(crate) mod response {
     pub(crate) const INCORRECT_LUN: u8 = 12;
 }
 
-/// SCSI host bytes (Linux `enum scsi_host_status`; the driver checks these
-/// values against the kernel's at build time).
+/// SCSI host bytes (Linux `enum scsi_host_status`). Only the names: the
+/// driver maps each to the kernel's value with a `match` (`host_byte()`),
+/// and the SCSI abstraction takes the values from the kernel's headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum HostByte {
     /// `DID_OK`.

@@ -167,7 +167,8 @@ pub(crate) trait HostTemplate: Sized + 'static {
     }
 }
 
-/// The outcome of an error handler (`SUCCESS`, `FAILED` in `scsi/scsi.h`).
+/// The outcome of an error handler (`SUCCESS`, `FAILED` of
+/// `enum scsi_disposition` in `scsi/scsi.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum EhResult {
     /// The function completed; the midlayer stops escalating.
@@ -178,11 +179,13 @@ pub(crate) enum EhResult {
 
 impl EhResult {
     fn to_c(self) -> i32 {
-        // `SUCCESS` and `FAILED` from `scsi/scsi.h` (macros bindgen skips).
-        match self {
-            EhResult::Success => 0x2002,
-            EhResult::Failed => 0x2003,
-        }
+        // The `eh_*_handler` ops return the `enum scsi_disposition` as an
+        // `int`.
+        let disposition = match self {
+            EhResult::Success => bindings::scsi_disposition_SUCCESS,
+            EhResult::Failed => bindings::scsi_disposition_FAILED,
+        };
+        disposition as i32
     }
 }
 
