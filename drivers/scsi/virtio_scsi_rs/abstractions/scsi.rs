@@ -890,7 +890,9 @@ impl<'a, T: HostTemplate> HostRef<'a, T> {
     }
 
     /// Scans target `channel:id` for new LUNs (`scsi_scan_target()` with
-    /// `SCSI_SCAN_RESCAN`).
+    /// `SCSI_SCAN_INITIAL`, as the C driver: LUNs already added are left
+    /// alone). Does nothing when the midlayer scans manually only
+    /// (`scsi_mod.scan=manual`).
     pub(crate) fn scan_target(&self, channel: u32, id: u32) {
         // SAFETY: The host is live and added (type invariant), so its
         // `shost_gendev` is registered.
@@ -900,7 +902,7 @@ impl<'a, T: HostTemplate> HostRef<'a, T> {
                 channel,
                 id,
                 SCAN_WILD_CARD,
-                bindings::scsi_scan_mode_SCSI_SCAN_RESCAN,
+                bindings::scsi_scan_mode_SCSI_SCAN_INITIAL,
             )
         };
     }
