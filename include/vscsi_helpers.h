@@ -49,6 +49,14 @@ void vscsi_memalloc_noio_restore(unsigned int flags);
 
 /* Module parameters (vscsi_helpers.c) */
 unsigned int vscsi_param_poll_queues(void);
+enum vscsi_timeout_policy {
+	VSCSI_TIMEOUT_STALL = 0,
+	VSCSI_TIMEOUT_WAIT = 1,
+	VSCSI_TIMEOUT_ABORT = 2,
+};
+unsigned int vscsi_param_timeout_policy(void);
+/* Seconds. */
+unsigned int vscsi_param_stall_limit(void);
 
 /* linux/spinlock.h */
 unsigned long vscsi_spin_lock_irqsave(struct spinlock *lock);
@@ -62,6 +70,10 @@ void vscsi_rcu_read_unlock(void);
 struct scsi_cmnd;
 int vscsi_scsi_add_host(struct Scsi_Host *shost, struct device *dev);
 u32 vscsi_scsi_prot_bytes(struct scsi_cmnd *sc);
+/* Whether a stall warning may be printed now (one per 5 s). */
+bool vscsi_stall_warn_ratelimit(void);
+/* Milliseconds since the command was first issued (jiffies_at_alloc). */
+u32 vscsi_scmd_age_ms(struct scsi_cmnd *sc);
 /* scsi_execute_cmd() for a data-in command, default arguments. */
 int vscsi_scsi_execute_in(struct scsi_device *sdev, const u8 *cdb, void *buf,
 			  unsigned int len, int timeout, int retries);

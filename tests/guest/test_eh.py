@@ -196,16 +196,27 @@ def test_device_needs_reset(make_guest, driver, request, tmp_path):
     assert "device needs reset: resetting it" in log, log
 
 
-@pytest.mark.cost(90)
-def test_timeout_aborts_slow_command(make_guest, driver, request, tmp_path):
-    """A back end slower than the disk's timeout (null-co latency 4 s, timeout 2 s): the timed-out
-    command is aborted (ABORT TASK reaches the device and is answered), the command is retried or
-    failed, and the guest stays responsive meanwhile; no endless timer resets."""
-    expect_c_failure(request, driver, "eh_timed_out always resets the timer: a slow command is never aborted")
-    slow = Disk(backend="null", size=GiB, target=1, blockdev={"latency-ns": 4_000_000_000})
+POLICY_PARAMS = {"default": "", "abort": "timeout_policy=abort", "stall": "stall_limit=5"}
+
+
+@pytest.mark.cost(60)
+@pytest.mark.parametrize("driver, policy", [("rust", "default"), ("c", "default"), ("rust", "abort"),
+                                            ("rust", "stall")])
+def test_slow_command(make_guest, driver, tmp_path, policy):
+    """A back end slower than the disk's timeout (null-co latency 4 s, 8 s for stall; timeout 2 s),
+    and what each timeout policy makes of it; the guest stays responsive meanwhile.
+    default: the command waits, as in C (the Rust driver resets its timer while it is younger than
+    stall_limit, 180 s): it completes with the device's data in about 4 s and no TMF is sent; the
+    Rust driver says once that it is waiting.
+    abort (timeout_policy=abort): the timed-out command is aborted (ABORT TASK reaches the device
+    and is answered), then retried or failed.
+    stall (stall_limit=5): the timer is reset at the first timeouts (2 and 4 s old), error handling
+    starts at the third (6 s old): ABORT TASK."""
+    latency = 8 if policy == "stall" else 4
+    slow = Disk(backend="null", size=GiB, target=1, blockdev={"latency-ns": latency * 1_000_000_000})
     topo = Topology([Controller(num_queues=2, disks=[Disk(backend="null", size=GiB), slow])])
     g = make_guest(topo, smp=2, qemu_args=trace_args(tmp_path))
-    g.load_driver(driver)
+    g.load_driver(driver, POLICY_PARAMS[policy])
     g.wait_for("[ $(ls /sys/class/scsi_disk | wc -l) -eq 2 ]", timeout=60, what="2 disks")
     sd = g.sh("ls /sys/class/scsi_host/*/device/target*:0:1/*:0:1:0/block").strip()
     fast = g.sh("ls /sys/class/scsi_host/*/device/target*:0:0/*:0:0:0/block").strip()
@@ -217,14 +228,31 @@ def test_timeout_aborts_slow_command(make_guest, driver, request, tmp_path):
     for _ in range(6):
         g.run("cat /proc/uptime", timeout=10)
         g.sh("usleep 500000")
-    g.wait_for("[ -e /tmp/dd.rc ]", timeout=180, what="the slow read to be retried or failed")
+    g.wait_for("[ -e /tmp/dd.rc ]", timeout=180, what="the slow read to complete, be retried or fail")
     rc, start, end = g.sh("cat /tmp/dd.rc").split()
     tmo = g.sh(f"cat /sys/block/{sd}/device/iotmo_cnt").strip()
+    counters = g.rust_control_counters(driver)
+    log = g.sh("dmesg | grep 'command outstanding' || true")
     # Afterwards both disks serve I/O again.
     g.sh(f"dd if=/dev/{fast} of=/dev/null bs=4k count=4 iflag=direct 2>/dev/null")
     g.sh(f"echo 30 > /sys/block/{sd}/device/timeout && dd if=/dev/{sd} of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null")
     g.stop()
     answered = tmfs(tmp_path)
-    report(f"{driver}: slow command: dd rc {rc} after {float(end) - float(start):.1f} s, timeouts {int(tmo, 0)},"
-           f" TMFs answered: " + ", ".join(f"{TMF_NAMES.get(s, s)}={r}" for s, r in answered))
-    assert any(s == 0 for s, _ in answered), answered
+    took = float(end) - float(start)
+    report(f"{driver} ({policy}): slow command: dd rc {rc} after {took:.1f} s, timeouts {int(tmo, 0)},"
+           f" TMFs answered: " + ", ".join(f"{TMF_NAMES.get(s, s)}={r}" for s, r in answered)
+           + (f"; timeouts waited {counters['cmd_timeouts_waited']},"
+              f" escalated {counters['cmd_timeouts_escalated']}" if counters else ""))
+    if policy == "default":
+        assert rc == "0" and took < 10, (rc, took)
+        assert answered == [], answered
+        if driver == "rust":
+            assert counters["cmd_timeouts_waited"] >= 1 and counters["cmd_timeouts_escalated"] == 0
+            assert "waiting for the device" in log, log
+    else:
+        assert any(s == 0 for s, _ in answered), answered
+        assert counters["cmd_timeouts_escalated"] >= 1, counters
+        if policy == "stall":
+            assert counters["cmd_timeouts_waited"] >= 1, counters
+        else:
+            assert counters["cmd_timeouts_waited"] == 0, counters

@@ -48,3 +48,26 @@ def test_disk_readable(make_guest, driver, tmp_path):
     assert "QEMU HARDDISK" in g.sh("lsscsi")
     out = g.sh("dd if=/dev/sda bs=1M count=4 2>/dev/null | sha256sum")
     assert out.split()[0] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.shared_guests
+@pytest.mark.parametrize("driver", ["rust"])
+def test_bad_module_parameters(make_guest, driver):
+    """The Rust driver's own parameters refuse what they cannot mean, with a message, at insmod
+    and at run time, and keep their value; good values are taken. (C has neither parameter.)"""
+    g = make_guest(Topology([Controller(num_queues=2, disks=[Disk()])]))
+    path = "/lib/modules/virtio_scsi_rs.ko"
+    for bad in ("timeout_policy=bogus", "stall_limit=0", "stall_limit=86401", "stall_limit=x"):
+        rc, out = g.run(f"insmod {path} {bad}", check=False)
+        assert rc != 0, (bad, out)
+        assert not g.sh("ls -d /sys/module/virtio_scsi_rs 2>/dev/null || true").strip()
+    log = g.sh("dmesg | grep 'virtio_scsi_rs: \\(timeout_policy\\|stall_limit\\):' || true")
+    assert "'bogus' is not one of stall, wait, abort" in log, log
+    assert "'0' is not a number of seconds from 1 to 86400" in log, log
+    g.load_driver(driver)
+    params = "/sys/module/virtio_scsi_rs/parameters"
+    assert g.sh(f"cat {params}/timeout_policy {params}/stall_limit").split() == ["stall", "180"]
+    rc, _ = g.run(f"echo never > {params}/timeout_policy", check=False)
+    assert rc != 0
+    g.sh(f"echo wait > {params}/timeout_policy && echo 600 > {params}/stall_limit")
+    assert g.sh(f"cat {params}/timeout_policy {params}/stall_limit").split() == ["wait", "600"]

@@ -6,7 +6,7 @@
 //! Function names follow the C driver where the concept matches.
 
 use crate::abstractions::device::{dev_err, dev_info, dev_warn};
-use crate::abstractions::params;
+use crate::abstractions::params::{self, TimeoutPolicy};
 use crate::abstractions::scsi::{
     self, Command, CommandRequest, EhCommand, EhResult, HctxType, HostByte, HostRef, HostTemplate,
     QueueError, QueueMaps, ScsiDevice, SeqFile, TimeoutAction,
@@ -36,6 +36,10 @@ static FEATURES: [u32; 2] = [feature::HOTPLUG, feature::CHANGE];
 
 /// The SCSI host template, filled in at module load.
 pub(crate) static TEMPLATE: scsi::Template<VirtioScsi> = scsi::Template::new();
+
+/// Request queues whose oldest command debugfs shows (one per possible
+/// CPU at most; later ones show 0).
+const MAX_SHOWN_QUEUES: usize = 256;
 
 /// Index of the first request queue (`VIRTIO_SCSI_VQ_BASE`).
 const VQ_BASE: u32 = 2;
@@ -84,6 +88,11 @@ struct CtrlStats {
     cmd_timeouts: u64,
     /// ... of which polling the request queue completed the command.
     cmd_timeouts_reaped: u64,
+    /// ... that got another timeout period (`timeout_policy` wait, or
+    /// stall while younger than `stall_limit`), as C always does.
+    cmd_timeouts_waited: u64,
+    /// ... that went to error handling (abort and escalation).
+    cmd_timeouts_escalated: u64,
     /// Device resets and re-initialisations: the error handler's host
     /// resets and those the device asked for (DEVICE_NEEDS_RESET).
     host_resets: u64,
@@ -844,7 +853,12 @@ impl HostTemplate for VirtioScsi {
         }
     }
 
-    fn debugfs_show(vscsi: &Self, m: &SeqFile) {
+    /// One line per request queue (with the age of its oldest command, so
+    /// that a stall shows), the control queue's and the event queue's.
+    fn debugfs_show(host: HostRef<'_, Self>, m: &SeqFile) {
+        let vscsi = host.data();
+        let mut oldest = [0u32; MAX_SHOWN_QUEUES];
+        host.oldest_outstanding_ms(&mut oldest);
         for (i, vq) in vscsi.req_vqs.iter().enumerate() {
             let kind = if vscsi.is_poll_queue(i) {
                 "poll"
@@ -854,15 +868,23 @@ impl HostTemplate for VirtioScsi {
             // Copy out, then print without the lock held.
             let s = *vq.lock().data();
             m.print(format_args!(
-                "{} {} submitted {} completed {} kicks {} interrupts {} polled {}\n",
-                i, kind, s.submitted, s.completed, s.kicks, s.interrupts, s.polled
+                "{} {} submitted {} completed {} kicks {} interrupts {} polled {} oldest_ms {}\n",
+                i,
+                kind,
+                s.submitted,
+                s.completed,
+                s.kicks,
+                s.interrupts,
+                s.polled,
+                oldest.get(i).copied().unwrap_or(0)
             ));
         }
         let c = *vscsi.ctrl_vq.lock().data();
         m.print(format_args!(
-            "control tmf_sent {} tmf_ok {} tmf_failed {} tmf_timed_out {} tmf_still_held {} cmd_timeouts {} cmd_timeouts_reaped {} host_resets {} reset_cmds {} config_changes {} needs_reset {}\n",
+            "control tmf_sent {} tmf_ok {} tmf_failed {} tmf_timed_out {} tmf_still_held {} cmd_timeouts {} cmd_timeouts_reaped {} cmd_timeouts_waited {} cmd_timeouts_escalated {} host_resets {} reset_cmds {} config_changes {} needs_reset {}\n",
             c.tmf_sent, c.tmf_ok, c.tmf_failed, c.tmf_timed_out, c.tmf_still_held, c.cmd_timeouts,
-            c.cmd_timeouts_reaped, c.host_resets, c.reset_cmds, c.config_changes, c.needs_reset
+            c.cmd_timeouts_reaped, c.cmd_timeouts_waited, c.cmd_timeouts_escalated, c.host_resets,
+            c.reset_cmds, c.config_changes, c.needs_reset
         ));
         let e = vscsi.event_vq.lock().data().stats;
         m.print(format_args!(
@@ -905,15 +927,44 @@ impl HostTemplate for VirtioScsi {
                 vscsi.reap(vq, vscsi.is_poll_queue(hwq));
             }
         }
-        let mut guard = vscsi.ctrl_vq.lock();
-        let stats = guard.data();
-        stats.cmd_timeouts += 1;
-        if cmd.is_complete() {
-            stats.cmd_timeouts_reaped += 1;
+        let age = cmd.age_ms();
+        let action = if cmd.is_complete() {
             TimeoutAction::Done
         } else {
-            TimeoutAction::NotHandled
+            match params::timeout_policy() {
+                TimeoutPolicy::Abort => TimeoutAction::NotHandled,
+                TimeoutPolicy::Wait => TimeoutAction::ResetTimer,
+                TimeoutPolicy::Stall if age >= params::stall_limit_ms() => {
+                    TimeoutAction::NotHandled
+                }
+                TimeoutPolicy::Stall => TimeoutAction::ResetTimer,
+            }
+        };
+        {
+            let mut guard = vscsi.ctrl_vq.lock();
+            let stats = guard.data();
+            stats.cmd_timeouts += 1;
+            match action {
+                TimeoutAction::Done => stats.cmd_timeouts_reaped += 1,
+                TimeoutAction::ResetTimer => stats.cmd_timeouts_waited += 1,
+                TimeoutAction::NotHandled => stats.cmd_timeouts_escalated += 1,
+            }
         }
+        if action != TimeoutAction::Done && params::stall_warn_ratelimit() {
+            let waiting = action == TimeoutAction::ResetTimer;
+            dev_warn!(
+                cmd.device(),
+                "command outstanding for {} ms (timeout {} ms): {}\n",
+                age,
+                cmd.timeout_ms(),
+                if waiting {
+                    "waiting for the device"
+                } else {
+                    "error handling"
+                }
+            );
+        }
+        action
     }
 
     /// `virtscsi_abort()`: ABORT TASK for the command's tag.

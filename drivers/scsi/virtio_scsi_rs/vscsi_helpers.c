@@ -11,6 +11,8 @@
 #include <linux/completion.h>
 #include <linux/device.h>
 #include <linux/moduleparam.h>
+#include <linux/string.h>
+#include <linux/sysfs.h>
 #include <linux/rcupdate.h>
 #include <linux/sched/mm.h>
 #include <linux/spinlock.h>
@@ -35,6 +37,85 @@ MODULE_PARM_DESC(virtscsi_poll_queues,
 unsigned int vscsi_param_poll_queues(void)
 {
 	return READ_ONCE(virtscsi_poll_queues);
+}
+
+/*
+ * What a command timeout leads to (Rust's own; C always waits). Read at every
+ * timeout, so it can be changed at run time.
+ */
+static const char *const timeout_policies[] = {
+	[VSCSI_TIMEOUT_STALL] = "stall",
+	[VSCSI_TIMEOUT_WAIT] = "wait",
+	[VSCSI_TIMEOUT_ABORT] = "abort",
+};
+static unsigned int timeout_policy = VSCSI_TIMEOUT_STALL;
+
+static int timeout_policy_set(const char *val, const struct kernel_param *kp)
+{
+	int i = sysfs_match_string(timeout_policies, val);
+
+	if (i < 0) {
+		pr_err("virtio_scsi_rs: timeout_policy: '%s' is not one of stall, wait, abort\n",
+		       val);
+		return -EINVAL;
+	}
+	WRITE_ONCE(timeout_policy, i);
+	return 0;
+}
+
+static int timeout_policy_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%s\n", timeout_policies[READ_ONCE(timeout_policy)]);
+}
+
+static const struct kernel_param_ops timeout_policy_ops = {
+	.set = timeout_policy_set,
+	.get = timeout_policy_get,
+};
+module_param_cb(timeout_policy, &timeout_policy_ops, NULL, 0644);
+MODULE_PARM_DESC(timeout_policy,
+		 "What a command timeout leads to: stall (default: wait as the C driver does while the command is younger than stall_limit, then error handling), wait (always wait, as the C driver), abort (error handling at the first timeout)");
+
+static unsigned int stall_limit = 180;
+
+static int stall_limit_set(const char *val, const struct kernel_param *kp)
+{
+	int ret = param_set_uint_minmax(val, kp, 1, 86400);
+
+	if (ret)
+		pr_err("virtio_scsi_rs: stall_limit: '%s' is not a number of seconds from 1 to 86400\n",
+		       val);
+	return ret;
+}
+
+static const struct kernel_param_ops stall_limit_ops = {
+	.set = stall_limit_set,
+	.get = param_get_uint,
+};
+module_param_cb(stall_limit, &stall_limit_ops, &stall_limit, 0644);
+MODULE_PARM_DESC(stall_limit,
+		 "With timeout_policy=stall: seconds a command may be outstanding before error handling starts (default 180, 1 to 86400)");
+
+unsigned int vscsi_param_timeout_policy(void)
+{
+	return READ_ONCE(timeout_policy);
+}
+
+unsigned int vscsi_param_stall_limit(void)
+{
+	return READ_ONCE(stall_limit);
+}
+
+bool vscsi_stall_warn_ratelimit(void)
+{
+	static DEFINE_RATELIMIT_STATE(rs, 5 * HZ, 1);
+
+	return __ratelimit(&rs);
+}
+
+u32 vscsi_scmd_age_ms(struct scsi_cmnd *sc)
+{
+	return jiffies_to_msecs(jiffies - READ_ONCE(sc->jiffies_at_alloc));
 }
 
 int vscsi_register_virtio_driver(struct virtio_driver *drv, struct module *owner)

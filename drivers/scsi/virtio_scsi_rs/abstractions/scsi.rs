@@ -130,7 +130,7 @@ pub(crate) trait HostTemplate: Sized + 'static {
 
     /// Prints the host's state into its debugfs file
     /// `/sys/kernel/debug/<PROC_NAME>/host<N>/queues`.
-    fn debugfs_show(_host: &Self::HostData, _m: &SeqFile) {
+    fn debugfs_show(_host: HostRef<'_, Self>, _m: &SeqFile) {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
@@ -196,6 +196,8 @@ pub(crate) enum TimeoutAction {
     Done,
     /// Let the midlayer abort it (`SCSI_EH_NOT_HANDLED`).
     NotHandled,
+    /// Give it another timeout period (`SCSI_EH_RESET_TIMER`).
+    ResetTimer,
 }
 
 /// A `seq_file` being printed into.
@@ -913,6 +915,50 @@ impl<'a, T: HostTemplate> HostRef<'a, T> {
         unsafe { bindings::scsi_scan_host(self.shost.as_ptr()) };
     }
 
+    /// Sets `ages[i]` to how long ago (in ms) the oldest command the
+    /// midlayer has outstanding on blk-mq hardware queue `i` was first
+    /// issued, 0 if none (`scsi_host_busy_iter()`); queues past the end of
+    /// `ages` are not reported.
+    pub(crate) fn oldest_outstanding_ms(&self, ages: &mut [u32]) {
+        /// # Safety
+        ///
+        /// `data` points to the `&mut [u32]` of the enclosing call; `sc` is
+        /// a busy command of the host.
+        unsafe extern "C" fn visit(
+            sc: *mut bindings::scsi_cmnd,
+            data: *mut kernel::ffi::c_void,
+        ) -> bool {
+            // SAFETY: The caller passes the slice given to the iteration,
+            // which runs on this thread only.
+            let ages = unsafe { &mut *data.cast::<&mut [u32]>() };
+            // SAFETY: A busy command lies right behind its blk-mq request.
+            let rq = unsafe { cmd_to_rq(sc) };
+            // SAFETY: The request is valid while the iteration holds it.
+            if unsafe { (*rq).mq_hctx }.is_null() {
+                return true;
+            }
+            // SAFETY: A request with a hardware queue context.
+            let hwq = (unsafe { bindings::blk_mq_unique_tag(rq) } >> 16) as usize;
+            // SAFETY: The command is valid while the iteration holds it.
+            let age = unsafe { bindings::vscsi_scmd_age_ms(sc) };
+            if let Some(a) = ages.get_mut(hwq) {
+                *a = (*a).max(age);
+            }
+            true
+        }
+        ages.fill(0);
+        let mut slice: &mut [u32] = ages;
+        // SAFETY: The host is live (type invariant); `visit` only uses
+        // `slice`, which outlives the call.
+        unsafe {
+            bindings::scsi_host_busy_iter(
+                self.shost.as_ptr(),
+                Some(visit),
+                core::ptr::addr_of_mut!(slice).cast(),
+            )
+        };
+    }
+
     /// Calls `f` for each device of the host (`shost_for_each_device()`),
     /// holding a reference to the device during the call.
     pub(crate) fn for_each_device(&self, mut f: impl FnMut(&ScsiDevice)) {
@@ -988,6 +1034,26 @@ impl EhCommand {
         Some(unsafe { bindings::blk_mq_unique_tag(rq) })
     }
 
+    /// Returns how long ago the command was first issued, in milliseconds
+    /// (`jiffies - jiffies_at_alloc`: retries keep the first issue time).
+    pub(crate) fn age_ms(&self) -> u32 {
+        // SAFETY: The command is valid for the reference's lifetime; the
+        // helper reads one field and `jiffies`.
+        unsafe { bindings::vscsi_scmd_age_ms(self.0.get()) }
+    }
+
+    /// Returns the command's timeout (its request's), in milliseconds; 0
+    /// for a command without a blk-mq request.
+    pub(crate) fn timeout_ms(&self) -> u32 {
+        // SAFETY: A midlayer command lies right behind its request.
+        let rq = unsafe { cmd_to_rq(self.0.get()) };
+        // SAFETY: The request is valid with its command; `timeout` is set
+        // before the command is issued and not written while it times out.
+        let timeout = unsafe { (*rq).timeout };
+        // SAFETY: Plain conversion.
+        unsafe { bindings::jiffies_to_msecs(timeout as kernel::ffi::c_ulong) }
+    }
+
     /// Returns whether a device queue still holds the command (it went on
     /// one and has not come back). The error handler must not finish or
     /// retry such a command: the device may still write into it.
@@ -1031,6 +1097,16 @@ fn host_dir_name(n: u32) -> [u8; 16] {
 /// `self.0` is a valid `scsi_device` for the lifetime of the reference.
 #[repr(transparent)]
 pub(crate) struct ScsiDevice(Opaque<bindings::scsi_device>);
+
+// SAFETY: `struct scsi_device` embeds its `sdev_gendev`, valid for as long
+// as the device is (type invariant). Messages on it name the device as
+// `H:C:T:L`.
+unsafe impl crate::abstractions::device::AsRawDevice for ScsiDevice {
+    fn as_raw_device(&self) -> *mut bindings::device {
+        // SAFETY: The device is valid (type invariant).
+        unsafe { core::ptr::addr_of_mut!((*self.0.get()).sdev_gendev) }
+    }
+}
 
 impl ScsiDevice {
     /// # Safety
@@ -1620,9 +1696,9 @@ impl<T: HostTemplate> Adapter<T> {
         let offset = core::mem::offset_of!(bindings::Scsi_Host, shost_gendev);
         // SAFETY: `data` is the `shost_gendev` of a live host of `T`.
         let shost = unsafe { data.cast::<u8>().sub(offset) }.cast::<bindings::Scsi_Host>();
-        // SAFETY: The file exists, so the host and its data are alive (the
-        // file is removed before the data is dropped).
-        let host = unsafe { Self::data(shost) };
+        // SAFETY: The file exists, so the host is added and its data alive
+        // (the file is removed before the host is removed).
+        let host = unsafe { HostRef::<T>::from_raw(shost) };
         // SAFETY: `m` is valid during the call; `SeqFile` is transparent.
         T::debugfs_show(host, unsafe { &*m.cast::<SeqFile>() });
         0
@@ -1667,6 +1743,7 @@ impl<T: HostTemplate> Adapter<T> {
         match T::eh_timed_out(host, cmd) {
             TimeoutAction::Done => bindings::scsi_timeout_action_SCSI_EH_DONE,
             TimeoutAction::NotHandled => bindings::scsi_timeout_action_SCSI_EH_NOT_HANDLED,
+            TimeoutAction::ResetTimer => bindings::scsi_timeout_action_SCSI_EH_RESET_TIMER,
         }
     }
 
