@@ -11,6 +11,7 @@ use crate::abstractions::scsi::{
     self, Command, CommandRequest, EhCommand, EhResult, HctxType, HostByte, HostRef, HostTemplate,
     QueueError, QueueMaps, ScsiDevice, SeqFile, TimeoutAction,
 };
+use crate::abstractions::sync;
 use crate::abstractions::virtio::{
     self, virtio_device_table, DeviceBuf, DeviceId, Exchange, ExchangeRequest, ExchangeSlot, Queue,
     QueueInfo, WaitError,
@@ -262,9 +263,19 @@ impl VirtioScsi {
     /// callbacks stay off until the ring is empty and `enable_cb` confirms
     /// nothing arrived meanwhile.
     fn reap(&self, vq: &ReqQueue, polled: bool) -> u32 {
+        self.reap_counted(vq, polled, false)
+    }
+
+    /// [`Self::reap`] for a completion interrupt, which it counts.
+    fn reap_interrupt(&self, vq: &ReqQueue) -> u32 {
+        self.reap_counted(vq, false, true)
+    }
+
+    #[inline(always)]
+    fn reap_counted(&self, vq: &ReqQueue, polled: bool, interrupt: bool) -> u32 {
         let mut guard = vq.lock();
         let mut n = 0u32;
-        if !polled {
+        if interrupt {
             guard.data().interrupts += 1;
         }
         loop {
@@ -351,7 +362,7 @@ impl VirtioScsi {
         }
         if outcome == TmfOutcome::TimedOut {
             dev_warn!(
-                &*self.vdev,
+                &self.vdev,
                 "{} to {}:{} not answered in {} ms\n",
                 tmf.name(),
                 target,
@@ -378,15 +389,49 @@ impl VirtioScsi {
         if result != EhResult::Success || !cmd.in_device() {
             return result;
         }
+        self.still_held(tmf)
+    }
+
+    /// Counts a TMF that succeeded without the device giving back what it
+    /// ended, warns once, and fails the handler.
+    fn still_held(&self, tmf: Tmf) -> EhResult {
         self.ctrl_vq.lock().data().tmf_still_held += 1;
         if !self.warned_still_held.swap(true, Ordering::Relaxed) {
             dev_warn!(
-                &*self.vdev,
-                "{} succeeded but the device still holds the command: escalating\n",
+                &self.vdev,
+                "{} succeeded but the device still holds a command it ended: escalating\n",
                 tmf.name()
             );
         }
         EhResult::Failed
+    }
+
+    /// As [`Self::unless_still_held`], for every command a LUN or target
+    /// reset ends (those `select` accepts by target id and LUN), not only
+    /// the handler's: the midlayer finishes them all after a successful
+    /// reset. A device may give them back just after its answer (another
+    /// queue, another thread): they get up to 100 ms, reaped every 10 ms.
+    fn unless_any_held(
+        &self,
+        host: HostRef<'_, Self>,
+        result: EhResult,
+        tmf: Tmf,
+        select: impl Fn(u32, u64) -> bool,
+    ) -> EhResult {
+        if result != EhResult::Success {
+            return result;
+        }
+        for _ in 0..10 {
+            if !host.any_in_device(&select) {
+                return result;
+            }
+            sync::msleep(10);
+            self.poll_requests();
+        }
+        if host.any_in_device(&select) {
+            return self.still_held(tmf);
+        }
+        result
     }
 
     fn send_tmf(&self, tmf: Tmf, target: u32, lun: u64, tag: u64) -> TmfOutcome {
@@ -439,7 +484,9 @@ impl VirtioScsi {
     /// leaked.
     fn post_event_buf(&self, buf: KBox<DeviceBuf>, kick: bool) {
         let mut guard = self.event_vq.lock();
-        if guard.data().stop {
+        // A buffer the work held across a reset, whose restore refilled
+        // the ring meanwhile, is one too many: freed.
+        if guard.data().stop || guard.data().stats.posted as usize >= EVENT_BUFS {
             return;
         }
         match guard.add(buf) {
@@ -566,6 +613,10 @@ impl VirtioScsi {
     fn attach_queues(&self, dev: &virtio::DriverDevice<'_, Self>) -> Result {
         let infos = queue_infos(self.io_queues)?;
         let mut raw = dev.find_vqs(&infos, VQ_BASE)?.into_iter();
+        // The reset put the device's defaults back (C's `virtscsi_init()`
+        // writes them on restore too).
+        dev.cwrite32(config_offset::CDB_SIZE, protocol::CDB_SIZE)?;
+        dev.cwrite32(config_offset::SENSE_SIZE, protocol::SENSE_SIZE)?;
         dev.ready();
         self.ctrl_vq.attach(raw.next().ok_or(EINVAL)?)?;
         self.event_vq.attach(raw.next().ok_or(EINVAL)?)?;
@@ -616,7 +667,7 @@ fn handle_event(host: HostRef<'_, VirtioScsi>, ev: protocol::Event) {
         EventAction::AddDevice { target, lun } => {
             if let Err(e) = host.add_device(0, target, lun) {
                 dev_info!(
-                    &*vscsi.vdev,
+                    &vscsi.vdev,
                     "adding 0:{}:{} failed ({:?})\n",
                     target,
                     lun,
@@ -646,7 +697,7 @@ fn handle_event(host: HostRef<'_, VirtioScsi>, ev: protocol::Event) {
             };
             if first {
                 dev_warn!(
-                    &*vscsi.vdev,
+                    &vscsi.vdev,
                     "unsupported event {:#x} reason {:#x} ignored (warned once)\n",
                     event,
                     reason
@@ -784,7 +835,7 @@ impl HostTemplate for VirtioScsi {
                     // host reset sets up new rings; hand it the command.
                     if !vscsi.warned_broken_ring.swap(true, Ordering::Relaxed) {
                         dev_err!(
-                            &*vscsi.vdev,
+                            &vscsi.vdev,
                             "request queue {} broken by the device: error handling resets it\n",
                             tag >> 16
                         );
@@ -834,12 +885,18 @@ impl HostTemplate for VirtioScsi {
     /// affinity of their vectors (after the config, control and event
     /// ones); polled queues have no interrupt and are spread by blk-mq.
     fn map_queues(vscsi: &Self, maps: &mut QueueMaps<'_>) {
+        // Unbound (a remap after remove, which does not happen): the
+        // default spread.
+        let dev = vscsi.vdev.access();
         let mut offset = 0;
         for (ty, nr) in [HctxType::Default, HctxType::Read, HctxType::Poll]
             .into_iter()
             .zip(vscsi.io_queues)
         {
-            let virtio = (ty != HctxType::Poll).then_some((&*vscsi.vdev, VQ_BASE));
+            let virtio = match &dev {
+                Some(dev) if ty != HctxType::Poll => Some((&**dev, VQ_BASE)),
+                _ => None,
+            };
             maps.map(ty, nr, offset, virtio);
             offset += nr;
         }
@@ -976,6 +1033,7 @@ impl HostTemplate for VirtioScsi {
         let Some(tag) = cmd.unique_tag().map(u64::from) else {
             return EhResult::Failed;
         };
+        dev_info!(cmd.device(), "abort\n");
         let result = host.data().tmf(Tmf::AbortTask, id, lun, tag);
         host.data().unless_still_held(result, Tmf::AbortTask, cmd)
     }
@@ -983,17 +1041,26 @@ impl HostTemplate for VirtioScsi {
     /// `virtscsi_device_reset()`: LOGICAL UNIT RESET.
     fn eh_device_reset(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
         let (_, id, lun) = cmd.device().address();
+        dev_info!(cmd.device(), "device reset\n");
         let result = host.data().tmf(Tmf::LogicalUnitReset, id, lun, 0);
+        let result = host
+            .data()
+            .unless_still_held(result, Tmf::LogicalUnitReset, cmd);
         host.data()
-            .unless_still_held(result, Tmf::LogicalUnitReset, cmd)
+            .unless_any_held(host, result, Tmf::LogicalUnitReset, |i, l| {
+                i == id && l == lun
+            })
     }
 
     /// I_T NEXUS RESET of the command's target (C has no target reset).
     fn eh_target_reset(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
         let (_, id, lun) = cmd.device().address();
         let result = host.data().tmf(Tmf::ItNexusReset, id, lun, 0);
+        let result = host
+            .data()
+            .unless_still_held(result, Tmf::ItNexusReset, cmd);
         host.data()
-            .unless_still_held(result, Tmf::ItNexusReset, cmd)
+            .unless_any_held(host, result, Tmf::ItNexusReset, |i, _| i == id)
     }
 
     /// Host reset: the virtio device is reset and initialised again, as
@@ -1012,10 +1079,7 @@ impl HostTemplate for VirtioScsi {
         let vscsi = host.data();
         match vscsi.reset_device() {
             Ok(()) => {
-                dev_info!(
-                    &*vscsi.vdev,
-                    "host reset: device reset and re-initialised\n"
-                );
+                dev_info!(&vscsi.vdev, "host reset: device reset and re-initialised\n");
                 EhResult::Success
             }
             Err(e) if e == EAGAIN => {
@@ -1025,7 +1089,7 @@ impl HostTemplate for VirtioScsi {
                 }
                 vscsi.ctrl_vq.lock().data().host_resets += 1;
                 dev_warn!(
-                    &*vscsi.vdev,
+                    &vscsi.vdev,
                     "host reset: device busy (remove, bind or sleep): reset, not re-initialised\n"
                 );
                 EhResult::Success
@@ -1033,7 +1097,7 @@ impl HostTemplate for VirtioScsi {
             Err(e) => {
                 // The freeze reset the device and took every request back;
                 // only the restore failed.
-                dev_err!(&*vscsi.vdev, "host reset failed ({:?})\n", e);
+                dev_err!(&vscsi.vdev, "host reset failed ({:?})\n", e);
                 EhResult::Failed
             }
         }
@@ -1062,7 +1126,10 @@ impl VirtioScsi {
     fn reset_device(&self) -> Result {
         let _serial = self.reset_lock.lock();
         self.resetting.fetch_add(1, Ordering::AcqRel);
-        let ret = self.vdev.reset_and_restore();
+        let ret = match self.vdev.access() {
+            Some(dev) => dev.reset_and_restore(),
+            None => Err(ENODEV),
+        };
         self.resetting.fetch_sub(1, Ordering::AcqRel);
         if ret.is_ok() {
             self.ctrl_vq.lock().data().host_resets += 1;
@@ -1078,7 +1145,11 @@ impl VirtioScsi {
     /// logged: the limits the host was registered with stay until the
     /// driver is bound again.
     fn config_change(&self) {
-        let needs_reset = self.vdev.needs_reset();
+        let Some(dev) = self.vdev.access() else {
+            return;
+        };
+        let needs_reset = dev.needs_reset();
+        drop(dev);
         {
             let mut guard = self.ctrl_vq.lock();
             let stats = guard.data();
@@ -1086,18 +1157,18 @@ impl VirtioScsi {
             stats.needs_reset += u64::from(needs_reset);
         }
         if needs_reset {
-            dev_warn!(&*self.vdev, "device needs reset: resetting it\n");
+            dev_warn!(&self.vdev, "device needs reset: resetting it\n");
             match self.reset_device() {
-                Ok(()) => dev_info!(&*self.vdev, "device reset and re-initialised\n"),
+                Ok(()) => dev_info!(&self.vdev, "device reset and re-initialised\n"),
                 Err(e) => dev_err!(
-                    &*self.vdev,
+                    &self.vdev,
                     "device needs reset but cannot be reset now ({:?}): left to error handling\n",
                     e
                 ),
             }
             return;
         }
-        let Ok(mut cfg) = read_config(&self.vdev) else {
+        let Some(Ok(mut cfg)) = self.vdev.access().map(|dev| read_config(&dev)) else {
             return;
         };
         let mut seen = self.reset_lock.lock();
@@ -1106,7 +1177,7 @@ impl VirtioScsi {
         cfg.sense_size = seen.sense_size;
         for (name, old, new) in seen.changes(&cfg) {
             dev_info!(
-                &*self.vdev,
+                &self.vdev,
                 "config change: {} {} -> {} (applies when the driver is bound again)\n",
                 name,
                 old,
@@ -1326,7 +1397,7 @@ impl virtio::Driver for VirtioScsi {
             }
             _ => {
                 if let Some(vq) = vscsi.req_vqs.get((index - VQ_BASE) as usize) {
-                    vscsi.reap(vq, false);
+                    vscsi.reap_interrupt(vq);
                 }
             }
         }

@@ -113,6 +113,14 @@ pub(crate) mod config_offset {
     pub(crate) const MAX_LUN: usize = offset_of!(Config, max_lun);
 }
 
+// Wire fields are written little-endian, as virtio 1.x devices (the
+// VERSION_1 feature) want. A legacy device on a big-endian guest would want
+// native order, which C handles with cpu_to_virtio32(); no big-endian
+// architecture builds Rust in 6.12, so refuse to build there rather than
+// be silently wrong.
+#[cfg(target_endian = "big")]
+compile_error!("virtio_scsi_rs writes little-endian wire fields: add legacy byte order first");
+
 // The layout is fixed by the virtio specification (36 bytes).
 const _: () = assert!(core::mem::size_of::<Config>() == 36);
 const _: () = assert!(config_offset::MAX_CHANNEL == 28);

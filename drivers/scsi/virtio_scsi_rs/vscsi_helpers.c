@@ -26,11 +26,11 @@
 #include <vscsi_helpers.h>
 
 /*
- * Module parameters need C in 6.12. Same name and meaning as the C driver's,
- * but read-only: the value is only read when a device is probed.
+ * Module parameters need C in 6.12. Same name, meaning and mode as the C
+ * driver's: the value is read when a device is probed.
  */
 static unsigned int virtscsi_poll_queues;
-module_param(virtscsi_poll_queues, uint, 0444);
+module_param(virtscsi_poll_queues, uint, 0644);
 MODULE_PARM_DESC(virtscsi_poll_queues,
 		 "Request queues dedicated to polled I/O, read at probe (default 0; at most one less than the request queues)");
 

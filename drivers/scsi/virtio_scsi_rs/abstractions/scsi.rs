@@ -959,6 +959,53 @@ impl<'a, T: HostTemplate> HostRef<'a, T> {
         };
     }
 
+    /// Returns whether a device queue still holds a command of the host
+    /// (see [`EhCommand::in_device`]) whose device's target id and LUN
+    /// `select` accepts (`scsi_host_busy_iter()`).
+    pub(crate) fn any_in_device<F: Fn(u32, u64) -> bool>(&self, select: F) -> bool {
+        struct Walk<F> {
+            select: F,
+            found: bool,
+        }
+        /// # Safety
+        ///
+        /// `data` points to the `Walk<F>` of the enclosing call; `sc` is a
+        /// busy command of the host.
+        unsafe extern "C" fn visit<G: Fn(u32, u64) -> bool>(
+            sc: *mut bindings::scsi_cmnd,
+            data: *mut kernel::ffi::c_void,
+        ) -> bool {
+            // SAFETY: The caller passes the walk of the enclosing call,
+            // which runs on this thread only.
+            let walk = unsafe { &mut *data.cast::<Walk<G>>() };
+            // SAFETY: A busy command of a host of a `Template` has an
+            // initialised state and stays allocated during the visit.
+            let held = unsafe { cmd_state(sc) }.in_device.load(Ordering::Acquire);
+            // SAFETY: A busy command's device outlives it; `id` and `lun`
+            // never change.
+            let (id, lun) = unsafe { ((*(*sc).device).id, (*(*sc).device).lun) };
+            if held && (walk.select)(id, lun) {
+                walk.found = true;
+                return false;
+            }
+            true
+        }
+        let mut walk = Walk {
+            select,
+            found: false,
+        };
+        // SAFETY: The host is live (type invariant); `visit::<F>` only uses
+        // `walk`, which outlives the call.
+        unsafe {
+            bindings::scsi_host_busy_iter(
+                self.shost.as_ptr(),
+                Some(visit::<F>),
+                core::ptr::addr_of_mut!(walk).cast(),
+            )
+        };
+        walk.found
+    }
+
     /// Calls `f` for each device of the host (`shost_for_each_device()`),
     /// holding a reference to the device during the call.
     pub(crate) fn for_each_device(&self, mut f: impl FnMut(&ScsiDevice)) {

@@ -268,3 +268,10 @@ pub(crate) fn synchronize_rcu() {
     // function may sleep, as documented).
     unsafe { bindings::synchronize_rcu() };
 }
+
+/// Sleeps for at least `ms` milliseconds (`msleep()`). Process context only.
+pub(crate) fn msleep(ms: u32) {
+    // SAFETY: A plain sleep; the caller is in process context (a sleep in
+    // atomic context is reported by debug kernels, it is not unsound).
+    unsafe { bindings::msleep(ms) };
+}

@@ -15,8 +15,9 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::alloc::Flags;
 use kernel::error::{from_result, to_result};
+use kernel::new_mutex;
 use kernel::prelude::*;
-use kernel::sync::{Arc, UniqueArc};
+use kernel::sync::{Arc, Mutex, UniqueArc};
 use kernel::types::{ForeignOwnable, Opaque};
 
 /// Transport feature: indirect descriptors (`VIRTIO_RING_F_INDIRECT_DESC`).
@@ -155,6 +156,7 @@ impl Device {
 /// `dev` is bound, or being bound, to driver `T`, for the lifetime `'a`.
 pub(crate) struct DriverDevice<'a, T: Driver> {
     dev: &'a Device,
+    binding: &'a Arc<Binding>,
     _p: PhantomData<T>,
 }
 
@@ -253,50 +255,112 @@ impl<T: Driver> DriverDevice<'_, T> {
     }
 }
 
+/// Whether a device is still bound to the driver that took a
+/// [`DeviceRef`]: set from probe until the driver's remove has returned.
+#[pin_data]
+struct Binding {
+    #[pin]
+    bound: Mutex<bool>,
+}
+
+impl Binding {
+    fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            bound <- new_mutex!(true),
+        })
+    }
+
+    /// Ends the binding, once the users of [`DeviceRef::access`] are done.
+    fn revoke(&self) {
+        *self.bound.lock() = false;
+    }
+}
+
 /// A counted reference to a virtio device (`get_device()`/`put_device()`),
-/// for data that must name the device outside its callbacks.
+/// for data that must name the device outside its callbacks: messages can
+/// always name it ([`AsRawDevice`]); its transport operations are reached
+/// through [`DeviceRef::access`], only while the driver that took the
+/// reference is bound.
 ///
 /// # Invariants
 ///
 /// `ptr` is a virtio device whose embedded `struct device` we hold a
-/// reference on, so it stays allocated until this value is dropped.
+/// reference on, so it stays allocated until this value is dropped;
+/// `binding` is true for as long as the device is bound to the driver that
+/// made this reference (from [`DriverDevice::get`]).
 pub(crate) struct DeviceRef {
     ptr: NonNull<bindings::virtio_device>,
+    binding: Arc<Binding>,
 }
 
-// SAFETY: Device references may be taken and dropped on any thread.
+// SAFETY: Device references may be taken and dropped on any thread; the
+// binding is a mutex.
 unsafe impl Send for DeviceRef {}
-// SAFETY: Shared access only reads the device through `Device`'s methods.
+// SAFETY: Shared access only names the device, or reaches it under the
+// binding's mutex.
 unsafe impl Sync for DeviceRef {}
 
-impl Device {
-    /// Takes a counted reference to the device.
+impl<T: Driver> DriverDevice<'_, T> {
+    /// Takes a counted reference to the device, tied to this binding.
     pub(crate) fn get(&self) -> DeviceRef {
         // SAFETY: The device is valid (type invariant); the reference taken
         // here is put in `DeviceRef::drop`.
-        unsafe { bindings::get_device(self.as_raw_device()) };
-        // INVARIANT: We hold a reference on the device.
+        unsafe { bindings::get_device(self.dev.as_raw_device()) };
+        // INVARIANT: We hold a reference on the device; the binding is the
+        // one of the driver bound to it.
         DeviceRef {
             // SAFETY: `Opaque::get` of a valid device is not null.
-            ptr: unsafe { NonNull::new_unchecked(self.as_raw()) },
+            ptr: unsafe { NonNull::new_unchecked(self.dev.as_raw()) },
+            binding: self.binding.clone(),
         }
     }
 }
 
-impl core::ops::Deref for DeviceRef {
+/// A [`Device`] reached through a [`DeviceRef`] while its driver is bound:
+/// its remove waits until this is dropped. Hold it for one operation, never
+/// across a wait for the driver's own remove.
+pub(crate) struct BoundDevice<'a> {
+    dev: &'a Device,
+    _bound: kernel::sync::lock::Guard<'a, bool, kernel::sync::lock::mutex::MutexBackend>,
+}
+
+impl core::ops::Deref for BoundDevice<'_> {
     type Target = Device;
 
     fn deref(&self) -> &Device {
-        // SAFETY: The device stays allocated while we hold the reference
-        // (type invariant); its methods only touch what a bound or unbound
-        // device keeps valid.
-        unsafe { Device::from_raw(self.ptr.as_ptr()) }
+        self.dev
+    }
+}
+
+impl DeviceRef {
+    /// Returns the device if its driver is still bound (`None` once the
+    /// driver's remove has returned). Sleeps (a mutex): process context.
+    pub(crate) fn access(&self) -> Option<BoundDevice<'_>> {
+        let bound = self.binding.bound.lock();
+        if !*bound {
+            return None;
+        }
+        Some(BoundDevice {
+            // SAFETY: The device is allocated (type invariant) and bound
+            // while the guard is held (`Binding::revoke` waits for it).
+            dev: unsafe { Device::from_raw(self.ptr.as_ptr()) },
+            _bound: bound,
+        })
+    }
+}
+
+// SAFETY: The embedded `struct device` stays allocated while we hold the
+// reference (type invariant); naming it in a message is fine bound or not.
+unsafe impl AsRawDevice for DeviceRef {
+    fn as_raw_device(&self) -> *mut bindings::device {
+        // SAFETY: As above.
+        unsafe { core::ptr::addr_of_mut!((*self.ptr.as_ptr()).dev) }
     }
 }
 
 impl Drop for DeviceRef {
     fn drop(&mut self) {
-        // SAFETY: We hold the reference taken in `Device::get`.
+        // SAFETY: We hold the reference taken in `DriverDevice::get`.
         unsafe { bindings::put_device(core::ptr::addr_of_mut!((*self.ptr.as_ptr()).dev)) };
     }
 }
@@ -437,7 +501,26 @@ pub(crate) trait Driver {
 /// Glue between the C `struct virtio_driver` ops and a [`Driver`].
 struct Adapter<T: Driver>(PhantomData<T>);
 
+/// What the abstraction keeps in `vdev->priv` while a driver is bound: the
+/// binding that [`DeviceRef`]s check, and the driver data
+/// (`ForeignOwnable::into_foreign`), null until probe returns it.
+struct Bound {
+    binding: Arc<Binding>,
+    data: *const kernel::ffi::c_void,
+}
+
 impl<T: Driver> Adapter<T> {
+    /// The `Bound` record of a bound device, or null (volatile: `remove`
+    /// clears it while callbacks may read it).
+    ///
+    /// # Safety
+    ///
+    /// `vdev` must be valid.
+    unsafe fn bound(vdev: *mut bindings::virtio_device) -> *const Bound {
+        // SAFETY: The caller passes a valid device.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*vdev).priv_)) }.cast()
+    }
+
     /// # Safety
     ///
     /// Only called by the virtio core with a valid device that is being bound
@@ -447,14 +530,24 @@ impl<T: Driver> Adapter<T> {
             // SAFETY: The virtio core passes a valid device that outlives
             // this call.
             let dev = unsafe { Device::from_raw(vdev) };
+            let binding = Arc::pin_init(Binding::new(), GFP_KERNEL)?;
+            let mut bound = KBox::new(
+                Bound {
+                    binding,
+                    data: core::ptr::null(),
+                },
+                GFP_KERNEL,
+            )?;
             // INVARIANT: The device is being bound to `T`.
             let data = T::probe(&DriverDevice {
                 dev,
+                binding: &bound.binding,
                 _p: PhantomData,
             })?;
+            bound.data = data.into_foreign();
             // SAFETY: `vdev` is valid and `priv` belongs to the bound driver;
-            // nobody else accesses it during probe.
-            unsafe { (*vdev).priv_ = data.into_foreign().cast_mut() };
+            // no callback reads it before probe returns.
+            unsafe { (*vdev).priv_ = KBox::into_raw(bound).cast() };
             Ok(0)
         })
     }
@@ -468,20 +561,21 @@ impl<T: Driver> Adapter<T> {
         let dev = unsafe { Device::from_raw(vdev) };
         // SAFETY: `priv` was set by `probe_callback` and is only reclaimed
         // by `remove_callback`, which cannot run concurrently with `scan`.
-        let data = unsafe { T::Data::borrow((*vdev).priv_) };
+        let data = unsafe { T::Data::borrow((*Self::bound(vdev)).data) };
         T::scan(dev, data);
     }
 
     /// # Safety
     ///
     /// Only called by the virtio core for a device bound to this driver
-    /// (`virtio_device_freeze()`), with the device lock held.
+    /// (`virtio_device_freeze()`), which keeps remove out (system sleep:
+    /// the PM core's ordering; a reset: the device lock).
     unsafe extern "C" fn freeze_callback(vdev: *mut bindings::virtio_device) -> kernel::ffi::c_int {
         // SAFETY: The virtio core passes a valid, bound device.
         let dev = unsafe { Device::from_raw(vdev) };
         // SAFETY: `priv` was set by `probe_callback` and is only reclaimed
-        // by `remove_callback`, which the device lock keeps out.
-        let data = unsafe { T::Data::borrow((*vdev).priv_) };
+        // by `remove_callback`, which does not run meanwhile.
+        let data = unsafe { T::Data::borrow((*Self::bound(vdev)).data) };
         from_result(|| T::freeze(dev, data).map(|()| 0))
     }
 
@@ -494,10 +588,13 @@ impl<T: Driver> Adapter<T> {
         // SAFETY: The virtio core passes a valid, bound device.
         let dev = unsafe { Device::from_raw(vdev) };
         // SAFETY: As in `freeze_callback`.
-        let data = unsafe { T::Data::borrow((*vdev).priv_) };
+        let bound = unsafe { &*Self::bound(vdev) };
+        // SAFETY: As in `freeze_callback`.
+        let data = unsafe { T::Data::borrow(bound.data) };
         // INVARIANT: The device is bound to `T`.
         let dev = DriverDevice {
             dev,
+            binding: &bound.binding,
             _p: PhantomData,
         };
         from_result(|| T::restore(&dev, data).map(|()| 0))
@@ -511,16 +608,15 @@ impl<T: Driver> Adapter<T> {
     unsafe extern "C" fn config_changed_callback(vdev: *mut bindings::virtio_device) {
         // SAFETY: The virtio core passes a valid, bound device.
         let dev = unsafe { Device::from_raw(vdev) };
-        // SAFETY: `vdev` is valid (above); see `vq_callback` for the
-        // volatile read.
-        let ptr = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*vdev).priv_)) };
-        if ptr.is_null() {
+        // SAFETY: `vdev` is valid (above).
+        let bound = unsafe { Self::bound(vdev) };
+        if bound.is_null() {
             return;
         }
-        // SAFETY: `priv` holds the driver data from `probe_callback`; the
-        // virtio core disables configuration callbacks (under the lock this
-        // one runs under) before `remove_callback` reclaims it.
-        let data = unsafe { T::Data::borrow(ptr) };
+        // SAFETY: `priv` holds the record from `probe_callback`; the virtio
+        // core disables configuration callbacks (under the lock this one
+        // runs under) before `remove_callback` reclaims it.
+        let data = unsafe { T::Data::borrow((*bound).data) };
         T::config_changed(dev, data);
     }
 
@@ -532,18 +628,17 @@ impl<T: Driver> Adapter<T> {
         // SAFETY: `vq` is valid during the callback; `vdev` and `index` are
         // set at creation and never change.
         let (vdev, index) = unsafe { ((*vq).vdev, (*vq).index) };
-        // SAFETY: `vdev` is valid while its virtqueues exist; `remove_callback`
-        // clears `priv` concurrently, hence the volatile read.
-        let ptr = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*vdev).priv_)) };
-        if ptr.is_null() {
+        // SAFETY: `vdev` is valid while its virtqueues exist.
+        let bound = unsafe { Self::bound(vdev) };
+        if bound.is_null() {
             // No buffer was added before the driver data was published,
             // and none is left after it is torn down.
             return;
         }
-        // SAFETY: `priv` holds the driver data from `probe_callback`;
+        // SAFETY: `priv` holds the record from `probe_callback`;
         // `remove_callback` reclaims it only after clearing `priv` and
         // waiting for callbacks that read it before (`synchronize_cbs`).
-        let data = unsafe { T::Data::borrow(ptr) };
+        let data = unsafe { T::Data::borrow((*bound).data) };
         T::vq_done(data, index);
     }
 
@@ -556,14 +651,18 @@ impl<T: Driver> Adapter<T> {
         // SAFETY: The virtio core passes a valid device that stays valid
         // until this function returns.
         let dev = unsafe { Device::from_raw(vdev) };
-        // SAFETY: `vdev` is valid.
-        let ptr = unsafe { (*vdev).priv_ };
+        // SAFETY: `vdev` is valid; `priv` holds the record from
+        // `probe_callback`, reclaimed only below.
+        let bound = unsafe { Self::bound(vdev) }.cast_mut();
         {
-            // SAFETY: `priv` holds the driver data from `probe_callback`; it
-            // is reclaimed below, after this borrow ends.
-            let data = unsafe { T::Data::borrow(ptr) };
+            // SAFETY: As above; the borrow ends before the data is reclaimed.
+            let data = unsafe { T::Data::borrow((*bound).data) };
             T::remove(dev, data);
         }
+        // `DeviceRef`s no longer reach the transport (waits for those that
+        // do right now).
+        // SAFETY: As above.
+        unsafe { (*bound).binding.revoke() };
         // The device stops raising interrupts and using buffers, the data
         // becomes unreachable for callbacks, and those that found it have
         // finished: nothing borrows it any more.
@@ -578,9 +677,13 @@ impl<T: Driver> Adapter<T> {
         };
         // SAFETY: As above.
         unsafe { bindings::vscsi_virtio_synchronize_cbs(vdev) };
-        // SAFETY: `ptr` came from `into_foreign` in `probe_callback`, is
+        // SAFETY: `bound` came from `KBox::into_raw` in `probe_callback` and
+        // is reclaimed once; no callback can reach it any more (above).
+        let bound = unsafe { KBox::from_raw(bound) };
+        // SAFETY: `data` came from `into_foreign` in `probe_callback`, is
         // reclaimed once, and no borrow of it is left (above).
-        drop(unsafe { T::Data::from_foreign(ptr) });
+        drop(unsafe { T::Data::from_foreign(bound.data) });
+        drop(bound);
         // The virtqueues go with the `Queue`s that hold them (their last
         // reference resets the device and deletes them). One kept outside
         // the driver data would outlive the binding: wait for it instead.
