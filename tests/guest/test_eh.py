@@ -209,7 +209,7 @@ def test_slow_command(make_guest, driver, tmp_path, policy):
     stall_limit, 180 s): it completes with the device's data in about 4 s and no TMF is sent; the
     Rust driver says once that it is waiting.
     abort (timeout_policy=abort): the timed-out command is aborted (ABORT TASK reaches the device
-    and is answered), then retried or failed.
+    and is answered), then retried (with the policy set to wait from then on) or failed.
     stall (stall_limit=5): the timer is reset at the first timeouts (2 and 4 s old), error handling
     starts at the third (6 s old): ABORT TASK."""
     latency = 8 if policy == "stall" else 4
@@ -228,6 +228,14 @@ def test_slow_command(make_guest, driver, tmp_path, policy):
     for _ in range(6):
         g.run("cat /proc/uptime", timeout=10)
         g.sh("usleep 500000")
+    if policy != "default":
+        # Once error handling has started, the retries wait for the device: the read then ends
+        # in seconds instead of escalating at each of sd's five retries.
+        escalated = ("[ $(grep -ho 'cmd_timeouts_escalated [0-9]*'"
+                     " /sys/kernel/debug/virtio_scsi_rs/host*/queues | cut -d' ' -f2) -ge 1 ]")
+        g.wait_for(escalated, timeout=60, what="error handling to start")
+        at_escalation = g.rust_control_counters(driver)
+        g.sh("echo wait > /sys/module/virtio_scsi_rs/parameters/timeout_policy")
     g.wait_for("[ -e /tmp/dd.rc ]", timeout=180, what="the slow read to complete, be retried or fail")
     rc, start, end = g.sh("cat /tmp/dd.rc").split()
     tmo = g.sh(f"cat /sys/block/{sd}/device/iotmo_cnt").strip()
@@ -252,7 +260,8 @@ def test_slow_command(make_guest, driver, tmp_path, policy):
     else:
         assert any(s == 0 for s, _ in answered), answered
         assert counters["cmd_timeouts_escalated"] >= 1, counters
+        # Until error handling started: stall waited first, abort did not.
         if policy == "stall":
-            assert counters["cmd_timeouts_waited"] >= 1, counters
+            assert at_escalation["cmd_timeouts_waited"] >= 1, at_escalation
         else:
-            assert counters["cmd_timeouts_waited"] == 0, counters
+            assert at_escalation["cmd_timeouts_waited"] == 0, at_escalation
