@@ -421,14 +421,23 @@ impl VirtioScsi {
         if result != EhResult::Success {
             return result;
         }
+        let any_held = || {
+            let mut found = false;
+            host.for_each_busy(|cmd| {
+                let (_, id, lun) = cmd.device().address();
+                found = cmd.in_device() && select(id, lun);
+                !found
+            });
+            found
+        };
         for _ in 0..10 {
-            if !host.any_in_device(&select) {
+            if !any_held() {
                 return result;
             }
             sync::msleep(10);
             self.poll_requests();
         }
-        if host.any_in_device(&select) {
+        if any_held() {
             return self.still_held(tmf);
         }
         result
@@ -915,7 +924,13 @@ impl HostTemplate for VirtioScsi {
     fn debugfs_show(host: HostRef<'_, Self>, m: &SeqFile) {
         let vscsi = host.data();
         let mut oldest = [0u32; MAX_SHOWN_QUEUES];
-        host.oldest_outstanding_ms(&mut oldest);
+        host.for_each_busy(|cmd| {
+            let hwq = cmd.unique_tag().map(|tag| (tag >> 16) as usize);
+            if let Some(age) = hwq.and_then(|q| oldest.get_mut(q)) {
+                *age = (*age).max(cmd.age_ms());
+            }
+            true
+        });
         for (i, vq) in vscsi.req_vqs.iter().enumerate() {
             let kind = if vscsi.is_poll_queue(i) {
                 "poll"
@@ -1043,9 +1058,7 @@ impl HostTemplate for VirtioScsi {
         let (_, id, lun) = cmd.device().address();
         dev_info!(cmd.device(), "device reset\n");
         let result = host.data().tmf(Tmf::LogicalUnitReset, id, lun, 0);
-        let result = host
-            .data()
-            .unless_still_held(result, Tmf::LogicalUnitReset, cmd);
+        // The handler's command is among those the walk checks.
         host.data()
             .unless_any_held(host, result, Tmf::LogicalUnitReset, |i, l| {
                 i == id && l == lun
@@ -1056,9 +1069,7 @@ impl HostTemplate for VirtioScsi {
     fn eh_target_reset(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
         let (_, id, lun) = cmd.device().address();
         let result = host.data().tmf(Tmf::ItNexusReset, id, lun, 0);
-        let result = host
-            .data()
-            .unless_still_held(result, Tmf::ItNexusReset, cmd);
+        // The handler's command is among those the walk checks.
         host.data()
             .unless_any_held(host, result, Tmf::ItNexusReset, |i, _| i == id)
     }

@@ -915,95 +915,36 @@ impl<'a, T: HostTemplate> HostRef<'a, T> {
         unsafe { bindings::scsi_scan_host(self.shost.as_ptr()) };
     }
 
-    /// Sets `ages[i]` to how long ago (in ms) the oldest command the
-    /// midlayer has outstanding on blk-mq hardware queue `i` was first
-    /// issued, 0 if none (`scsi_host_busy_iter()`); queues past the end of
-    /// `ages` are not reported.
-    pub(crate) fn oldest_outstanding_ms(&self, ages: &mut [u32]) {
+    /// Calls `f` for each command the midlayer has outstanding on the host
+    /// (`scsi_host_busy_iter()`), until `f` returns `false`. The commands
+    /// can be inspected, not completed. May not sleep in `f`.
+    pub(crate) fn for_each_busy<F: FnMut(&EhCommand) -> bool>(&self, mut f: F) {
         /// # Safety
         ///
-        /// `data` points to the `&mut [u32]` of the enclosing call; `sc` is
-        /// a busy command of the host.
-        unsafe extern "C" fn visit(
+        /// `data` points to the `G` of the enclosing call; `sc` is a busy
+        /// command of the host.
+        unsafe extern "C" fn visit<G: FnMut(&EhCommand) -> bool>(
             sc: *mut bindings::scsi_cmnd,
             data: *mut kernel::ffi::c_void,
         ) -> bool {
-            // SAFETY: The caller passes the slice given to the iteration,
-            // which runs on this thread only.
-            let ages = unsafe { &mut *data.cast::<&mut [u32]>() };
-            // SAFETY: A busy command lies right behind its blk-mq request.
-            let rq = unsafe { cmd_to_rq(sc) };
-            // SAFETY: The request is valid while the iteration holds it.
-            if unsafe { (*rq).mq_hctx }.is_null() {
-                return true;
-            }
-            // SAFETY: A request with a hardware queue context.
-            let hwq = (unsafe { bindings::blk_mq_unique_tag(rq) } >> 16) as usize;
-            // SAFETY: The command is valid while the iteration holds it.
-            let age = unsafe { bindings::vscsi_scmd_age_ms(sc) };
-            if let Some(a) = ages.get_mut(hwq) {
-                *a = (*a).max(age);
-            }
-            true
+            // SAFETY: The caller passes the closure of the enclosing call,
+            // which the iteration only uses on this thread, one visit at a
+            // time.
+            let f = unsafe { &mut *data.cast::<G>() };
+            // SAFETY: The iteration holds a reference on the command's
+            // request for the visit, so the command and its device are valid
+            // for it; the reference does not escape the closure call.
+            f(unsafe { EhCommand::from_raw(sc) })
         }
-        ages.fill(0);
-        let mut slice: &mut [u32] = ages;
-        // SAFETY: The host is live (type invariant); `visit` only uses
-        // `slice`, which outlives the call.
-        unsafe {
-            bindings::scsi_host_busy_iter(
-                self.shost.as_ptr(),
-                Some(visit),
-                core::ptr::addr_of_mut!(slice).cast(),
-            )
-        };
-    }
-
-    /// Returns whether a device queue still holds a command of the host
-    /// (see [`EhCommand::in_device`]) whose device's target id and LUN
-    /// `select` accepts (`scsi_host_busy_iter()`).
-    pub(crate) fn any_in_device<F: Fn(u32, u64) -> bool>(&self, select: F) -> bool {
-        struct Walk<F> {
-            select: F,
-            found: bool,
-        }
-        /// # Safety
-        ///
-        /// `data` points to the `Walk<F>` of the enclosing call; `sc` is a
-        /// busy command of the host.
-        unsafe extern "C" fn visit<G: Fn(u32, u64) -> bool>(
-            sc: *mut bindings::scsi_cmnd,
-            data: *mut kernel::ffi::c_void,
-        ) -> bool {
-            // SAFETY: The caller passes the walk of the enclosing call,
-            // which runs on this thread only.
-            let walk = unsafe { &mut *data.cast::<Walk<G>>() };
-            // SAFETY: A busy command of a host of a `Template` has an
-            // initialised state and stays allocated during the visit.
-            let held = unsafe { cmd_state(sc) }.in_device.load(Ordering::Acquire);
-            // SAFETY: A busy command's device outlives it; `id` and `lun`
-            // never change.
-            let (id, lun) = unsafe { ((*(*sc).device).id, (*(*sc).device).lun) };
-            if held && (walk.select)(id, lun) {
-                walk.found = true;
-                return false;
-            }
-            true
-        }
-        let mut walk = Walk {
-            select,
-            found: false,
-        };
         // SAFETY: The host is live (type invariant); `visit::<F>` only uses
-        // `walk`, which outlives the call.
+        // `f`, which outlives the call.
         unsafe {
             bindings::scsi_host_busy_iter(
                 self.shost.as_ptr(),
                 Some(visit::<F>),
-                core::ptr::addr_of_mut!(walk).cast(),
+                core::ptr::addr_of_mut!(f).cast(),
             )
         };
-        walk.found
     }
 
     /// Calls `f` for each device of the host (`shost_for_each_device()`),
@@ -1023,8 +964,9 @@ impl<'a, T: HostTemplate> HostRef<'a, T> {
     }
 }
 
-/// A command in the hands of the error handler (`eh_*` callbacks): it can
-/// be inspected, not completed.
+/// A command in the hands of the error handler (`eh_*` callbacks), or one
+/// visited by [`HostRef::for_each_busy`]: it can be inspected, not
+/// completed.
 ///
 /// # Invariants
 ///
