@@ -7,7 +7,8 @@
 
 use crate::abstractions::device::{dev_warn, AsRawDevice};
 use crate::abstractions::sync::{
-    new_spinlock_irq, synchronize_rcu, Completion, RcuReadGuard, SpinLockIrq, SpinLockIrqGuard,
+    msleep, new_spinlock_irq, synchronize_rcu, Completion, RcuReadGuard, SpinLockIrq,
+    SpinLockIrqGuard,
 };
 use crate::bindings;
 use core::marker::PhantomData;
@@ -696,8 +697,7 @@ impl<T: Driver> Adapter<T> {
                     "virtqueues still held after remove: waiting for them\n"
                 );
             }
-            // SAFETY: Plain sleep, in process context.
-            unsafe { bindings::msleep(10) };
+            msleep(10);
             waited = waited.saturating_add(1);
         }
     }
