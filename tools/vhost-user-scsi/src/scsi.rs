@@ -642,6 +642,41 @@ fn checks_of(protect: u8) -> Result<Checks, Reply> {
     Checks::of(protect).ok_or_else(|| Reply::check(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_CDB))
 }
 
+/// Checks the tuples a write carries for `data` (blocks of `bs` bytes from
+/// `lba`) as its protect field asks: the tuples to store (none when the
+/// driver sent none, or nothing is to be checked) and how many were
+/// checked, or the answer refusing the write. A protect field with no
+/// tuples is served without (the block layer attaches none when
+/// `write_generate` is 0, and sd sets the field anyway).
+fn check_pi_out<'a>(
+    protect: u8,
+    pi_out: &'a [u8],
+    data: &[u8],
+    bs: usize,
+    lba: u64,
+) -> Result<(Option<&'a [u8]>, u64), Reply> {
+    if protect == 0 || pi_out.is_empty() {
+        // An unknown protect value is refused even without tuples.
+        if protect != 0 {
+            checks_of(protect)?;
+        }
+        return Ok((None, 0));
+    }
+    let checks = checks_of(protect)?;
+    if pi_out.len() != data.len() / bs * TUPLE_SIZE {
+        return Err(Reply::check(
+            key::ILLEGAL_REQUEST,
+            asc::INVALID_FIELD_IN_CDB,
+        ));
+    }
+    let mut checked = 0;
+    let blocks = data.chunks_exact(bs);
+    for ((l, t), block) in (lba..).zip(pi_out.chunks_exact(TUPLE_SIZE)).zip(blocks) {
+        checked += u64::from(pi::verify(t, block, l, checks).map_err(Reply::pi_mismatch)?);
+    }
+    Ok((Some(pi_out), checked))
+}
+
 fn execute_unit(unit: &Lun, cdb: &[u8], io: Io<'_>) -> io::Result<Reply> {
     let (data_out, alloc) = (io.data_out, io.alloc);
     let bs = unit.bs();
@@ -760,34 +795,11 @@ fn write(unit: &Lun, cdb: &[u8], io: Io<'_>) -> io::Result<Reply> {
         unit.store.write(data, lba * bs)?;
         return Ok(done);
     };
-    let protect = protect_field(cdb);
-    let mut sent = None;
-    let mut checked = 0;
-    if protect != 0 {
-        let checks = match checks_of(protect) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
-        match io.pi_out.len() {
-            0 => {}
-            l if l == n as usize * TUPLE_SIZE => {
-                let blocks = data.chunks_exact(bs as usize);
-                for ((l, t), block) in (lba..).zip(io.pi_out.chunks_exact(TUPLE_SIZE)).zip(blocks) {
-                    match pi::verify(t, block, l, checks) {
-                        Ok(c) => checked += u64::from(c),
-                        Err(m) => return Ok(Reply::pi_mismatch(m)),
-                    }
-                }
-                sent = Some(io.pi_out);
-            }
-            _ => {
-                return Ok(Reply::check(
-                    key::ILLEGAL_REQUEST,
-                    asc::INVALID_FIELD_IN_CDB,
-                ))
-            }
-        }
-    }
+    let (sent, checked) = match check_pi_out(protect_field(cdb), io.pi_out, data, bs as usize, lba)
+    {
+        Ok(r) => r,
+        Err(reply) => return Ok(reply),
+    };
     let mut tuples = tuples.write().unwrap();
     unit.store.write(data, lba * bs)?;
     match sent {
@@ -878,31 +890,12 @@ fn write_same(unit: &Lun, cdb: &[u8], io: Io<'_>) -> io::Result<Reply> {
             asc::INVALID_FIELD_IN_CDB,
         ));
     };
-    let protect = cdb[1] >> 5;
-    let mut sent = None;
-    let mut checked = 0;
-    if unit.protected() && protect != 0 {
-        let checks = match checks_of(protect) {
-            Ok(c) => c,
-            Err(r) => return Ok(r),
-        };
-        match io.pi_out.len() {
-            0 => {}
-            TUPLE_SIZE => {
-                match pi::verify(io.pi_out, block, lba, checks) {
-                    Ok(c) => checked = u64::from(c),
-                    Err(m) => return Ok(Reply::pi_mismatch(m)),
-                }
-                sent = Some(io.pi_out);
-            }
-            _ => {
-                return Ok(Reply::check(
-                    key::ILLEGAL_REQUEST,
-                    asc::INVALID_FIELD_IN_CDB,
-                ))
-            }
-        }
-    }
+    // One block, one tuple, whatever the number of blocks written.
+    let protect = if unit.protected() { cdb[1] >> 5 } else { 0 };
+    let (sent, checked) = match check_pi_out(protect, io.pi_out, block, bs, lba) {
+        Ok(r) => r,
+        Err(reply) => return Ok(reply),
+    };
     let mut tuples = unit.pi.as_ref().map(|t| t.write().unwrap());
     let zeros = cdb[1] & 0x08 != 0 || block.iter().all(|&b| b == 0);
     if zeros {
