@@ -6,6 +6,7 @@
 #                   built first if needed, or against KDIR=<Rust-enabled 6.12 tree>)
 #   make run        boot a guest with a few disks on the Rust driver
 #   make check      host unit tests, lint, module build, guest tests
+#   make install    install the module as an administrator does (see below)
 #
 # Everything is installed by scripts/install-deps.sh and cached under
 # $(VSCSI_CACHE) (default ~/.cache/virtio-scsi-rs): kernels, Python venv.
@@ -42,7 +43,7 @@ endif
 
 RUST_SRCS := $(filter-out %/bindings_generated.rs,$(shell find $(MODDIR) tools -name '*.rs' -not -path '*/target/*'))
 
-.PHONY: all deps kernel-debug kernel-perf module clippy fmt fmt-check unit \
+.PHONY: all deps kernel-debug kernel-perf module install clippy fmt fmt-check unit \
 	initramfs vhost-user-scsi guest-test check run bench bench-module profile clean FORCE
 
 all: module
@@ -57,6 +58,21 @@ kernel-debug kernel-perf: kernel-%: deps
 
 module: $(kdir_dep)
 	$(MAKE) -C $(kdir) M=$(CURDIR) $(KMAKE_FLAGS)
+
+# Install the way an administrator does, into INSTALL_MOD_PATH (default /, or a guest image's
+# root): the module under /lib/modules/<release>/updates/ with depmod run by the kernel's
+# modules_install, /etc/modprobe.d/virtio_scsi_rs.conf (the Rust driver binds virtio device id
+# 8; the C driver stays installed) and /etc/dracut.conf.d/virtio_scsi_rs.conf (dracut puts the
+# module in the initramfs). The KUnit module is not installed.
+INSTALL_MOD_PATH ?=
+install: $(kdir_dep)
+	$(MAKE) -C $(kdir) M=$(CURDIR) $(KMAKE_FLAGS) VSCSI_KUNIT=n
+	$(MAKE) -C $(kdir) M=$(CURDIR) $(KMAKE_FLAGS) VSCSI_KUNIT=n modules_install \
+		INSTALL_MOD_PATH=$(INSTALL_MOD_PATH)
+	install -D -m 0644 scripts/install/modprobe.d-virtio_scsi_rs.conf \
+		$(INSTALL_MOD_PATH)/etc/modprobe.d/virtio_scsi_rs.conf
+	install -D -m 0644 scripts/install/dracut.conf.d-virtio_scsi_rs.conf \
+		$(INSTALL_MOD_PATH)/etc/dracut.conf.d/virtio_scsi_rs.conf
 
 # Lint build: Clippy with the kernel's lint set, every warning an error. The
 # resulting .ko is the same as a plain build's. The vhost-user-scsi back end
