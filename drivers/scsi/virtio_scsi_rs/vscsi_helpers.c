@@ -10,7 +10,9 @@
 #include <linux/blk-integrity.h>
 #include <linux/completion.h>
 #include <linux/device.h>
+#include <linux/interrupt.h>
 #include <linux/moduleparam.h>
+#include <linux/pci.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
 #include <linux/rcupdate.h>
@@ -148,6 +150,22 @@ bool vscsi_virtio_has_config_access(const struct virtio_device *vdev)
 	return vdev->config->get != NULL;
 }
 
+/*
+ * One affinity set spread over every managed vector, as the kernel's default
+ * (default_calc_sets() in kernel/irq/affinity.c) does. Naming the callback
+ * keeps irq_calc_affinity_vectors() from reading cpu_possible_mask under the
+ * CPU hotplug lock. Queues re-created in a host reset must not wait for that
+ * lock: a CPU going offline holds it while blk-mq waits for the CPU's
+ * requests, which the error handler owns until its reset returns. Without
+ * the lock, the vector count is not capped at the number of possible CPUs;
+ * callers keep their request queues within nr_cpu_ids, as C's does.
+ */
+static void vscsi_one_affinity_set(struct irq_affinity *affd, unsigned int affvecs)
+{
+	affd->nr_sets = 1;
+	affd->set_size[0] = affvecs;
+}
+
 int vscsi_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 			  struct virtqueue *vqs[], struct virtqueue_info vqs_info[],
 			  struct irq_affinity *desc)
@@ -155,6 +173,8 @@ int vscsi_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 	/* A second set would leak the first (re-creation after a reset). */
 	if (!list_empty(&vdev->vqs))
 		return -EBUSY;
+	if (desc && !desc->calc_sets)
+		desc->calc_sets = vscsi_one_affinity_set;
 	return virtio_find_vqs(vdev, nvqs, vqs, vqs_info, desc);
 }
 
@@ -194,6 +214,27 @@ bool vscsi_virtio_needs_reset(struct virtio_device *vdev)
 }
 
 /*
+ * The PCI transport's part of a restore (virtio_pci_restore() calls
+ * pci_set_master() before virtio_device_restore()), which a reset outside
+ * system sleep would otherwise skip: a device whose bus mastering was turned
+ * off serves none of its queues (QEMU disables it), and a virtio reset does
+ * not turn it back on. Said once per reset, as it should never happen.
+ */
+static void vscsi_virtio_restore_transport(struct virtio_device *vdev)
+{
+	struct pci_dev *pdev;
+	u16 cmd;
+
+	if (!vdev->dev.parent || !dev_is_pci(vdev->dev.parent))
+		return;
+	pdev = to_pci_dev(vdev->dev.parent);
+	if (pci_read_config_word(pdev, PCI_COMMAND, &cmd) || (cmd & PCI_COMMAND_MASTER))
+		return;
+	dev_warn(&vdev->dev, "bus mastering was off: turning it on again\n");
+	pci_set_master(pdev);
+}
+
+/*
  * Resets the device and initialises it again through the bound driver's
  * freeze and restore callbacks (what suspend and resume do). The device lock
  * keeps remove, bind and system sleep callbacks out meanwhile; it is only
@@ -220,8 +261,10 @@ int vscsi_virtio_reset_restore(struct virtio_device *vdev)
 		ret = -EAGAIN;
 	else
 		ret = virtio_device_freeze(vdev);
-	if (!ret)
+	if (!ret) {
+		vscsi_virtio_restore_transport(vdev);
 		ret = virtio_device_restore(vdev);
+	}
 	memalloc_noio_restore(noio);
 	device_unlock(&vdev->dev);
 	return ret;

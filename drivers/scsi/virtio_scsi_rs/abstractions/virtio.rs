@@ -182,7 +182,10 @@ impl<T: Driver> DriverDevice<'_, T> {
     ///
     /// `queues` names the queues in device order and says which ones get an
     /// interrupt callback ([`Driver::vq_done`]); `pre_vectors` interrupt
-    /// vectors are kept out of the managed affinity spread. The returned
+    /// vectors are kept out of the managed affinity spread, the others get
+    /// the default spread without the CPU hotplug lock being taken (so the
+    /// queues can be re-created while a CPU going offline waits for the
+    /// driver's requests, see `vscsi_virtio_find_vqs()`). The returned
     /// queues are turned into [`Queue`]s; once all of those are gone the
     /// device is reset and its virtqueues deleted.
     pub(crate) fn find_vqs(
