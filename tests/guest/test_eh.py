@@ -9,6 +9,7 @@ Where the C driver lacks the behaviour, its run is an expected failure with the 
 """
 
 import re
+import time
 
 import pytest
 
@@ -194,6 +195,78 @@ def test_device_needs_reset(make_guest, driver, request, tmp_path):
     assert counters["needs_reset"] == 1 and counters["host_resets"] == 1, counters
     assert counters["tmf_sent"] == 0 and counters["cmd_timeouts"] == 0, counters
     assert "device needs reset: resetting it" in log, log
+
+
+# Clears Bus Master Enable in the PCI command register (config offset 4) of the controller of the
+# disk $d. QEMU then stops serving the device's queues (virtio_write_config() disables the device
+# and clears DRIVER_OK) until the driver resets it: a device that stops answering altogether.
+BUS_MASTER_OFF = r"""
+pci=$(readlink -f /sys/block/$d/device/../../../..)
+read -r cmd < <(od -An -tu2 -j4 -N2 $pci/config)
+cmd=$(( cmd & ~4 ))
+printf "\\$(printf %o $(( cmd & 255 )))\\$(printf %o $(( cmd >> 8 )))" |
+	dd of=$pci/config bs=1 seek=4 count=2 conv=notrunc 2>/dev/null
+od -An -tu2 -j4 -N2 $pci/config
+"""
+
+
+def fio_verify(dev, tag):
+    return (f"({FIO_VERIFY.replace('/dev/sda', '/dev/' + dev)} > /tmp/{tag}.log 2>&1;"
+            f" echo $? > /tmp/{tag}.rc) &")
+
+
+@pytest.mark.cost(150)
+def test_bus_mastering_stopped_under_io(make_guest, driver, request):
+    """Bus mastering of one controller turned off under fio (review finding 5): QEMU serves none
+    of that device's queues from then on, a device that stopped answering. By default the Rust
+    driver waits as C does until the oldest command is stall_limit old (10 s here, disk timeout
+    3 s), then error handling escalates to a device reset; I/O resumes within the stall limit plus
+    the bounded escalation and verifies. fio on a disk of another controller runs on throughout,
+    with both drivers. C resets its commands' timers forever: its disk hangs."""
+    expect_c_failure(request, driver, "eh_timed_out resets the timer forever: I/O to a device that stopped"
+                     " serving its queues never ends")
+    # The disks are told apart by their size: 64 MiB behind vs0 (stopped), 48 MiB behind vs1.
+    topo = Topology([Controller(id="vs0", disks=[Disk(backend="file", size=64 << 20)]),
+                     Controller(id="vs1", disks=[Disk(backend="file", size=48 << 20)])])
+    g = make_guest(topo, smp=2)
+    g.load_driver(driver, "stall_limit=10" if driver == "rust" else "")
+    g.wait_for("[ $(ls /sys/class/scsi_disk | wc -l) -eq 2 ]", timeout=60, what="2 disks")
+    by_size = {int(g.sh(f"cat /sys/block/{d}/size")) * 512: d
+               for d in g.sh("ls -d /sys/block/sd* | xargs -n1 basename").split()}
+    stopped, neighbour = by_size[64 << 20], by_size[48 << 20]
+    g.sh(f"echo 3 > /sys/block/{stopped}/device/timeout")
+    g.sh(fio_verify(stopped, "stopped") + "\n" + fio_verify(neighbour, "neighbour"))
+    for d in (stopped, neighbour):
+        g.wait_for(f"[ $(awk '$3==\"{d}\" {{print $8}}' /proc/diskstats) -gt 500 ]", what=f"fio writing {d}")
+    out = g.sh(f"d={stopped}\n{BUS_MASTER_OFF}")
+    assert int(out.split()[-1]) & 4 == 0, f"Bus Master Enable still set: {out}"
+    t0 = time.monotonic()
+    # The neighbour goes on meanwhile.
+    before = ios_done(g, neighbour)
+    g.wait_for(f"[ $(awk '$3==\"{neighbour}\" {{print $4 + $8}}' /proc/diskstats) -gt {before + 500} ]",
+               timeout=30, what="I/O to the other controller's disk to continue")
+    # The stopped disk resumes: stall_limit (10 s) + ABORT TASK's bound (30 s), the LUN and target
+    # resets failing at once (the control queue holds the unanswered abort), the device reset.
+    before = ios_done(g, stopped)
+    rc, _ = g.run(f"read -r up _ < /proc/uptime; end=$(( ${{up%.*}} + 90 ));"
+                  f" until [ $(awk '$3==\"{stopped}\" {{print $4 + $8}}' /proc/diskstats) -gt {before + 500} ];"
+                  f" do read -r up _ < /proc/uptime; [ ${{up%.*}} -ge $end ] && exit 1; usleep 200000; done",
+                  timeout=150, check=False)
+    took = time.monotonic() - t0
+    counters = g.rust_control_counters(driver)
+    report(f"{driver}: bus mastering off under fio: I/O " + (f"resumed after {took:.0f} s" if rc == 0 else
+           f"still stopped after {took:.0f} s") + (f"; {counters}" if counters else ""))
+    if rc != 0:
+        # C: the disk is hung for good and the guest with it; power it off the hard way.
+        g.kill()
+        raise AssertionError(f"I/O to {stopped} did not resume within 90 s of bus mastering off")
+    g.sh("killall -INT fio || true")
+    g.wait_for("[ -e /tmp/stopped.rc ] && [ -e /tmp/neighbour.rc ]", timeout=60, what="fio to finish")
+    for tag in ("stopped", "neighbour"):
+        log = g.sh(f"cat /tmp/{tag}.log")
+        assert "err= 0" in log and "verify failed" not in log and "bad magic" not in log, log
+    assert counters["host_resets"] >= 1, counters
+    assert "bus mastering was off: turning it on again" in g.sh("dmesg")
 
 
 POLICY_PARAMS = {"default": "", "abort": "timeout_policy=abort", "stall": "stall_limit=5"}

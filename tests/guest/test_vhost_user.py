@@ -425,6 +425,14 @@ def held(g):
     return int(g.backend("stats").split(" held ")[1].split()[0])
 
 
+def wait_held(g, n=1, timeout=30):
+    """Waits until the back end keeps `n` requests back."""
+    deadline = time.monotonic() + timeout
+    while held(g) < n:
+        assert time.monotonic() < deadline, f"the back end never kept {n} request(s)"
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("driver", ["rust"])
 def test_unbind_while_a_command_and_its_abort_are_stuck(make_guest, driver):
     """A command the device never gives back, the ABORT TASK for it kept too, and an unbind
@@ -440,16 +448,10 @@ def test_unbind_while_a_command_and_its_abort_are_stuck(make_guest, driver):
     abort_at_first_timeout(g, driver)
     g.backend("fault never-answer 0 0 1")
     g.sh(f"(dd if=/dev/{bad} of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null; echo $? > /tmp/dd.rc) &")
-    deadline = time.monotonic() + 30
-    while held(g) < 1:
-        assert time.monotonic() < deadline, "the back end never kept the read"
-        time.sleep(0.2)
+    wait_held(g)
     # The next TMF (the read's ABORT TASK, after its 3 s timeout) is kept as well.
     g.backend("fault tmf-never-answer all 1")
-    deadline = time.monotonic() + 30
-    while held(g) < 2:
-        assert time.monotonic() < deadline, "no ABORT TASK reached the back end"
-        time.sleep(0.2)
+    wait_held(g, 2)
     g.sh("(cd /sys/bus/virtio/drivers/virtio_scsi_rs && echo virtio* > unbind; echo $? > /tmp/unbind.rc) &")
     # The abort's 30 s bound, then the escalation: the device and target resets fail at once (the
     # control queue holds an unanswered TMF), the host reset finds the device lock taken.
@@ -465,3 +467,108 @@ def test_unbind_while_a_command_and_its_abort_are_stuck(make_guest, driver):
     g.sh("rmmod virtio_scsi_rs", timeout=60)
     assert "reset, not re-initialised" in log, log
     assert held(g) == 0
+
+
+# Every slab and page allocation of the tasks marked with /proc/<pid>/make-it-fail fails (the
+# kernel's fault injection, CONFIG_FAILSLAB and CONFIG_FAIL_PAGE_ALLOC); verbose=1 logs one line a
+# forced failure (rate-limited), which the test counts.
+ARM_FAILURES = (
+    "for f in /sys/kernel/debug/failslab /sys/kernel/debug/fail_page_alloc; do"
+    "  echo Y > $f/task-filter; echo 100 > $f/probability; echo 1 > $f/interval;"
+    "  echo -1 > $f/times; echo 1 > $f/verbose;"
+    "  [ ! -e $f/ignore-gfp-wait ] || echo N > $f/ignore-gfp-wait;"
+    "  [ ! -e $f/ignore-gfp-highmem ] || echo N > $f/ignore-gfp-highmem;"
+    "  echo 0 > $f/min-order 2>/dev/null;"
+    " done"
+)
+DISARM_FAILURES = (
+    "for f in /sys/kernel/debug/failslab /sys/kernel/debug/fail_page_alloc; do echo 0 > $f/probability; done"
+)
+
+
+@pytest.mark.parametrize("driver", ["rust"])
+def test_task_management_while_allocations_fail(make_guest, driver):
+    """Task management when memory cannot be had (finding 4 of the 6ee1b24 review): every
+    allocation of the host's error handler thread fails. A read the device keeps until a TMF to
+    its target, whose ABORT TASK the device rejects: the abort fails, the error handler thread
+    sends a LUN reset, which must reach the device and succeed without allocating (the Rust
+    driver's per-host TMF reserve, C's mempool), and the read's retry must read the data back.
+    The forced failures in the thread's path (the midlayer's and the queue's own allocations,
+    which fall back) show that the injection was live. Rust only: C's eh_timed_out resets the
+    timer of a command the device keeps, forever, so its error handler thread never starts."""
+    g = make_guest(Topology([VhostUserController(luns=["0:0:32", "0:1:32"])]))
+    bad, good, want = two_luns_with_a_pattern(g, driver)
+    g.sh(f"echo 3 > /sys/block/{bad}/device/timeout")
+    abort_at_first_timeout(g, driver)
+    host = host_of(g)
+    eh = g.sh(f"for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = scsi_eh_{host[4:]} ] && echo ${{p#/proc/}}; done; true").split()
+    assert len(eh) == 1, f"no single error handler thread for {host}: {eh}"
+    g.sh(ARM_FAILURES)
+    g.sh(f"echo 1 > /proc/{eh[0]}/make-it-fail; dmesg -c > /dev/null")
+    tmfs_before = int(g.backend("stats").split(" tmfs ")[1].split()[0])
+    try:
+        g.backend("fault answer-after-abort 0 0 1")
+        g.sh(f"(dd if=/dev/{bad} bs=64k count=16 iflag=direct 2>/dev/null | sha256sum > /tmp/dd.sha;"
+             f" echo ${{PIPESTATUS[0]}} > /tmp/dd.rc) &")
+        wait_held(g)
+        # The back end commits one fault at a time: this one replaces answer-after-abort.
+        g.backend("fault tmf-rejected all 1")
+        g.wait_for("[ -e /tmp/dd.rc ]", timeout=120, what="the read to end")
+        rc, sha = int(g.sh("cat /tmp/dd.rc")), g.sh("cat /tmp/dd.sha").split()[0]
+    finally:
+        g.sh(f"echo 0 > /proc/{eh[0]}/make-it-fail; {DISARM_FAILURES}")
+        g.backend("fault clear")
+    log = g.sh("dmesg")
+    forced = log.count("FAULT_INJECTION: forcing a failure")
+    tmfs = int(g.backend("stats").split(" tmfs ")[1].split()[0]) - tmfs_before
+    state = g.sh(f"cat /sys/block/{bad}/device/state").strip()
+    resets = [line for line in log.splitlines() if re.search(r"(?i)reset|abort", line)]
+    report(f"{driver}: allocations failing in {host}'s error handler: dd rc {rc}, {tmfs} TMF(s) answered,"
+           f" {forced} forced failure(s) logged, device {state}; {resets[-3:]}")
+    assert forced >= 1, "no allocation of the error handler failed: the injection was not live"
+    assert tmfs >= 2, "the LUN reset never reached the device (only the rejected abort did)"
+    assert (rc, sha) == (0, want), f"the read did not read the data back (dd rc {rc})"
+    assert state == "running", state
+    assert read_sha(g, good) == (0, want)
+
+
+@pytest.mark.parametrize("driver", ["rust"])
+def test_host_reset_while_a_cpu_goes_offline(make_guest, driver):
+    """A host reset while a CPU goes offline (review finding 19). A read issued on CPU 1 is kept
+    by the device; CPU 1 is taken offline, and blk-mq holds the CPU hotplug lock while it waits
+    for that read, which only the error handler can end: its ABORT TASK and resets are rejected,
+    so it resets the host, and the reset re-creates the virtqueues. Were that to wait for the
+    hotplug lock (as pci_alloc_irq_vectors_affinity() does by default), neither would ever finish.
+    The read ends (retried after the reset, data intact), CPU 1 goes offline and comes back, and
+    the device holds nothing. Rust only: C's error handler waits forever for a command the device
+    keeps (test_lost_and_broken_answers) and has no host reset."""
+    g = make_guest(Topology([VhostUserController(luns=["0:0:32", "0:1:32"])]), smp=2)
+    bad, good, want = two_luns_with_a_pattern(g, driver)
+    g.sh(f"echo 3 > /sys/block/{bad}/device/timeout")
+    abort_at_first_timeout(g, driver)
+    g.backend("fault never-answer 0 0 1")
+    g.sh(f"(taskset -c 1 dd if=/dev/{bad} bs=64k count=16 iflag=direct 2>/dev/null | sha256sum > /tmp/dd.sha;"
+         f" echo ${{PIPESTATUS[0]}} > /tmp/dd.rc) &")
+    wait_held(g)
+    # The back end commits one fault at a time: this one replaces never-answer.
+    g.backend("fault tmf-rejected all")
+    before = g.rust_control_counters(driver)
+    g.sh("(echo 0 > /sys/devices/system/cpu/cpu1/online; echo $? > /tmp/offline.rc) &")
+    try:
+        g.wait_for("[ -e /tmp/dd.rc ] && [ -e /tmp/offline.rc ]", timeout=120,
+                   what="the read to end and CPU 1 to go offline")
+    finally:
+        g.backend("fault clear")
+    kept = held(g)
+    rc_dd, rc_offline = g.sh("cat /tmp/dd.rc /tmp/offline.rc").split()
+    sha = g.sh("cat /tmp/dd.sha").split()[0]
+    after = g.rust_control_counters(driver)
+    report(f"{driver}: host reset while CPU 1 goes offline: dd rc {rc_dd}, offline rc {rc_offline},"
+           f" host resets {after['host_resets'] - before['host_resets']}, device holds {kept}")
+    assert (rc_dd, sha) == ("0", want), "the read did not read the data back"
+    assert rc_offline == "0"
+    assert after["host_resets"] > before["host_resets"], after
+    assert kept == 0
+    g.sh("echo 1 > /sys/devices/system/cpu/cpu1/online")
+    for dev in (bad, good):
+        assert g.sh(f"taskset -c 1 dd if=/dev/{dev} bs=64k count=16 iflag=direct 2>/dev/null | sha256sum").split()[0] == want
