@@ -25,6 +25,10 @@ VHOST_USER_SCSI := $(CARGO_TARGET_DIR)/release/vhost-user-scsi
 PYTHON    := $(VENV)/bin/python
 BUILD     := $(CURDIR)/build
 MODDIR    := drivers/scsi/virtio_scsi_rs
+# One line, the package version: the module's modinfo `version` and DKMS's PACKAGE_VERSION.
+VERSION   := $(shell cat VERSION)
+# What building the module needs (a copy of these builds as the checkout does).
+MODULE_SRCS := Kbuild VERSION drivers include
 MODULE    := $(MODDIR)/virtio_scsi_rs.ko
 KUNIT_MODULE := $(MODDIR)/kunit/virtio_scsi_rs_kunit.ko
 KMAKE_FLAGS := LLVM=1
@@ -126,7 +130,7 @@ BENCH_SRC := $(BUILD)/bench-src
 BENCH_ARGS ?=
 bench-module: kernel-perf
 	rm -rf $(BENCH_SRC) && mkdir -p $(BENCH_SRC)
-	git ls-files -co --exclude-standard Kbuild drivers include | cpio -pdm --quiet $(BENCH_SRC)
+	git ls-files -co --exclude-standard $(MODULE_SRCS) | cpio -pdm --quiet $(BENCH_SRC)
 	$(MAKE) -C $$(cat $(BUILD)/kdir-perf) M=$(BENCH_SRC) $(KMAKE_FLAGS)
 
 bench: bench-module vhost-user-scsi

@@ -11,6 +11,7 @@
 #include <linux/completion.h>
 #include <linux/device.h>
 #include <linux/interrupt.h>
+#include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/pci.h>
 #include <linux/string.h>
@@ -26,6 +27,9 @@
 #include <scsi/scsi_host.h>
 
 #include <vscsi_helpers.h>
+
+/* The module! macro of 6.12 has no version key; VSCSI_VERSION comes from Kbuild. */
+MODULE_VERSION(VSCSI_VERSION);
 
 /*
  * Module parameters need C in 6.12. Same name, meaning and mode as the C
