@@ -7,6 +7,7 @@
 #   make run        boot a guest with a few disks on the Rust driver
 #   make check      host unit tests, lint, module build, guest tests
 #   make install    install the module as an administrator does (see below)
+#   make dkms-source  the module's sources and dkms.conf, for `dkms add`
 #
 # Everything is installed by scripts/install-deps.sh and cached under
 # $(VSCSI_CACHE) (default ~/.cache/virtio-scsi-rs): kernels, Python venv.
@@ -47,7 +48,7 @@ endif
 
 RUST_SRCS := $(filter-out %/bindings_generated.rs,$(shell find $(MODDIR) tools -name '*.rs' -not -path '*/target/*'))
 
-.PHONY: all deps kernel-debug kernel-perf module install clippy fmt fmt-check unit \
+.PHONY: all deps kernel-debug kernel-perf module install install-config dkms-source clippy fmt fmt-check unit \
 	initramfs vhost-user-scsi guest-test check run bench bench-module profile clean FORCE
 
 all: module
@@ -69,14 +70,25 @@ module: $(kdir_dep)
 # 8; the C driver stays installed) and /etc/dracut.conf.d/virtio_scsi_rs.conf (dracut puts the
 # module in the initramfs). The KUnit module is not installed.
 INSTALL_MOD_PATH ?=
-install: $(kdir_dep)
+install: $(kdir_dep) install-config
 	$(MAKE) -C $(kdir) M=$(CURDIR) $(KMAKE_FLAGS) VSCSI_KUNIT=n
 	$(MAKE) -C $(kdir) M=$(CURDIR) $(KMAKE_FLAGS) VSCSI_KUNIT=n modules_install \
 		INSTALL_MOD_PATH=$(INSTALL_MOD_PATH)
+
+# The two configuration files alone, for a module that DKMS installs.
+install-config:
 	install -D -m 0644 scripts/install/modprobe.d-virtio_scsi_rs.conf \
 		$(INSTALL_MOD_PATH)/etc/modprobe.d/virtio_scsi_rs.conf
 	install -D -m 0644 scripts/install/dracut.conf.d-virtio_scsi_rs.conf \
 		$(INSTALL_MOD_PATH)/etc/dracut.conf.d/virtio_scsi_rs.conf
+
+# The source tree DKMS copies with `dkms add $(DKMS_SRC)`: dkms.conf and what the module build
+# needs, nothing else of the checkout (no build products, tools or tests).
+DKMS_SRC := $(BUILD)/dkms-source
+dkms-source:
+	rm -rf $(DKMS_SRC) && mkdir -p $(DKMS_SRC)
+	git ls-files -co --exclude-standard dkms.conf Makefile $(MODULE_SRCS) | cpio -pdm --quiet $(DKMS_SRC)
+	@echo "dkms add $(DKMS_SRC)  # virtio-scsi-rs/$(VERSION)"
 
 # Lint build: Clippy with the kernel's lint set, every warning an error. The
 # resulting .ko is the same as a plain build's. The vhost-user-scsi back end

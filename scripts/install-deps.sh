@@ -14,6 +14,8 @@ PKGS=(
 	# Guest
 	qemu-system-x86 busybox-static fio sg3-utils lsscsi e2fsprogs util-linux linux-perf
 	genisoimage
+	# make install-test: DKMS with private trees
+	dkms
 	# Host harness (a venv under the cache, see below)
 	python3 python3-venv
 )
