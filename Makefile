@@ -5,7 +5,7 @@
 #   make            build virtio_scsi_rs.ko (against the cached debug kernel,
 #                   built first if needed, or against KDIR=<Rust-enabled 6.12 tree>)
 #   make run        boot a guest with a few disks on the Rust driver
-#   make check      host unit tests, lint, module build, guest tests
+#   make check      host unit tests, lint, module build, install and DKMS, guest tests
 #   make install    install the module as an administrator does (see below)
 #   make dkms-source  the module's sources and dkms.conf, for `dkms add`
 #
@@ -48,7 +48,7 @@ endif
 
 RUST_SRCS := $(filter-out %/bindings_generated.rs,$(shell find $(MODDIR) tools -name '*.rs' -not -path '*/target/*'))
 
-.PHONY: all deps kernel-debug kernel-perf module install install-config dkms-source clippy fmt fmt-check unit \
+.PHONY: all deps kernel-debug kernel-perf module install install-config install-test dkms-source clippy fmt fmt-check unit \
 	initramfs vhost-user-scsi guest-test check run bench bench-module profile clean FORCE
 
 all: module
@@ -89,6 +89,11 @@ dkms-source:
 	rm -rf $(DKMS_SRC) && mkdir -p $(DKMS_SRC)
 	git ls-files -co --exclude-standard dkms.conf Makefile $(MODULE_SRCS) | cpio -pdm --quiet $(DKMS_SRC)
 	@echo "dkms add $(DKMS_SRC)  # virtio-scsi-rs/$(VERSION)"
+
+# make install and DKMS against the kernel in $(kdir), into temporary trees: where the files
+# land, which driver the blacklist makes modprobe pick, and that DKMS builds the same module.
+install-test: $(kdir_dep)
+	scripts/test-install.sh $(kdir)
 
 # Lint build: Clippy with the kernel's lint set, every warning an error. The
 # resulting .ko is the same as a plain build's. The vhost-user-scsi back end
@@ -133,6 +138,7 @@ check: deps
 	$(MAKE) unit
 	$(MAKE) fmt-check
 	$(MAKE) clippy
+	$(MAKE) install-test
 	$(MAKE) guest-test KMAKE_FLAGS="LLVM=1 CLIPPY=1 W_ERROR=1"
 
 # Benchmarks on the perf kernel: the module is built from a copy of the
