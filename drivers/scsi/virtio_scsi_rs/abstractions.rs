@@ -6,6 +6,12 @@
 //! `// SAFETY:` comment, each type with its `# Invariants`. The driver on top
 //! uses only what these modules export. They are written to be proposable as
 //! `rust/kernel/{virtio,scsi,...}.rs`.
+//!
+//! The C bindings are private to this module: the compiler, not review,
+//! keeps them out of the driver.
+
+#[path = "bindings.rs"]
+mod bindings;
 
 pub(crate) mod device;
 pub(crate) mod params;

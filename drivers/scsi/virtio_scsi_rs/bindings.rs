@@ -8,7 +8,7 @@
 //! refer to that is not listed resolves through the glob import of
 //! `kernel::bindings` below, so the two sets never define a type twice.
 //!
-//! Only the abstraction layer uses this module.
+//! A private child of `abstractions`: only the abstraction layer can use it.
 
 #![allow(
     dead_code,
@@ -23,6 +23,6 @@
     clippy::undocumented_unsafe_blocks
 )]
 
-pub(crate) use kernel::bindings::*;
+pub(super) use kernel::bindings::*;
 
 include!("bindings_generated.rs");

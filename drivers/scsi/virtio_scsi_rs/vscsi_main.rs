@@ -8,7 +8,6 @@
 use kernel::prelude::*;
 
 mod abstractions;
-mod bindings;
 mod driver;
 // The protocol module describes the whole wire format, shared with the host
 // test crate; the driver does not use every definition.

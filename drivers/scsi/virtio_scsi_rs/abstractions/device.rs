@@ -9,7 +9,7 @@
 //! [`core::fmt::Arguments`], so messages carry the driver and device names
 //! exactly like the C driver's (`virtio_scsi_rs virtio1: ...`).
 
-use crate::bindings;
+use crate::abstractions::bindings;
 use core::fmt;
 
 /// A device as seen by the logging functions: anything that can give a

@@ -5,7 +5,7 @@
 //! The 6.12 `module!` macro has no parameters, so they are declared with
 //! `module_param()` in `vscsi_helpers.c` and read here.
 
-use crate::bindings;
+use crate::abstractions::bindings;
 
 /// What a command timeout leads to (`timeout_policy`).
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@
 
 use crate::abstractions::device::AsRawDevice;
 use crate::abstractions::virtio::{self, Request, SgList};
-use crate::bindings;
+use crate::abstractions::bindings;
 use core::fmt;
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};

@@ -10,7 +10,7 @@
 //! `spin_lock_irqsave()`/`spin_unlock_irqrestore()` and keeps the saved flags
 //! in the guard.
 
-use crate::bindings;
+use crate::abstractions::bindings;
 use kernel::prelude::*;
 use kernel::types::Opaque;
 
@@ -69,7 +69,7 @@ unsafe impl kernel::sync::lock::Backend for SpinLockIrqBackend {
     not(CONFIG_INLINE_SPIN_UNLOCK_IRQRESTORE)
 ))]
 mod irqsave {
-    use crate::bindings;
+    use crate::abstractions::bindings;
 
     /// # Safety
     ///
@@ -96,7 +96,7 @@ mod irqsave {
     not(CONFIG_INLINE_SPIN_UNLOCK_IRQRESTORE)
 )))]
 mod irqsave {
-    use crate::bindings;
+    use crate::abstractions::bindings;
 
     /// # Safety
     ///
@@ -247,7 +247,7 @@ mod rcu {
     CONFIG_PROVE_RCU
 ))]
 mod rcu {
-    use crate::bindings;
+    use crate::abstractions::bindings;
 
     pub(super) fn read_lock() {
         // SAFETY: Always callable; `RcuReadGuard` pairs it with an unlock.

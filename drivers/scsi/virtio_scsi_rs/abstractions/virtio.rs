@@ -10,7 +10,7 @@ use crate::abstractions::sync::{
     msleep, new_spinlock_irq, synchronize_rcu, Completion, RcuReadGuard, SpinLockIrq,
     SpinLockIrqGuard,
 };
-use crate::bindings;
+use crate::abstractions::bindings;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -419,7 +419,9 @@ impl DeviceId {
 /// ```
 macro_rules! virtio_device_table {
     ($name:ident, [$($id:expr),+ $(,)?]) => {
-        #[export_name = "__mod_virtio__vscsi_id_table_device_table"]
+        // modpost reads `__mod_<bus>__<name>_device_table` symbols; the
+        // table's own name makes the symbol unique within the module.
+        #[export_name = concat!("__mod_virtio__", stringify!($name), "_device_table")]
         static $name: [$crate::abstractions::virtio::DeviceId;
             [$(stringify!($id)),+].len() + 1] =
             [$($id,)+ $crate::abstractions::virtio::DeviceId::end()];
