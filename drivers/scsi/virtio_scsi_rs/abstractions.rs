@@ -13,6 +13,7 @@
 #[path = "bindings.rs"]
 mod bindings;
 
+pub(crate) mod cpu;
 pub(crate) mod device;
 pub(crate) mod params;
 pub(crate) mod scsi;

@@ -5,6 +5,7 @@
 //! C counterpart: [`drivers/scsi/virtio_scsi.c`](srctree/drivers/scsi/virtio_scsi.c).
 //! Function names follow the C driver where the concept matches.
 
+use crate::abstractions::cpu;
 use crate::abstractions::device::{dev_err, dev_info, dev_warn};
 use crate::abstractions::params::{self, TimeoutPolicy};
 use crate::abstractions::scsi::{
@@ -1242,7 +1243,7 @@ impl virtio::Driver for VirtioScsi {
         let cfg = read_config(dev)?;
         let indirect = dev.has_feature(virtio::RING_F_INDIRECT_DESC);
         // The queue count comes first; the ring size is known after.
-        let early = protocol::host_limits(&cfg, virtio::nr_cpu_ids(), 3, indirect);
+        let early = protocol::host_limits(&cfg, cpu::nr_cpu_ids(), 3, indirect);
         let num_queues = early.num_queues;
         // At least one queue keeps interrupts (`virtscsi_init()`).
         let wanted_poll = params::virtscsi_poll_queues();
@@ -1282,7 +1283,7 @@ impl virtio::Driver for VirtioScsi {
             req_vqs.push(vq, GFP_KERNEL)?;
         }
         let ring = req_vqs.first().ok_or(EINVAL)?.vring_size();
-        let limits = protocol::host_limits(&cfg, virtio::nr_cpu_ids(), ring, indirect);
+        let limits = protocol::host_limits(&cfg, cpu::nr_cpu_ids(), ring, indirect);
         warn_clamps(dev, &limits, 0);
 
         dev.cwrite32(config_offset::CDB_SIZE, protocol::CDB_SIZE)?;

@@ -12,9 +12,9 @@
 //! stored inline (like `shost_priv()`), and receives [`Command`]s, which it
 //! must complete exactly once (dropping one completes it with `DID_ERROR`).
 
+use crate::abstractions::bindings;
 use crate::abstractions::device::AsRawDevice;
 use crate::abstractions::virtio::{self, Request, SgList};
-use crate::abstractions::bindings;
 use core::fmt;
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};

@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Virtio devices (`struct virtio_device`) and references to them that
+//! outlive a callback.
+//!
+//! C header: [`include/linux/virtio.h`](srctree/include/linux/virtio.h)
+
+use super::*;
+use crate::abstractions::bindings;
+use crate::abstractions::device::AsRawDevice;
+use core::ptr::NonNull;
+use kernel::error::to_result;
+use kernel::new_mutex;
+use kernel::prelude::*;
+use kernel::sync::{Arc, Mutex};
+use kernel::types::Opaque;
+
+/// Transport feature: indirect descriptors (`VIRTIO_RING_F_INDIRECT_DESC`).
+pub(crate) const RING_F_INDIRECT_DESC: u32 = bindings::VIRTIO_RING_F_INDIRECT_DESC;
+
+/// A virtio device, as passed to a driver's callbacks (`struct virtio_device`).
+///
+/// # Invariants
+///
+/// `self.0` is a `struct virtio_device` that is bound, or being bound, to the
+/// driver whose callback received the reference: it stays valid for at least
+/// as long as the reference.
+#[repr(transparent)]
+pub(crate) struct Device(Opaque<bindings::virtio_device>);
+
+impl Device {
+    /// Creates a reference to a device from a pointer the virtio core passed.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point to a valid `struct virtio_device` that stays valid
+    /// for the lifetime `'a`.
+    pub(super) unsafe fn from_raw<'a>(ptr: *mut bindings::virtio_device) -> &'a Self {
+        // INVARIANT: The caller guarantees validity for `'a`.
+        // SAFETY: `Device` is a transparent wrapper of `virtio_device`, and
+        // the caller guarantees the pointee is valid for `'a`.
+        unsafe { &*ptr.cast::<Self>() }
+    }
+
+    pub(crate) fn as_raw(&self) -> *mut bindings::virtio_device {
+        self.0.get()
+    }
+
+    /// Returns whether the feature bit `fbit` was negotiated
+    /// (`virtio_has_feature()`).
+    pub(crate) fn has_feature(&self, fbit: u32) -> bool {
+        // SAFETY: By the type invariant the device is valid.
+        unsafe { bindings::vscsi_virtio_has_feature(self.as_raw(), fbit) }
+    }
+
+    /// Returns whether the transport gives access to the configuration space
+    /// (`vdev->config->get` is set).
+    pub(crate) fn has_config_access(&self) -> bool {
+        // SAFETY: By the type invariant the device is valid, and so is its
+        // `config` ops table, set by the transport before the device exists.
+        unsafe { bindings::vscsi_virtio_has_config_access(self.as_raw()) }
+    }
+
+    /// Checks that the configuration space can be read and `offset` fits the
+    /// C interface.
+    fn check_config_access(&self, offset: usize) -> Result<u32> {
+        if !self.has_config_access() {
+            return Err(ENODEV);
+        }
+        u32::try_from(offset).map_err(|_| EINVAL)
+    }
+
+    /// Reads the 16-bit configuration field at `offset` (`virtio_cread16()`),
+    /// converted to CPU byte order.
+    pub(crate) fn cread16(&self, offset: usize) -> Result<u16> {
+        let offset = self.check_config_access(offset)?;
+        // SAFETY: The device is valid (type invariant) and has a `get`
+        // config op (checked above). Offsets come from the driver's
+        // description of its config layout.
+        Ok(unsafe { bindings::vscsi_virtio_cread16(self.as_raw(), offset) })
+    }
+
+    /// Reads the 32-bit configuration field at `offset` (`virtio_cread32()`),
+    /// converted to CPU byte order.
+    pub(crate) fn cread32(&self, offset: usize) -> Result<u32> {
+        let offset = self.check_config_access(offset)?;
+        // SAFETY: As in `cread16`.
+        Ok(unsafe { bindings::vscsi_virtio_cread32(self.as_raw(), offset) })
+    }
+
+    /// Writes the 32-bit configuration field at `offset` (`virtio_cwrite32()`).
+    pub(crate) fn cwrite32(&self, offset: usize, val: u32) -> Result {
+        let offset = self.check_config_access(offset)?;
+        // SAFETY: As in `cread16`; a transport without a `set` op ignores
+        // the write.
+        unsafe { bindings::vscsi_virtio_cwrite32(self.as_raw(), offset, val) };
+        Ok(())
+    }
+
+    /// Sets `DRIVER_OK` (`virtio_device_ready()`). Probe need not: the
+    /// virtio core does it after a successful probe or restore; a restore
+    /// that kicks its queues calls it first.
+    pub(crate) fn ready(&self) {
+        // SAFETY: By the type invariant the device is valid.
+        unsafe { bindings::vscsi_virtio_device_ready(self.as_raw()) };
+    }
+
+    /// Returns whether the device asks to be reset: its status has
+    /// `DEVICE_NEEDS_RESET` (virtio 1.x, 2.1.2). A device sets it when it
+    /// cannot go on without a reset, and then announces a configuration
+    /// change ([`Driver::config_changed`]).
+    pub(crate) fn needs_reset(&self) -> bool {
+        // SAFETY: By the type invariant the device is valid; every
+        // transport provides `get_status`, which may be called from any
+        // context.
+        unsafe { bindings::vscsi_virtio_needs_reset(self.as_raw()) }
+    }
+
+    /// Resets the device and initialises it again, as suspend and resume do
+    /// (`virtio_device_freeze()`, then `virtio_device_restore()`): the bound
+    /// driver's [`Driver::freeze`] and [`Driver::restore`] run, with the
+    /// device lock held and allocations made without I/O (`GFP_NOIO`).
+    /// Fails with `EAGAIN` if that cannot be done now or here (the device
+    /// lock is taken by remove, bind or a system sleep callback; the device
+    /// is between system sleep callbacks; the kernel lacks
+    /// `CONFIG_PM_SLEEP`), with `ENODEV` if no driver is bound, and with
+    /// the error of a failed freeze or restore.
+    ///
+    /// Must not be called from the driver's own callbacks (the device lock
+    /// may be held there).
+    pub(crate) fn reset_and_restore(&self) -> Result {
+        // SAFETY: By the type invariant the device is valid; the helper
+        // checks the binding under the device lock.
+        to_result(unsafe { bindings::vscsi_virtio_reset_restore(self.as_raw()) })
+    }
+}
+
+/// Whether a device is still bound to the driver that took a
+/// [`DeviceRef`]: set from probe until the driver's remove has returned.
+#[pin_data]
+pub(super) struct Binding {
+    #[pin]
+    bound: Mutex<bool>,
+}
+
+impl Binding {
+    pub(super) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            bound <- new_mutex!(true),
+        })
+    }
+
+    /// Ends the binding, once the users of [`DeviceRef::access`] are done.
+    pub(super) fn revoke(&self) {
+        *self.bound.lock() = false;
+    }
+}
+
+/// A counted reference to a virtio device (`get_device()`/`put_device()`),
+/// for data that must name the device outside its callbacks: messages can
+/// always name it ([`AsRawDevice`]); its transport operations are reached
+/// through [`DeviceRef::access`], only while the driver that took the
+/// reference is bound.
+///
+/// # Invariants
+///
+/// `ptr` is a virtio device whose embedded `struct device` we hold a
+/// reference on, so it stays allocated until this value is dropped;
+/// `binding` is true for as long as the device is bound to the driver that
+/// made this reference (from [`DriverDevice::get`]).
+pub(crate) struct DeviceRef {
+    ptr: NonNull<bindings::virtio_device>,
+    binding: Arc<Binding>,
+}
+
+// SAFETY: Device references may be taken and dropped on any thread; the
+// binding is a mutex.
+unsafe impl Send for DeviceRef {}
+// SAFETY: Shared access only names the device, or reaches it under the
+// binding's mutex.
+unsafe impl Sync for DeviceRef {}
+
+impl<T: Driver> DriverDevice<'_, T> {
+    /// Takes a counted reference to the device, tied to this binding.
+    pub(crate) fn get(&self) -> DeviceRef {
+        // SAFETY: The device is valid (type invariant); the reference taken
+        // here is put in `DeviceRef::drop`.
+        unsafe { bindings::get_device(self.dev.as_raw_device()) };
+        // INVARIANT: We hold a reference on the device; the binding is the
+        // one of the driver bound to it.
+        DeviceRef {
+            // SAFETY: `Opaque::get` of a valid device is not null.
+            ptr: unsafe { NonNull::new_unchecked(self.dev.as_raw()) },
+            binding: self.binding.clone(),
+        }
+    }
+}
+
+/// A [`Device`] reached through a [`DeviceRef`] while its driver is bound:
+/// its remove waits until this is dropped. Hold it for one operation, never
+/// across a wait for the driver's own remove.
+pub(crate) struct BoundDevice<'a> {
+    dev: &'a Device,
+    _bound: kernel::sync::lock::Guard<'a, bool, kernel::sync::lock::mutex::MutexBackend>,
+}
+
+impl core::ops::Deref for BoundDevice<'_> {
+    type Target = Device;
+
+    fn deref(&self) -> &Device {
+        self.dev
+    }
+}
+
+impl DeviceRef {
+    /// Returns the device if its driver is still bound (`None` once the
+    /// driver's remove has returned). Sleeps (a mutex): process context.
+    pub(crate) fn access(&self) -> Option<BoundDevice<'_>> {
+        let bound = self.binding.bound.lock();
+        if !*bound {
+            return None;
+        }
+        Some(BoundDevice {
+            // SAFETY: The device is allocated (type invariant) and bound
+            // while the guard is held (`Binding::revoke` waits for it).
+            dev: unsafe { Device::from_raw(self.ptr.as_ptr()) },
+            _bound: bound,
+        })
+    }
+}
+
+// SAFETY: The embedded `struct device` stays allocated while we hold the
+// reference (type invariant); naming it in a message is fine bound or not.
+unsafe impl AsRawDevice for DeviceRef {
+    fn as_raw_device(&self) -> *mut bindings::device {
+        // SAFETY: As above.
+        unsafe { core::ptr::addr_of_mut!((*self.ptr.as_ptr()).dev) }
+    }
+}
+
+impl Drop for DeviceRef {
+    fn drop(&mut self) {
+        // SAFETY: We hold the reference taken in `DriverDevice::get`.
+        unsafe { bindings::put_device(core::ptr::addr_of_mut!((*self.ptr.as_ptr()).dev)) };
+    }
+}
+
+// SAFETY: `struct virtio_device` embeds its `struct device`, which is valid
+// for as long as the `Device` is (type invariant).
+unsafe impl AsRawDevice for Device {
+    fn as_raw_device(&self) -> *mut bindings::device {
+        // SAFETY: By the type invariant the device is valid, so taking the
+        // address of its embedded `dev` field is fine.
+        unsafe { core::ptr::addr_of_mut!((*self.as_raw()).dev) }
+    }
+}

@@ -1,0 +1,516 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Virtqueues (`struct virtqueue`): creating them, adding requests, reaping
+//! answers, notifying the device, and resetting the device under them.
+//!
+//! C header: [`include/linux/virtio.h`](srctree/include/linux/virtio.h)
+
+use crate::abstractions::bindings;
+use crate::abstractions::sync::{
+    new_spinlock_irq, synchronize_rcu, Completion, RcuReadGuard, SpinLockIrq, SpinLockIrqGuard,
+};
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::error::to_result;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// A virtqueue to create with [`Device::find_vqs`].
+pub(crate) struct QueueInfo {
+    /// The queue's name (shown in `/proc/interrupts`).
+    pub(crate) name: &'static CStr,
+    /// Whether the queue raises interrupts ([`Driver::vq_done`]); polled
+    /// queues do not.
+    pub(crate) callback: bool,
+}
+
+/// The virtqueues of one device, shared by its [`Queue`]s.
+///
+/// # Invariants
+///
+/// `vdev` is a device whose virtqueues were created by `find_vqs` and not
+/// yet deleted; it stays bound until this set is dropped. `reset_done` is
+/// signalled (for all waiters) once the reset that `reset` claims is done.
+/// Once `stopping` is set, no [`Kick`] is prepared on the set's queues.
+#[pin_data(PinnedDrop)]
+pub(super) struct QueueSet {
+    pub(super) vdev: *mut bindings::virtio_device,
+    pub(super) reset: AtomicBool,
+    pub(super) stopping: AtomicBool,
+    #[pin]
+    pub(super) reset_done: Completion,
+}
+
+// SAFETY: The set only holds a pointer to the device, used to reset it and to
+// delete its queues, which the virtio core allows from any thread.
+unsafe impl Send for QueueSet {}
+// SAFETY: See `Send`; the reset flag is atomic, the completion thread-safe.
+unsafe impl Sync for QueueSet {}
+
+impl QueueSet {
+    /// Resets the device once: no notification reaches it afterwards, it
+    /// stops using buffers and raising interrupts, and callbacks that were
+    /// running have finished. A caller that finds the reset claimed by
+    /// another waits until it is done, so none goes on to take buffers
+    /// back from a device still running. Sleeps.
+    fn reset_device(&self) {
+        if self.reset.swap(true, Ordering::AcqRel) {
+            self.reset_done.wait();
+            return;
+        }
+        // No new `Kick`, then wait for those prepared before: the device
+        // must not be notified once reset (`virtio_reset_device()`), some
+        // devices wedge.
+        self.stopping.store(true, Ordering::Relaxed);
+        synchronize_rcu();
+        // SAFETY: By the type invariant the device is valid; no notification
+        // is in progress (above).
+        unsafe { bindings::virtio_reset_device(self.vdev) };
+        // The reset itself does not wait for running callbacks on every
+        // transport (virtio-mmio's does not).
+        // SAFETY: As above.
+        unsafe { bindings::vscsi_virtio_synchronize_cbs(self.vdev) };
+        self.reset_done.complete_all();
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for QueueSet {
+    fn drop(self: Pin<&mut Self>) {
+        // After the reset no `Kick` is running or can be prepared.
+        self.reset_device();
+        // SAFETY: By the type invariant the queues exist; no `Queue` or
+        // `RawQueue` is left to use them (each holds a reference to `self`),
+        // and no `Kick` either (`reset_device`).
+        unsafe { bindings::vscsi_virtio_del_vqs(self.vdev) };
+    }
+}
+
+/// A virtqueue returned by [`Device::find_vqs`], not yet wrapped in a
+/// [`Queue`].
+pub(crate) struct RawQueue {
+    pub(super) vq: NonNull<bindings::virtqueue>,
+    pub(super) set: Arc<QueueSet>,
+}
+
+// SAFETY: A `RawQueue` only carries the pointer until it becomes a `Queue`;
+// it offers no operation on the virtqueue.
+unsafe impl Send for RawQueue {}
+// SAFETY: See `Send`.
+unsafe impl Sync for RawQueue {}
+
+/// Buffers that a request hands to the device, and the ownership token that
+/// comes back with them.
+///
+/// # Safety
+///
+/// Implementers guarantee that the memory the scatterlists pushed by
+/// [`Request::sgs`] describe stays valid, and is not accessed by the CPU,
+/// from [`Request::into_token`] until the value is rebuilt by
+/// [`Request::from_token`]; and that `from_token` only accepts what
+/// `into_token` returned.
+pub(crate) unsafe trait Request: Sized {
+    /// Pushes the device-readable, then the device-writable scatterlists.
+    fn sgs(&mut self, sgs: &mut SgList);
+
+    /// Gives up ownership for as long as the device has the buffers.
+    fn into_token(self) -> NonNull<kernel::ffi::c_void>;
+
+    /// Takes ownership back.
+    ///
+    /// # Safety
+    ///
+    /// `token` must come from [`Request::into_token`] of the same type and
+    /// be used once.
+    unsafe fn from_token(token: NonNull<kernel::ffi::c_void>) -> Self;
+}
+
+/// The scatterlists of one request: up to six lists, device-readable first,
+/// plus room for two single-entry lists built here (headers).
+pub(crate) struct SgList {
+    lists: [*mut bindings::scatterlist; 6],
+    out: u32,
+    ins: u32,
+    /// Initialised by `sg_init_one()` when pushed (`local[..nlocal]`).
+    local: [core::mem::MaybeUninit<bindings::scatterlist>; 2],
+    nlocal: usize,
+}
+
+impl SgList {
+    fn new() -> Self {
+        Self {
+            lists: [core::ptr::null_mut(); 6],
+            out: 0,
+            ins: 0,
+            local: [core::mem::MaybeUninit::uninit(); 2],
+            nlocal: 0,
+        }
+    }
+
+    /// Adds a single-entry list for `len` bytes at `buf`.
+    ///
+    /// # Safety
+    ///
+    /// `buf..buf + len` must be directly mapped kernel memory that the
+    /// request owns (see [`Request`]).
+    pub(crate) unsafe fn push_buf(
+        &mut self,
+        buf: *const u8,
+        len: u32,
+        device_writes: bool,
+    ) -> Result {
+        if self.nlocal == self.local.len() {
+            return Err(EINVAL);
+        }
+        let sg = self.local[self.nlocal].as_mut_ptr();
+        // SAFETY: `sg` points to writable memory for one scatterlist, which
+        // `sg_init_one()` initialises whole; the caller guarantees `buf`.
+        unsafe { bindings::sg_init_one(sg, buf.cast(), len) };
+        self.nlocal += 1;
+        // SAFETY: `sg` lives in `self.local` and `self` is not moved while
+        // the list is in use (`QueueGuard::add` keeps it on its stack).
+        unsafe { self.push_list(sg, device_writes) }
+    }
+
+    /// Adds a terminated scatterlist.
+    ///
+    /// # Safety
+    ///
+    /// `sg` must be a valid, end-marked scatterlist whose entries describe
+    /// memory the request owns (see [`Request`]), and it must stay valid
+    /// until [`QueueGuard::add`] returns.
+    pub(crate) unsafe fn push_list(
+        &mut self,
+        sg: *mut bindings::scatterlist,
+        device_writes: bool,
+    ) -> Result {
+        let used = (self.out + self.ins) as usize;
+        if used == self.lists.len() || (!device_writes && self.ins != 0) {
+            // Full, or a device-readable list after a device-writable one.
+            return Err(EINVAL);
+        }
+        self.lists[used] = sg;
+        if device_writes {
+            self.ins += 1;
+        } else {
+            self.out += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A virtqueue of a [`Queue`], and the set that keeps it alive.
+///
+/// # Invariants
+///
+/// `vq` is a virtqueue of the device of `set`, created by the `find_vqs` call
+/// that created `set`; it is deleted only when `set` is dropped.
+struct Attached {
+    vq: NonNull<bindings::virtqueue>,
+    set: Arc<QueueSet>,
+}
+
+// SAFETY: `Attached` is only reached under its queue's lock; the set may be
+// dropped on any thread (in process context, see `QueueSet::drop`).
+unsafe impl Send for Attached {}
+
+/// What a [`Queue`]'s lock protects.
+struct QueueInner<D> {
+    /// The virtqueue; `None` between [`Queue::detach`] and [`Queue::attach`].
+    attached: Option<Attached>,
+    data: D,
+}
+
+/// A virtqueue with its lock (`virtqueue` plus the C driver's `vq_lock`).
+/// Requests of type `R` go in and come back out; `D` is driver state kept
+/// under the same lock (counters, for instance).
+///
+/// A queue can give up its virtqueue ([`Queue::detach`], which resets the
+/// device) and take a new one from a later [`Device::find_vqs`]
+/// ([`Queue::attach`]): that is how a driver resets and re-initialises a
+/// device under a live upper layer. While detached, adding fails with
+/// `ENODEV` and reaping finds nothing. Dropping the queue detaches it,
+/// dropping the requests the device did not complete.
+///
+/// # Invariants
+///
+/// Every buffer on the attached virtqueue was added as an `R` by
+/// [`QueueGuard::add`].
+#[pin_data(PinnedDrop)]
+pub(crate) struct Queue<R: Request, D = ()> {
+    #[pin]
+    lock: SpinLockIrq<QueueInner<D>>,
+    _p: PhantomData<R>,
+}
+
+// SAFETY: The virtqueue is only used under `lock`, except for notifications
+// (`Kick`), which the virtio core allows concurrently; requests in flight
+// are owned by the queue and are `Send`.
+unsafe impl<R: Request + Send, D: Send> Send for Queue<R, D> {}
+// SAFETY: See `Send`; `D` is only reached under the lock.
+unsafe impl<R: Request + Send, D: Send> Sync for Queue<R, D> {}
+
+impl<R: Request, D> Queue<R, D> {
+    /// Wraps a queue from [`Device::find_vqs`], with `data` under its lock.
+    pub(crate) fn new(raw: RawQueue, data: D) -> impl PinInit<Self> {
+        // INVARIANT: `raw` came from `find_vqs` with its set; no buffer has
+        // been added yet.
+        pin_init!(Self {
+            lock <- new_spinlock_irq!(QueueInner {
+                attached: Some(Attached {
+                    vq: raw.vq,
+                    set: raw.set,
+                }),
+                data,
+            }),
+            _p: PhantomData,
+        })
+    }
+
+    /// Locks the queue for adding and reaping buffers.
+    pub(crate) fn lock(&self) -> QueueGuard<'_, R, D> {
+        QueueGuard {
+            guard: self.lock.lock(),
+            _p: PhantomData,
+        }
+    }
+
+    /// Returns the number of descriptors in the ring
+    /// (`virtqueue_get_vring_size()`), 0 while detached.
+    pub(crate) fn vring_size(&self) -> u32 {
+        match self.lock().vq() {
+            // SAFETY: The queue is attached and locked, so `vq` is live.
+            Some(vq) => unsafe { bindings::virtqueue_get_vring_size(vq) },
+            None => 0,
+        }
+    }
+
+    /// Gives up the virtqueue: resets the device (once for all the queues
+    /// of one `find_vqs`), then hands every request still on the ring to
+    /// `f`, under the lock: with `Some(len)` for those the device completed
+    /// (and the driver has not reaped yet), `None` for those it never
+    /// finished. A no-op on a detached queue.
+    ///
+    /// Sleeps: the reset waits for running callbacks, and the last queue of
+    /// a set to be detached deletes the device's virtqueues (after the RCU
+    /// grace period that pending [`Kick`]s hold off).
+    pub(crate) fn detach(&self, mut f: impl FnMut(R, Option<u32>)) {
+        let Some(set) = self.lock.lock().attached.as_ref().map(|a| a.set.clone()) else {
+            return;
+        };
+        // Outside the lock: resetting sleeps. Requests added meanwhile go
+        // to a stopped device and are handed back below.
+        set.reset_device();
+        let attached = {
+            let mut guard = self.lock();
+            // Answered ones first. (The set taken above is still attached:
+            // a new one needs `find_vqs`, which refuses while this set's
+            // virtqueues exist, and the clone keeps them.)
+            while let Some((req, len)) = guard.get_buf() {
+                f(req, Some(len));
+            }
+            let attached = guard.guard.attached.take();
+            if let Some(a) = &attached {
+                loop {
+                    // SAFETY: `a.vq` is live (we hold its set) and the
+                    // device is reset, so detaching the unused buffers is
+                    // allowed; the queue's lock is held.
+                    let token = unsafe { bindings::virtqueue_detach_unused_buf(a.vq.as_ptr()) };
+                    let Some(token) = NonNull::new(token) else {
+                        break;
+                    };
+                    // SAFETY: Every buffer on the queue was added as an `R`
+                    // (type invariant); each token comes back once.
+                    f(unsafe { R::from_token(token) }, None);
+                }
+            }
+            attached
+        };
+        // Dropped without the lock: the last reference deletes the queues.
+        drop(attached);
+        drop(set);
+    }
+
+    /// Takes a virtqueue from a new [`Device::find_vqs`] call, after
+    /// [`Queue::detach`]. Fails with `EBUSY`, dropping `raw`, if the queue
+    /// is attached.
+    pub(crate) fn attach(&self, raw: RawQueue) -> Result {
+        let mut guard = self.lock.lock();
+        if guard.attached.is_some() {
+            drop(guard);
+            drop(raw);
+            return Err(EBUSY);
+        }
+        // INVARIANT: A fresh virtqueue carries no buffer.
+        guard.attached = Some(Attached {
+            vq: raw.vq,
+            set: raw.set,
+        });
+        Ok(())
+    }
+}
+
+#[pinned_drop]
+impl<R: Request, D> PinnedDrop for Queue<R, D> {
+    fn drop(self: Pin<&mut Self>) {
+        self.detach(|req, _| drop(req));
+    }
+}
+
+/// A locked [`Queue`].
+pub(crate) struct QueueGuard<'a, R: Request, D> {
+    guard: SpinLockIrqGuard<'a, QueueInner<D>>,
+    _p: PhantomData<R>,
+}
+
+impl<'a, R: Request, D> QueueGuard<'a, R, D> {
+    /// The virtqueue, if attached: live while the lock is held (the set is
+    /// only dropped after being taken out under the lock).
+    fn vq(&self) -> Option<*mut bindings::virtqueue> {
+        self.guard.attached.as_ref().map(|a| a.vq.as_ptr())
+    }
+
+    /// Returns whether the queue has a virtqueue (it is not between
+    /// [`Queue::detach`] and [`Queue::attach`]).
+    pub(crate) fn is_attached(&self) -> bool {
+        self.guard.attached.is_some()
+    }
+
+    /// Returns the driver state kept under the queue's lock.
+    pub(crate) fn data(&mut self) -> &mut D {
+        &mut self.guard.data
+    }
+
+    /// Hands `req` to the device (`virtqueue_add_sgs()`). On failure the
+    /// request comes back with the error: `ENOSPC` when the ring is full,
+    /// `EIO` when the device is broken, `ENODEV` while the queue is
+    /// detached.
+    ///
+    /// Called with interrupts off, so descriptor tables are allocated with
+    /// `GFP_ATOMIC`.
+    pub(crate) fn add(&mut self, mut req: R) -> Result<(), (R, Error)> {
+        let Some(vq) = self.vq() else {
+            return Err((req, ENODEV));
+        };
+        let mut sgs = SgList::new();
+        req.sgs(&mut sgs);
+        if sgs.out + sgs.ins == 0 {
+            return Err((req, EINVAL));
+        }
+        let token = req.into_token();
+        // `sgs.lists` holds `out + ins` valid, terminated scatterlists (the
+        // `SgList` push contracts), alive until the call returns.
+        // SAFETY: The queue is attached and locked, so `vq` is live; the
+        // buffers stay valid until the token comes back (`Request`
+        // contract).
+        let ret = unsafe {
+            bindings::virtqueue_add_sgs(
+                vq,
+                sgs.lists.as_mut_ptr(),
+                sgs.out,
+                sgs.ins,
+                token.as_ptr(),
+                bindings::GFP_ATOMIC,
+            )
+        };
+        match to_result(ret) {
+            Ok(()) => Ok(()),
+            // SAFETY: The device did not take the token, so it is ours.
+            Err(e) => Err((unsafe { R::from_token(token) }, e)),
+        }
+    }
+
+    /// Returns a notification to send after unlocking if the device needs
+    /// one for what was added (`virtqueue_kick_prepare()`).
+    pub(crate) fn kick_prepare(&mut self) -> Option<Kick<'a>> {
+        let attached = self.guard.attached.as_ref()?;
+        let vq = attached.vq.as_ptr();
+        // SAFETY: The queue is attached and locked.
+        if !unsafe { bindings::virtqueue_kick_prepare(vq) } {
+            return None;
+        }
+        // The read-side section begins before `stopping` is read: a reset
+        // that set it either waits for this section or is seen here.
+        let rcu = RcuReadGuard::new();
+        if attached.set.stopping.load(Ordering::Relaxed) {
+            return None;
+        }
+        // INVARIANT: `vq` is attached now, and the read-side section begins
+        // before the lock is dropped, so `QueueSet::drop` (which runs after
+        // the set was taken out under the lock) waits for it.
+        Some(Kick {
+            vq: attached.vq,
+            _rcu: rcu,
+            _p: PhantomData,
+        })
+    }
+
+    /// Takes back the next request the device completed, with the number
+    /// of bytes it wrote (`virtqueue_get_buf()`).
+    pub(crate) fn get_buf(&mut self) -> Option<(R, u32)> {
+        let vq = self.vq()?;
+        let mut len = 0u32;
+        // SAFETY: The queue is attached and locked; `len` is a valid out
+        // pointer.
+        let token = unsafe { bindings::virtqueue_get_buf(vq, &mut len) };
+        let token = NonNull::new(token.cast::<kernel::ffi::c_void>())?;
+        // SAFETY: Every buffer on this queue was added as an `R` (type
+        // invariant); the ring returns each token once.
+        Some((unsafe { R::from_token(token) }, len))
+    }
+
+    /// Returns whether the queue is attached and broken
+    /// (`virtqueue_is_broken()`): the device broke the ring, or the whole
+    /// device was marked broken (a surprise removal).
+    pub(crate) fn is_broken(&self) -> bool {
+        // SAFETY: The queue is attached and locked.
+        self.vq()
+            .is_some_and(|vq| unsafe { bindings::virtqueue_is_broken(vq) })
+    }
+
+    /// Disables completion callbacks (`virtqueue_disable_cb()`).
+    pub(crate) fn disable_cb(&mut self) {
+        if let Some(vq) = self.vq() {
+            // SAFETY: The queue is attached and locked.
+            unsafe { bindings::virtqueue_disable_cb(vq) };
+        }
+    }
+
+    /// Re-enables completion callbacks; `false` means more buffers arrived
+    /// meanwhile and must be reaped first (`virtqueue_enable_cb()`).
+    pub(crate) fn enable_cb(&mut self) -> bool {
+        match self.vq() {
+            // SAFETY: The queue is attached and locked.
+            Some(vq) => unsafe { bindings::virtqueue_enable_cb(vq) },
+            None => true,
+        }
+    }
+}
+
+/// A notification for the device, prepared under a [`Queue`]'s lock by
+/// [`QueueGuard::kick_prepare`] and sent after unlocking.
+///
+/// Send it right after unlocking: the read-side section it holds must not
+/// sleep (as for any RCU reader; debug kernels report a sleep in it).
+///
+/// # Invariants
+///
+/// `vq` was attached when the kick was prepared, and the RCU read-side
+/// section held since then keeps it from being deleted.
+pub(crate) struct Kick<'a> {
+    vq: NonNull<bindings::virtqueue>,
+    _rcu: RcuReadGuard,
+    _p: PhantomData<&'a ()>,
+}
+
+impl Kick<'_> {
+    /// Notifies the device (`virtqueue_notify()`); `false` if the device
+    /// is broken.
+    pub(crate) fn notify(self) -> bool {
+        // SAFETY: `vq` is live (type invariant); notify may run
+        // concurrently with the locked operations, and no reset runs
+        // meanwhile (`QueueSet::reset_device` waits for the section held).
+        unsafe { bindings::virtqueue_notify(self.vq.as_ptr()) }
+    }
+}
