@@ -17,5 +17,6 @@ pub(crate) mod cpu;
 pub(crate) mod device;
 pub(crate) mod params;
 pub(crate) mod scsi;
+pub(crate) mod seq_file;
 pub(crate) mod sync;
 pub(crate) mod virtio;

@@ -1,0 +1,415 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! SCSI commands (`struct scsi_cmnd`) as the driver owns them between
+//! `queuecommand` and completion, with their private area.
+//!
+//! C header: [`include/scsi/scsi_cmnd.h`](srctree/include/scsi/scsi_cmnd.h)
+
+use super::*;
+use crate::abstractions::bindings;
+use crate::abstractions::virtio::{Request, SgList};
+use core::marker::PhantomData;
+use core::mem::size_of;
+use core::ops::Range;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::prelude::*;
+
+/// The size of the midlayer's sense buffer (`SCSI_SENSE_BUFFERSIZE`).
+pub(crate) const SENSE_BUFFERSIZE: usize = 96;
+
+/// Host byte values (`enum scsi_host_status`) the abstraction exposes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum HostByte {
+    /// `DID_OK`.
+    Ok = bindings::scsi_host_status_DID_OK as u8,
+    /// `DID_NO_CONNECT`.
+    NoConnect = bindings::scsi_host_status_DID_NO_CONNECT as u8,
+    /// `DID_BUS_BUSY`.
+    BusBusy = bindings::scsi_host_status_DID_BUS_BUSY as u8,
+    /// `DID_BAD_TARGET`.
+    BadTarget = bindings::scsi_host_status_DID_BAD_TARGET as u8,
+    /// `DID_ABORT`.
+    Abort = bindings::scsi_host_status_DID_ABORT as u8,
+    /// `DID_ERROR`.
+    Error = bindings::scsi_host_status_DID_ERROR as u8,
+    /// `DID_RESET`.
+    Reset = bindings::scsi_host_status_DID_RESET as u8,
+    /// `DID_TIME_OUT`: the midlayer hands the command to its error handler.
+    TimeOut = bindings::scsi_host_status_DID_TIME_OUT as u8,
+    /// `DID_TRANSPORT_DISRUPTED`.
+    TransportDisrupted = bindings::scsi_host_status_DID_TRANSPORT_DISRUPTED as u8,
+}
+
+/// The direction of a command's data (`enum dma_data_direction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DataDirection {
+    /// No data.
+    None,
+    /// Data from the initiator to the device (a write).
+    ToDevice,
+    /// Data from the device to the initiator (a read).
+    FromDevice,
+    /// Both ways.
+    Bidirectional,
+}
+
+/// `scsi_cmd_to_rq()`: the request a command is the driver payload of.
+///
+/// # Safety
+///
+/// `sc` must be a command the midlayer allocated (right behind its request).
+pub(super) unsafe fn cmd_to_rq(sc: *mut bindings::scsi_cmnd) -> *mut bindings::request {
+    // SAFETY: The caller guarantees the request lies right before `sc`.
+    unsafe { sc.cast::<u8>().sub(size_of::<bindings::request>()) }.cast()
+}
+
+/// Bytes at the front of every command's private area that the abstraction
+/// keeps for itself (a [`CmdState`]); the driver's `T::CMD_SIZE` bytes
+/// follow, 8-byte aligned like the area itself.
+pub(super) const CMD_STATE_SIZE: usize = 8;
+
+/// The abstraction's state of a command, at the front of its private area.
+///
+/// `in_device` is set when the command goes on a device queue and cleared
+/// when the queue gives it back (the device answered, or was reset). While
+/// it is set the device may still write the command's response and data:
+/// the command must not be issued again, nor its private area handed out.
+#[repr(C)]
+pub(super) struct CmdState {
+    pub(super) in_device: AtomicBool,
+}
+
+const _: () = assert!(size_of::<CmdState>() <= CMD_STATE_SIZE);
+
+/// `scsi_cmd_priv()`: the area behind a command, as the template sized it.
+///
+/// # Safety
+///
+/// `sc` must be a command the midlayer allocated for a host of a
+/// [`Template`] (whose `cmd_size` holds the state and `T::CMD_SIZE`).
+pub(super) unsafe fn cmd_area(sc: *mut bindings::scsi_cmnd) -> *mut u8 {
+    // SAFETY: The caller guarantees the private area follows the command.
+    unsafe { sc.add(1) }.cast()
+}
+
+/// The command's [`CmdState`].
+///
+/// # Safety
+///
+/// As for [`cmd_area`]; the area must have been initialised by
+/// `init_cmd_priv` (it is, before the midlayer uses a command), and the
+/// command must stay allocated for `'a`.
+pub(super) unsafe fn cmd_state<'a>(sc: *mut bindings::scsi_cmnd) -> &'a CmdState {
+    // SAFETY: The state lies at the front of the area, which is 8-byte
+    // aligned (it follows `struct scsi_cmnd`, whose size is a multiple of
+    // its 8-byte alignment), zeroed by `init_cmd_priv` (a valid `CmdState`)
+    // and only accessed atomically.
+    unsafe { &*cmd_area(sc).cast::<CmdState>() }
+}
+
+/// The driver's `T::CMD_SIZE` bytes of a command, after the state.
+///
+/// # Safety
+///
+/// As for [`cmd_area`].
+pub(super) unsafe fn cmd_priv(sc: *mut bindings::scsi_cmnd) -> *mut u8 {
+    // SAFETY: The template made the area `CMD_STATE_SIZE + T::CMD_SIZE`
+    // bytes long at least (caller contract).
+    unsafe { cmd_area(sc).add(CMD_STATE_SIZE) }
+}
+
+/// A command handed to the driver by [`HostTemplate::queuecommand`].
+///
+/// The driver owns it until it calls [`Command::done`] (or hands it to a
+/// device queue, which gives it back). Dropping it completes it with
+/// `DID_ERROR`, so a command is never lost.
+///
+/// # Invariants
+///
+/// `sc` is a command that the midlayer gave to `queuecommand` and that has
+/// not been completed; its `cmd_size` private area belongs to this value.
+pub(crate) struct Command<T: HostTemplate> {
+    sc: NonNull<bindings::scsi_cmnd>,
+    _p: PhantomData<T>,
+}
+
+// SAFETY: A command may be completed from any context and CPU.
+unsafe impl<T: HostTemplate> Send for Command<T> {}
+
+impl<T: HostTemplate> Command<T> {
+    pub(super) fn raw(&self) -> *mut bindings::scsi_cmnd {
+        self.sc.as_ptr()
+    }
+
+    /// Returns the CDB and the private area together (they do not overlap).
+    pub(crate) fn cdb_and_private(&mut self) -> (&[u8], &mut [u8]) {
+        // SAFETY: The `T::CMD_SIZE` bytes behind an owned command belong to
+        // it and, while we own it, to us alone; the CDB lies inside the
+        // command, not in that area.
+        let private = unsafe { core::slice::from_raw_parts_mut(cmd_priv(self.raw()), T::CMD_SIZE) };
+        let sc = self.raw();
+        // SAFETY: The command is valid and owned (type invariant), so
+        // nobody writes its CDB and length while we borrow them. Only those
+        // fields are referenced, through raw projections: other fields
+        // (`state`) change concurrently. `cmnd` lies inside the command,
+        // disjoint from the private area behind it.
+        let (cmd_len, cmnd) = unsafe { ((*sc).cmd_len, &*core::ptr::addr_of!((*sc).cmnd)) };
+        let len = usize::from(cmd_len).min(cmnd.len());
+        (&cmnd[..len], private)
+    }
+
+    /// Returns the direction of the data transfer.
+    pub(crate) fn data_direction(&self) -> DataDirection {
+        // SAFETY: The command is valid and owned (type invariant).
+        match unsafe { (*self.raw()).sc_data_direction } {
+            bindings::dma_data_direction_DMA_TO_DEVICE => DataDirection::ToDevice,
+            bindings::dma_data_direction_DMA_FROM_DEVICE => DataDirection::FromDevice,
+            bindings::dma_data_direction_DMA_BIDIRECTIONAL => DataDirection::Bidirectional,
+            _ => DataDirection::None,
+        }
+    }
+
+    /// Returns the target id and LUN of the command's device.
+    pub(crate) fn id_lun(&self) -> (u32, u64) {
+        // SAFETY: The command is valid and owned; its device outlives it.
+        unsafe {
+            let sdev = (*self.raw()).device;
+            ((*sdev).id, (*sdev).lun)
+        }
+    }
+
+    /// Returns the blk-mq unique tag (`blk_mq_unique_tag()`): the hardware
+    /// queue in the upper 16 bits, the tag in the lower.
+    pub(crate) fn unique_tag(&self) -> u32 {
+        // SAFETY: The command is owned (type invariant), so it and the
+        // request it was allocated behind are valid.
+        unsafe { bindings::blk_mq_unique_tag(cmd_to_rq(self.raw())) }
+    }
+
+    /// Returns whether this is the last command of a batch (`SCMD_LAST`):
+    /// the device should be notified.
+    pub(crate) fn is_last(&self) -> bool {
+        // SAFETY: The command is valid and owned (type invariant).
+        let flags = unsafe { (*self.raw()).flags };
+        flags & bindings::SCMD_LAST as i32 != 0
+    }
+
+    /// Returns the number of data segments (`scsi_sg_count()`).
+    pub(crate) fn sg_count(&self) -> u32 {
+        // SAFETY: The command is valid and owned (type invariant).
+        unsafe { (*self.raw()).sdb.table.nents }
+    }
+
+    /// Returns the data length in bytes (`scsi_bufflen()`).
+    pub(crate) fn bufflen(&self) -> u32 {
+        // SAFETY: The command is valid and owned (type invariant).
+        unsafe { (*self.raw()).sdb.length }
+    }
+
+    /// Returns the protection information scatterlist, if any travels with
+    /// the data (`scsi_prot_sglist()` when `scsi_prot_sg_count()` is not 0).
+    fn prot_sgl(&self) -> Option<*mut bindings::scatterlist> {
+        // SAFETY: The command is valid and owned (type invariant).
+        let prot = unsafe { (*self.raw()).prot_sdb };
+        if prot.is_null() {
+            return None;
+        }
+        // SAFETY: A non-null `prot_sdb` is valid while the command is.
+        let (sgl, nents) = unsafe { ((*prot).table.sgl, (*prot).table.nents) };
+        (nents != 0 && !sgl.is_null()).then_some(sgl)
+    }
+
+    /// Returns the number of protection information bytes that travel with
+    /// the data (0 without PI), as `pi_bytesout`/`pi_bytesin` want them.
+    pub(crate) fn prot_bytes(&self) -> u32 {
+        if self.prot_sgl().is_none() {
+            return 0;
+        }
+        // SAFETY: The command is valid and owned; the helper only reads it,
+        // its request and its disk's integrity profile.
+        unsafe { bindings::vscsi_scsi_prot_bytes(self.raw()) }
+    }
+
+    /// Returns the private area and the sense buffer together (separate
+    /// allocations, so they do not overlap).
+    pub(crate) fn private_and_sense(&mut self) -> (&mut [u8], &mut [u8]) {
+        // SAFETY: The template's `cmd_size` (`T::CMD_SIZE`) bytes right
+        // behind the command belong to it and, while it is owned, to us.
+        let private = unsafe { core::slice::from_raw_parts_mut(cmd_priv(self.raw()), T::CMD_SIZE) };
+        // SAFETY: The midlayer allocates `SCSI_SENSE_BUFFERSIZE` bytes of
+        // sense buffer for every command, apart from the private area; it is
+        // ours while we own the command.
+        let sense = unsafe {
+            core::slice::from_raw_parts_mut((*self.raw()).sense_buffer, SENSE_BUFFERSIZE)
+        };
+        (private, sense)
+    }
+
+    /// Sets the result (`result`): host byte and SAM status byte.
+    pub(crate) fn set_result(&mut self, host: HostByte, status: u8) {
+        // SAFETY: The command is valid and owned (type invariant).
+        unsafe { (*self.raw()).result = (i32::from(host as u8) << 16) | i32::from(status) };
+    }
+
+    /// Sets the residual byte count (`scsi_set_resid()`).
+    pub(crate) fn set_resid(&mut self, resid: u32) {
+        // SAFETY: The command is valid and owned (type invariant).
+        unsafe { (*self.raw()).resid_len = resid };
+    }
+
+    /// Completes the command (`scsi_done()`).
+    pub(crate) fn done(self) {
+        let sc = self.raw();
+        core::mem::forget(self);
+        // SAFETY: The command was owned and is completed exactly once.
+        unsafe { bindings::scsi_done(sc) };
+    }
+
+    /// Turns the command into a device request whose headers are the
+    /// `out_hdr` and `in_hdr` byte ranges of its private area, followed in
+    /// the command's direction by its protection information (if any) and
+    /// its data. Commands with data both ways are refused (`EINVAL`), as are
+    /// overlapping ranges or ranges outside the area.
+    pub(crate) fn into_request(
+        self,
+        out_hdr: Range<usize>,
+        in_hdr: Range<usize>,
+    ) -> Result<CommandRequest<T>, (Self, Error)> {
+        let cmd_size = T::CMD_SIZE;
+        let ok = out_hdr.start < out_hdr.end
+            && out_hdr.end <= cmd_size
+            && in_hdr.start < in_hdr.end
+            && in_hdr.end <= cmd_size
+            && (out_hdr.end <= in_hdr.start || in_hdr.end <= out_hdr.start)
+            && self.data_direction() != DataDirection::Bidirectional;
+        if !ok {
+            return Err((self, EINVAL));
+        }
+        Ok(CommandRequest {
+            cmd: self,
+            out_hdr,
+            in_hdr,
+        })
+    }
+
+    /// # Safety
+    ///
+    /// `sc` must be a command the midlayer handed to the driver and that is
+    /// not completed nor owned by another `Command`.
+    pub(super) unsafe fn from_raw(sc: *mut bindings::scsi_cmnd) -> Option<Self> {
+        // INVARIANT: The caller guarantees the command is ours.
+        NonNull::new(sc).map(|sc| Self {
+            sc,
+            _p: PhantomData,
+        })
+    }
+}
+
+impl<T: HostTemplate> Drop for Command<T> {
+    fn drop(&mut self) {
+        // A command that nobody completed would hang its issuer until the
+        // midlayer's timeout: fail it now.
+        self.set_result(HostByte::Error, 0);
+        // SAFETY: The command is owned and completed exactly once, here.
+        unsafe { bindings::scsi_done(self.raw()) };
+    }
+}
+
+/// A [`Command`] with its header layout, ready to go on a virtqueue.
+pub(crate) struct CommandRequest<T: HostTemplate> {
+    cmd: Command<T>,
+    out_hdr: Range<usize>,
+    in_hdr: Range<usize>,
+}
+
+impl<T: HostTemplate> CommandRequest<T> {
+    /// Returns the command back, for completion.
+    pub(crate) fn into_command(self) -> Command<T> {
+        self.cmd
+    }
+}
+
+// SAFETY: The headers lie in the command's private area and the data in its
+// scatterlist, all owned by the command until it is completed; the command
+// pointer is the token, and only a `CommandRequest` turns it back.
+unsafe impl<T: HostTemplate> Request for CommandRequest<T> {
+    fn sgs(&mut self, sgs: &mut SgList) {
+        let sc = self.cmd.raw();
+        // SAFETY: The private area follows the command (see `private_and_sense`).
+        let base = unsafe { cmd_priv(sc) };
+        let dir = self.cmd.data_direction();
+        // SAFETY: The command is owned, so its scatterlist is valid.
+        let (data, nents) = unsafe { ((*sc).sdb.table.sgl, (*sc).sdb.table.nents) };
+        let has_data = !data.is_null() && nents != 0;
+        let prot = self.cmd.prot_sgl();
+        // The ranges were checked against the private area in
+        // `into_request`, which is directly mapped memory the command owns;
+        // the data scatterlist is the midlayer's, end-marked, and owned by
+        // the command. Pushing cannot fail: at most four lists, two local.
+        // SAFETY: As above.
+        let _ = unsafe {
+            sgs.push_buf(
+                base.add(self.out_hdr.start),
+                (self.out_hdr.end - self.out_hdr.start) as u32,
+                false,
+            )
+        };
+        if has_data && dir == DataDirection::ToDevice {
+            // Protection information goes in front of the data it protects.
+            if let Some(prot) = prot {
+                // SAFETY: As above; the protection list is owned likewise.
+                let _ = unsafe { sgs.push_list(prot, false) };
+            }
+            // SAFETY: As above.
+            let _ = unsafe { sgs.push_list(data, false) };
+        }
+        // SAFETY: As above.
+        let _ = unsafe {
+            sgs.push_buf(
+                base.add(self.in_hdr.start),
+                (self.in_hdr.end - self.in_hdr.start) as u32,
+                true,
+            )
+        };
+        if has_data && dir == DataDirection::FromDevice {
+            if let Some(prot) = prot {
+                // SAFETY: As above; the protection list is owned likewise.
+                let _ = unsafe { sgs.push_list(prot, true) };
+            }
+            // SAFETY: As above.
+            let _ = unsafe { sgs.push_list(data, true) };
+        }
+    }
+
+    fn into_token(self) -> NonNull<kernel::ffi::c_void> {
+        let sc = self.cmd.sc;
+        // SAFETY: The command is owned, so allocated and initialised.
+        unsafe { cmd_state(sc.as_ptr()) }
+            .in_device
+            .store(true, Ordering::Release);
+        core::mem::forget(self.cmd);
+        sc.cast()
+    }
+
+    unsafe fn from_token(token: NonNull<kernel::ffi::c_void>) -> Self {
+        // SAFETY: The token is a command turned into it by `into_token`
+        // (caller contract), still allocated: the device held it.
+        unsafe { cmd_state(token.as_ptr().cast()) }
+            .in_device
+            .store(false, Ordering::Release);
+        // The header ranges are not needed after the device is done; keep
+        // empty ones.
+        // INVARIANT: The token is a command owned by the request that was
+        // turned into it (caller contract).
+        Self {
+            cmd: Command {
+                sc: token.cast(),
+                _p: PhantomData,
+            },
+            out_hdr: 0..0,
+            in_hdr: 0..0,
+        }
+    }
+}

@@ -1,0 +1,467 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! SCSI hosts (`struct Scsi_Host`): allocation with the driver's data,
+//! limits, adding and removing, and the borrowed host callbacks get.
+//!
+//! C header: [`include/scsi/scsi_host.h`](srctree/include/scsi/scsi_host.h)
+
+use super::*;
+use crate::abstractions::bindings;
+use crate::abstractions::device::AsRawDevice;
+use core::marker::PhantomData;
+use core::mem::{align_of, size_of};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use kernel::error::to_result;
+use kernel::prelude::*;
+use kernel::types::Opaque;
+
+/// Limits of a host, set before [`Host::add`] (fields of `struct Scsi_Host`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Limits {
+    /// `can_queue`: commands in flight on one hardware queue (an `int`:
+    /// [`Host::set_limits`] refuses more than `i32::MAX`).
+    pub(crate) can_queue: u32,
+    /// `cmd_per_lun`: default queue depth of a device (a `short`:
+    /// [`Host::set_limits`] refuses more than `i16::MAX`).
+    pub(crate) cmd_per_lun: u32,
+    /// `sg_tablesize`: segments per command.
+    pub(crate) sg_tablesize: u16,
+    /// `max_sectors`: 512-byte sectors per command.
+    pub(crate) max_sectors: u32,
+    /// `max_id`: one more than the highest target id.
+    pub(crate) max_id: u32,
+    /// `max_lun`: one more than the highest LUN.
+    pub(crate) max_lun: u64,
+    /// `max_channel`: the highest channel.
+    pub(crate) max_channel: u32,
+    /// `max_cmd_len`: longest CDB.
+    pub(crate) max_cmd_len: u16,
+    /// `nr_hw_queues`: blk-mq hardware queues.
+    pub(crate) nr_hw_queues: u32,
+    /// `nr_maps`: queue maps (1, or up to 3 with read and poll queues).
+    pub(crate) nr_maps: u32,
+}
+
+/// What a [`Host`] keeps in `hostdata`: the driver's data first, then the
+/// host's work item (initialised once, at allocation).
+#[repr(C)]
+pub(super) struct HostPriv<D> {
+    data: D,
+    pub(super) work: Opaque<bindings::work_struct>,
+}
+
+/// A SCSI host (`struct Scsi_Host`) with its private data of type
+/// `T::HostData` stored inline.
+///
+/// Dropping the host removes it from the midlayer if it was added, drops
+/// the private data and puts the host reference.
+///
+/// # Invariants
+///
+/// `shost` was allocated by `scsi_host_alloc` from `T`'s template with room
+/// for a `HostPriv<T::HostData>`, whose data is initialised and pinned in its
+/// `hostdata` and whose work item is initialised; this value owns the
+/// reference from `scsi_host_alloc`. Once `work_disabled` is set the work
+/// item cannot be queued again (`disable_work_sync()` has run or is
+/// running). `debugfs` is null or the host's directory, created once.
+pub(crate) struct Host<T: HostTemplate> {
+    shost: NonNull<bindings::Scsi_Host>,
+    /// The work item was disabled for good (`disable_work_sync()`).
+    work_disabled: AtomicBool,
+    /// The host is added to the midlayer (and not yet removed).
+    added: AtomicBool,
+    template: &'static Template<T>,
+    /// The host's debugfs directory, or null.
+    debugfs: AtomicPtr<bindings::dentry>,
+}
+
+// SAFETY: The host can be removed and released from any thread; its data is
+// `Send + Sync`.
+unsafe impl<T: HostTemplate> Send for Host<T> {}
+// SAFETY: Shared access only reads the private data, which is `Sync`.
+unsafe impl<T: HostTemplate> Sync for Host<T> {}
+
+impl<T: HostTemplate> Host<T> {
+    /// Allocates a host from `template` (`scsi_host_alloc()`) and
+    /// initialises its private data in place with `init`.
+    pub(crate) fn alloc(
+        template: &'static Template<T>,
+        init: impl PinInit<T::HostData, Error>,
+    ) -> Result<Self> {
+        // `hostdata` is aligned to `unsigned long`.
+        build_assert!(align_of::<HostPriv<T::HostData>>() <= align_of::<kernel::ffi::c_ulong>());
+        let sht = template.get()?;
+        let size = kernel::ffi::c_int::try_from(size_of::<HostPriv<T::HostData>>())?;
+        // SAFETY: `sht` is a ready template that lives for `'static`.
+        let shost = NonNull::new(unsafe { bindings::scsi_host_alloc(sht, size) }).ok_or(ENOMEM)?;
+        let data = Self::data_ptr(shost);
+        // SAFETY: `data` points to `size` bytes of suitably aligned memory
+        // owned by the new host, which never moves.
+        if let Err(e) = unsafe { init.__pinned_init(data) } {
+            // SAFETY: We own the only reference; the data is not initialised.
+            unsafe { bindings::scsi_host_put(shost.as_ptr()) };
+            return Err(e);
+        }
+        // SAFETY: The work item lies in the new host's private area, which
+        // never moves; it is initialised once, here.
+        unsafe { bindings::vscsi_init_work(Self::work_ptr(shost), Some(Adapter::<T>::work)) };
+        // INVARIANT: The host is allocated from `T`'s template and its data
+        // and work item are initialised.
+        Ok(Self {
+            shost,
+            work_disabled: AtomicBool::new(false),
+            added: AtomicBool::new(false),
+            template,
+            debugfs: AtomicPtr::new(core::ptr::null_mut()),
+        })
+    }
+
+    fn priv_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut HostPriv<T::HostData> {
+        // SAFETY: `hostdata` is the trailing array of a live host.
+        unsafe { core::ptr::addr_of_mut!((*shost.as_ptr()).hostdata) }.cast()
+    }
+
+    pub(super) fn data_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut T::HostData {
+        // SAFETY: The private area holds a `HostPriv` (type invariant).
+        unsafe { core::ptr::addr_of_mut!((*Self::priv_ptr(shost)).data) }
+    }
+
+    fn work_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut bindings::work_struct {
+        // SAFETY: The private area holds a `HostPriv` (type invariant).
+        Opaque::raw_get(unsafe { core::ptr::addr_of!((*Self::priv_ptr(shost)).work) })
+    }
+
+    /// Queues the host's work ([`HostTemplate::work`]) on the freezable
+    /// system workqueue, unless it is pending already or the host is not
+    /// added (or being removed). Callable from interrupt context.
+    pub(crate) fn queue_work(&self) -> bool {
+        if !self.added.load(Ordering::Acquire) || self.work_disabled.load(Ordering::Acquire) {
+            return false;
+        }
+        // SAFETY: The work item is initialised (type invariant); once it is
+        // disabled, queueing is a no-op, and it is disabled before the host
+        // data it reaches goes away.
+        unsafe { bindings::vscsi_queue_work_freezable(Self::work_ptr(self.shost)) }
+    }
+
+    /// Stops the host's work for good: waits for a running instance and
+    /// makes later [`Host::queue_work`] calls no-ops (`disable_work_sync()`,
+    /// which may run more than once).
+    fn disable_work(&self) {
+        self.work_disabled.store(true, Ordering::Release);
+        // SAFETY: The work item is initialised (type invariant).
+        unsafe { bindings::disable_work_sync(Self::work_ptr(self.shost)) };
+    }
+
+    /// Returns the host's private data.
+    pub(crate) fn data(&self) -> &T::HostData {
+        // SAFETY: By the type invariant the data is initialised and lives
+        // as long as the host reference we own.
+        unsafe { &*Self::data_ptr(self.shost) }
+    }
+
+    /// Returns the host number (`host_no`, as in `hostN`).
+    pub(crate) fn host_no(&self) -> u32 {
+        // SAFETY: By the type invariant the host is valid.
+        unsafe { (*self.shost.as_ptr()).host_no }
+    }
+
+    /// Sets the host's limits. Only before [`Host::add`].
+    pub(crate) fn set_limits(&mut self, l: &Limits) -> Result {
+        if *self.added.get_mut() {
+            return Err(EBUSY);
+        }
+        let sh = self.shost.as_ptr();
+        // SAFETY: The host is valid and not yet added, so the midlayer does
+        // not read these fields concurrently.
+        unsafe {
+            (*sh).can_queue = i32::try_from(l.can_queue)?;
+            (*sh).cmd_per_lun = i16::try_from(l.cmd_per_lun)?;
+            (*sh).sg_tablesize = l.sg_tablesize;
+            (*sh).max_sectors = l.max_sectors;
+            (*sh).max_id = l.max_id;
+            (*sh).max_lun = l.max_lun;
+            (*sh).max_channel = l.max_channel;
+            (*sh).max_cmd_len = l.max_cmd_len;
+            (*sh).nr_hw_queues = l.nr_hw_queues;
+            (*sh).nr_maps = l.nr_maps.clamp(1, bindings::hctx_type_HCTX_MAX_TYPES);
+        }
+        Ok(())
+    }
+
+    /// Advertises T10 protection: DIF and DIX types 1 to 3 with a CRC guard
+    /// (`scsi_host_set_prot()`, `scsi_host_set_guard()`). Only before
+    /// [`Host::add`].
+    pub(crate) fn set_t10_pi(&mut self) -> Result {
+        if *self.added.get_mut() {
+            return Err(EBUSY);
+        }
+        let caps = bindings::scsi_host_prot_capabilities_SHOST_DIF_TYPE1_PROTECTION
+            | bindings::scsi_host_prot_capabilities_SHOST_DIF_TYPE2_PROTECTION
+            | bindings::scsi_host_prot_capabilities_SHOST_DIF_TYPE3_PROTECTION
+            | bindings::scsi_host_prot_capabilities_SHOST_DIX_TYPE1_PROTECTION
+            | bindings::scsi_host_prot_capabilities_SHOST_DIX_TYPE2_PROTECTION
+            | bindings::scsi_host_prot_capabilities_SHOST_DIX_TYPE3_PROTECTION;
+        let sh = self.shost.as_ptr();
+        // SAFETY: The host is valid and not yet added, so the midlayer does
+        // not read these fields concurrently.
+        unsafe {
+            (*sh).prot_capabilities = caps;
+            (*sh).prot_guard_type = bindings::scsi_host_guard_type_SHOST_DIX_GUARD_CRC as u8;
+        }
+        Ok(())
+    }
+
+    /// Adds the host to the midlayer under `parent` (`scsi_add_host()`).
+    pub(crate) fn add(&mut self, parent: &impl AsRawDevice) -> Result {
+        if *self.added.get_mut() {
+            return Err(EBUSY);
+        }
+        // SAFETY: The host is valid (type invariant); `parent` is a live
+        // device (`AsRawDevice` contract) that outlives the host's
+        // registration, which ends in `remove` or `drop`.
+        to_result(unsafe {
+            bindings::vscsi_scsi_add_host(self.shost.as_ptr(), parent.as_raw_device())
+        })?;
+        *self.added.get_mut() = true;
+        self.create_debugfs();
+        Ok(())
+    }
+
+    /// Creates `host<N>/queues` under the template's debugfs directory.
+    fn create_debugfs(&mut self) {
+        let root = self.template.debugfs.load(Ordering::Acquire);
+        if !T::HAS_DEBUGFS_SHOW || root.is_null() {
+            return;
+        }
+        let name = host_dir_name(self.host_no());
+        // SAFETY: `name` is NUL-terminated and `root` is the template's
+        // directory, alive until `Template::exit`, after all hosts.
+        let dir = unsafe { bindings::debugfs_create_dir(name.as_ptr(), root) };
+        // The file is removed with `dir` in `remove`, before the host goes
+        // away; `debugfs_read` only runs while it exists.
+        // SAFETY: The host is added: `shost_gendev` is registered and can
+        // carry device-managed memory for the file's entry.
+        unsafe {
+            bindings::debugfs_create_devm_seqfile(
+                core::ptr::addr_of_mut!((*self.shost.as_ptr()).shost_gendev),
+                kernel::c_str!("queues").as_char_ptr(),
+                dir,
+                Some(Adapter::<T>::debugfs_read),
+            )
+        };
+        *self.debugfs.get_mut() = dir;
+    }
+
+    /// Scans the host for devices (`scsi_scan_host()`).
+    pub(crate) fn scan(&self) {
+        if self.added.load(Ordering::Acquire) {
+            // SAFETY: The host was added and stays allocated while `self` is
+            // borrowed. A `remove` may be under way on another thread: the
+            // midlayer's operations check the host's state (a scan does
+            // nothing once `scsi_remove_host()` has started).
+            unsafe { HostRef::<T>::from_raw(self.shost.as_ptr()) }.scan();
+        }
+    }
+
+    /// Removes the host from the midlayer (`scsi_remove_host()`): the work
+    /// stops first, then devices go away, in-flight commands complete
+    /// first. Idempotent; takes `&self`, so interrupt handlers may keep
+    /// borrowing the host meanwhile (they find it removed).
+    pub(crate) fn remove(&self) {
+        self.disable_work();
+        let dir = self.debugfs.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !dir.is_null() {
+            // SAFETY: The directory was created in `add`; the swap above
+            // gives it to one caller only; removal waits for readers of its
+            // files.
+            unsafe { bindings::debugfs_remove(dir) };
+        }
+        if self.added.swap(false, Ordering::AcqRel) {
+            // SAFETY: The host is valid and was added; the swap above lets
+            // one caller only remove it.
+            unsafe { bindings::scsi_remove_host(self.shost.as_ptr()) };
+        }
+    }
+}
+
+impl<T: HostTemplate> Drop for Host<T> {
+    fn drop(&mut self) {
+        self.remove();
+        // SAFETY: The data is initialised (type invariant). With the host
+        // removed the midlayer calls none of its callbacks; whoever owns the
+        // host (the virtio abstraction's remove) has stopped the transport's
+        // callbacks before dropping it, and `self` is the last owner.
+        unsafe { core::ptr::drop_in_place(Self::data_ptr(self.shost)) };
+        // SAFETY: We own the reference from `scsi_host_alloc`.
+        unsafe { bindings::scsi_host_put(self.shost.as_ptr()) };
+    }
+}
+
+/// A borrowed, added host, as given to [`HostTemplate::work`] and the error
+/// handlers: the host's data and the midlayer's scan and device operations,
+/// which may sleep.
+///
+/// # Invariants
+///
+/// `shost` is a live host allocated by [`Host::alloc`] for `T` and added to
+/// the midlayer, for `'a`; its removal may be under way (the midlayer's
+/// operations check the host's state for that).
+pub(crate) struct HostRef<'a, T: HostTemplate> {
+    shost: NonNull<bindings::Scsi_Host>,
+    _p: PhantomData<&'a T>,
+}
+
+impl<T: HostTemplate> Clone for HostRef<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: HostTemplate> Copy for HostRef<'_, T> {}
+
+/// `SCAN_WILD_CARD`: every LUN.
+pub(super) const SCAN_WILD_CARD: u64 = !0;
+
+impl<'a, T: HostTemplate> HostRef<'a, T> {
+    /// # Safety
+    ///
+    /// `shost` must satisfy the type invariant for `'a`.
+    pub(super) unsafe fn from_raw(shost: *mut bindings::Scsi_Host) -> Self {
+        // INVARIANT: The caller guarantees it.
+        Self {
+            // SAFETY: The caller passes a live host.
+            shost: unsafe { NonNull::new_unchecked(shost) },
+            _p: PhantomData,
+        }
+    }
+
+    /// Returns the host's private data.
+    pub(crate) fn data(&self) -> &'a T::HostData {
+        // SAFETY: The data lives as long as the host (type invariant).
+        unsafe { &*Host::<T>::data_ptr(self.shost) }
+    }
+
+    /// Adds the device at `channel:id:lun` (`scsi_add_device()`).
+    pub(crate) fn add_device(&self, channel: u32, id: u32, lun: u64) -> Result {
+        // SAFETY: The host is live and added (type invariant); the call may
+        // sleep, which the contexts giving a `HostRef` allow.
+        to_result(unsafe { bindings::scsi_add_device(self.shost.as_ptr(), channel, id, lun) })
+    }
+
+    /// Calls `f` with the device at `channel:id:lun`, holding a reference
+    /// to it, if there is one (`scsi_device_lookup()`); returns whether
+    /// there was.
+    pub(crate) fn with_device(
+        &self,
+        channel: u32,
+        id: u32,
+        lun: u64,
+        f: impl FnOnce(&ScsiDevice),
+    ) -> bool {
+        // SAFETY: The host is live (type invariant).
+        let sdev = unsafe { bindings::scsi_device_lookup(self.shost.as_ptr(), channel, id, lun) };
+        if sdev.is_null() {
+            return false;
+        }
+        // SAFETY: `sdev` is a device of this host with a reference we hold
+        // until the `put` below.
+        f(unsafe { ScsiDevice::from_raw(sdev) });
+        // SAFETY: Drops the reference `scsi_device_lookup()` took.
+        unsafe { bindings::scsi_device_put(sdev) };
+        true
+    }
+
+    /// Scans target `channel:id` for new LUNs (`scsi_scan_target()` with
+    /// `SCSI_SCAN_INITIAL`, as the C driver: LUNs already added are left
+    /// alone). Does nothing when the midlayer scans manually only
+    /// (`scsi_mod.scan=manual`).
+    pub(crate) fn scan_target(&self, channel: u32, id: u32) {
+        // SAFETY: The host is live and added (type invariant), so its
+        // `shost_gendev` is registered.
+        unsafe {
+            bindings::scsi_scan_target(
+                core::ptr::addr_of_mut!((*self.shost.as_ptr()).shost_gendev),
+                channel,
+                id,
+                SCAN_WILD_CARD,
+                bindings::scsi_scan_mode_SCSI_SCAN_INITIAL,
+            )
+        };
+    }
+
+    /// Scans the whole host (`scsi_scan_host()`).
+    pub(crate) fn scan(&self) {
+        // SAFETY: The host is live and added (type invariant).
+        unsafe { bindings::scsi_scan_host(self.shost.as_ptr()) };
+    }
+
+    /// Calls `f` for each command the midlayer has outstanding on the host
+    /// (`scsi_host_busy_iter()`), until `f` returns `false`. The commands
+    /// can be inspected, not completed. May not sleep in `f`.
+    pub(crate) fn for_each_busy<F: FnMut(&EhCommand) -> bool>(&self, mut f: F) {
+        /// # Safety
+        ///
+        /// `data` points to the `G` of the enclosing call; `sc` is a busy
+        /// command of the host.
+        unsafe extern "C" fn visit<G: FnMut(&EhCommand) -> bool>(
+            sc: *mut bindings::scsi_cmnd,
+            data: *mut kernel::ffi::c_void,
+        ) -> bool {
+            // SAFETY: The caller passes the closure of the enclosing call,
+            // which the iteration only uses on this thread, one visit at a
+            // time.
+            let f = unsafe { &mut *data.cast::<G>() };
+            // SAFETY: The iteration holds a reference on the command's
+            // request for the visit, so the command and its device are valid
+            // for it; the reference does not escape the closure call.
+            f(unsafe { EhCommand::from_raw(sc) })
+        }
+        // SAFETY: The host is live (type invariant); `visit::<F>` only uses
+        // `f`, which outlives the call.
+        unsafe {
+            bindings::scsi_host_busy_iter(
+                self.shost.as_ptr(),
+                Some(visit::<F>),
+                core::ptr::addr_of_mut!(f).cast(),
+            )
+        };
+    }
+
+    /// Calls `f` for each device of the host (`shost_for_each_device()`),
+    /// holding a reference to the device during the call.
+    pub(crate) fn for_each_device(&self, mut f: impl FnMut(&ScsiDevice)) {
+        let mut sdev: *mut bindings::scsi_device = core::ptr::null_mut();
+        loop {
+            // SAFETY: The host is live; `sdev` is null or the device the
+            // previous call returned, whose reference this call drops.
+            sdev = unsafe { bindings::__scsi_iterate_devices(self.shost.as_ptr(), sdev) };
+            if sdev.is_null() {
+                return;
+            }
+            // SAFETY: We hold a reference to `sdev` until the next call.
+            f(unsafe { ScsiDevice::from_raw(sdev) });
+        }
+    }
+}
+
+/// Returns `host<N>` as a NUL-terminated name.
+pub(super) fn host_dir_name(n: u32) -> [u8; 16] {
+    let mut name = [0u8; 16];
+    name[..4].copy_from_slice(b"host");
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    let mut v = n;
+    loop {
+        digits[len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        name[4 + i] = digits[len - 1 - i];
+    }
+    name
+}

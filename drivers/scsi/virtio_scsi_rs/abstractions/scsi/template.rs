@@ -1,0 +1,528 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host templates (`struct scsi_host_template`): the driver's trait, the
+//! static template built from it, and the C callbacks that call it.
+//!
+//! C header: [`include/scsi/scsi_host.h`](srctree/include/scsi/scsi_host.h)
+
+use super::*;
+use crate::abstractions::bindings;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use kernel::prelude::*;
+use kernel::types::Opaque;
+
+/// A SCSI host template (`struct scsi_host_template`).
+///
+/// Mandatory items have no default; optional operations are only wired into
+/// the C template when the implementation provides them.
+#[vtable]
+pub(crate) trait HostTemplate: Sized + 'static {
+    /// Per-host data, stored inline in the `Scsi_Host` (`shost_priv()`).
+    type HostData: Send + Sync;
+
+    /// Host name (`name`).
+    const NAME: &'static CStr;
+    /// Name under `/proc/scsi` and in logs (`proc_name`).
+    const PROC_NAME: &'static CStr;
+    /// Size of the per-command private area (`cmd_size`; the template
+    /// rounds it up to the alignment of what the midlayer puts after it).
+    const CMD_SIZE: usize;
+    /// Let the midlayer track the queue depth (`track_queue_depth`).
+    const TRACK_QUEUE_DEPTH: bool = false;
+    /// Skip the midlayer's 10 s settle delay after a host reset
+    /// (`skip_settle_delay`): the host is ready when its handler returns.
+    const SKIP_SETTLE_DELAY: bool = false;
+
+    /// Starts a command (`queuecommand`). A command that cannot be started
+    /// now is handed back in [`QueueError::HostBusy`] and retried later;
+    /// only `cmd` itself can be handed back so.
+    fn queuecommand(host: &Self::HostData, cmd: Command<Self>) -> Result<(), QueueError<Self>>;
+
+    /// Prepares a command's private area once, when the midlayer allocates
+    /// the command (`init_cmd_priv`); the area arrives zeroed. With this
+    /// operation the midlayer no longer clears the area before every
+    /// command, so the driver must not rely on it being zero.
+    fn init_cmd_priv(_private: &mut [u8]) -> Result {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Flushes commands queued without [`Command::is_last`]
+    /// (`commit_rqs`).
+    fn commit_rqs(_host: &Self::HostData, _hwq: u16) {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Sets up a new device before it is scanned (`slave_alloc`).
+    fn slave_alloc(_sdev: &SlaveAllocDevice) -> Result {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Changes a device's queue depth; returns the new depth
+    /// (`change_queue_depth`).
+    fn change_queue_depth(_sdev: &ScsiDevice, _depth: i32) -> i32 {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Maps CPUs to hardware queues for each queue type (`map_queues`).
+    fn map_queues(_host: &Self::HostData, _maps: &mut QueueMaps<'_>) {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Reaps completions of polled hardware queue `queue` without
+    /// interrupts; returns how many commands completed (`mq_poll`).
+    fn mq_poll(_host: &Self::HostData, _queue: u32) -> i32 {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Prints the host's state into its debugfs file
+    /// `/sys/kernel/debug/<PROC_NAME>/host<N>/queues`.
+    fn debugfs_show(_host: HostRef<'_, Self>, _m: &SeqFile) {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// The host's deferred work, run in process context on the freezable
+    /// system workqueue after [`Host::queue_work`]. It never runs once
+    /// [`Host::remove`] has started.
+    fn work(_host: HostRef<'_, Self>) {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// A command's timer expired (`eh_timed_out`).
+    fn eh_timed_out(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> TimeoutAction {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Aborts one command (`eh_abort_handler`).
+    fn eh_abort(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Resets the command's logical unit (`eh_device_reset_handler`).
+    fn eh_device_reset(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Resets the command's target (`eh_target_reset_handler`).
+    fn eh_target_reset(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Resets the whole host (`eh_host_reset_handler`).
+    fn eh_host_reset(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// Why [`HostTemplate::queuecommand`] did not start a command.
+pub(crate) enum QueueError<T: HostTemplate> {
+    /// The host is out of resources: the midlayer retries the command later
+    /// (`SCSI_MLQUEUE_HOST_BUSY`).
+    ///
+    /// It must hold the very command `queuecommand` was given. Any other
+    /// command (one the driver kept from an earlier call) is completed with
+    /// `DID_ERROR`, with an error message, and the given one counts as
+    /// accepted: the driver kept it, so it must complete it.
+    HostBusy(Command<T>),
+}
+
+/// The static template of a [`HostTemplate`], filled in once at module
+/// initialisation by [`Template::init`].
+///
+/// # Invariants
+///
+/// Once `state` is `READY`, `inner` is a fully initialised template that is
+/// never written again.
+pub(crate) struct Template<T: HostTemplate> {
+    inner: Opaque<bindings::scsi_host_template>,
+    state: AtomicU8,
+    /// `/sys/kernel/debug/<PROC_NAME>`, or null.
+    pub(super) debugfs: AtomicPtr<bindings::dentry>,
+    _p: PhantomData<T>,
+}
+
+pub(super) const TEMPLATE_UNINIT: u8 = 0;
+pub(super) const TEMPLATE_BUSY: u8 = 1;
+pub(super) const TEMPLATE_READY: u8 = 2;
+
+// SAFETY: After initialisation the template is only read, by any thread; the
+// initialisation itself is serialised by `state`.
+unsafe impl<T: HostTemplate> Sync for Template<T> {}
+
+impl<T: HostTemplate> Template<T> {
+    /// Creates an empty template, for a `static`.
+    pub(crate) const fn new() -> Self {
+        Self {
+            inner: Opaque::uninit(),
+            state: AtomicU8::new(TEMPLATE_UNINIT),
+            debugfs: AtomicPtr::new(core::ptr::null_mut()),
+            _p: PhantomData,
+        }
+    }
+
+    /// Fills in the template on behalf of `module`. Fails with `EBUSY` if
+    /// it was already initialised.
+    pub(crate) fn init(&'static self, module: &'static ThisModule) -> Result {
+        if self
+            .state
+            .compare_exchange(
+                TEMPLATE_UNINIT,
+                TEMPLATE_BUSY,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return Err(EBUSY);
+        }
+        // The midlayer puts the command's inline scatterlist, then (with
+        // T10 PI) its `scsi_data_buffer` for protection information, right
+        // after the private area: round it up so that both are aligned.
+        let align = core::mem::align_of::<bindings::scatterlist>()
+            .max(core::mem::align_of::<bindings::scsi_data_buffer>());
+        let cmd_size = match u32::try_from((CMD_STATE_SIZE + T::CMD_SIZE).next_multiple_of(align)) {
+            Ok(size) => size,
+            Err(_) => {
+                self.state.store(TEMPLATE_UNINIT, Ordering::Release);
+                return Err(EINVAL);
+            }
+        };
+        let mut t = bindings::scsi_host_template {
+            module: module.as_ptr(),
+            name: T::NAME.as_char_ptr(),
+            proc_name: T::PROC_NAME.as_char_ptr(),
+            this_id: -1,
+            cmd_size,
+            // `UINT_MAX`, as the C driver: no boundary the device cares about.
+            dma_boundary: u32::MAX as kernel::ffi::c_ulong,
+            queuecommand: Some(Adapter::<T>::queuecommand),
+            ..Default::default()
+        };
+        if T::HAS_INIT_CMD_PRIV {
+            t.init_cmd_priv = Some(Adapter::<T>::init_cmd_priv);
+        }
+        if T::HAS_COMMIT_RQS {
+            t.commit_rqs = Some(Adapter::<T>::commit_rqs);
+        }
+        if T::HAS_SLAVE_ALLOC {
+            t.slave_alloc = Some(Adapter::<T>::slave_alloc);
+        }
+        if T::HAS_CHANGE_QUEUE_DEPTH {
+            t.change_queue_depth = Some(Adapter::<T>::change_queue_depth);
+        }
+        if T::HAS_MAP_QUEUES {
+            t.map_queues = Some(Adapter::<T>::map_queues);
+        }
+        if T::HAS_MQ_POLL {
+            t.mq_poll = Some(Adapter::<T>::mq_poll);
+        }
+        if T::HAS_EH_TIMED_OUT {
+            t.eh_timed_out = Some(Adapter::<T>::eh_timed_out);
+        }
+        if T::HAS_EH_ABORT {
+            t.eh_abort_handler = Some(Adapter::<T>::eh_abort);
+        }
+        if T::HAS_EH_DEVICE_RESET {
+            t.eh_device_reset_handler = Some(Adapter::<T>::eh_device_reset);
+        }
+        if T::HAS_EH_TARGET_RESET {
+            t.eh_target_reset_handler = Some(Adapter::<T>::eh_target_reset);
+        }
+        if T::HAS_EH_HOST_RESET {
+            t.eh_host_reset_handler = Some(Adapter::<T>::eh_host_reset);
+        }
+        if T::HAS_DEBUGFS_SHOW {
+            // SAFETY: `PROC_NAME` is a valid string; a failure gives an
+            // error pointer, which debugfs accepts as a parent and ignores.
+            let dir = unsafe {
+                bindings::debugfs_create_dir(T::PROC_NAME.as_char_ptr(), core::ptr::null_mut())
+            };
+            self.debugfs.store(dir, Ordering::Release);
+        }
+        t.set_track_queue_depth(u32::from(T::TRACK_QUEUE_DEPTH));
+        t.set_skip_settle_delay(u32::from(T::SKIP_SETTLE_DELAY));
+        // SAFETY: `state` is `BUSY`, so nobody else writes or reads `inner`
+        // (readers wait for `READY`).
+        unsafe { self.inner.get().write(t) };
+        // INVARIANT: `inner` is initialised and is not written again.
+        self.state.store(TEMPLATE_READY, Ordering::Release);
+        Ok(())
+    }
+
+    /// Undoes what [`Template::init`] created outside the template (the
+    /// debugfs directory). Call at module exit, after every host is gone.
+    pub(crate) fn exit(&'static self) {
+        let dir = self.debugfs.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !dir.is_null() {
+            // SAFETY: `dir` came from `debugfs_create_dir` and is removed
+            // once; hosts removed their entries below it already.
+            unsafe { bindings::debugfs_remove(dir) };
+        }
+    }
+
+    pub(super) fn get(&'static self) -> Result<*const bindings::scsi_host_template> {
+        if self.state.load(Ordering::Acquire) != TEMPLATE_READY {
+            return Err(EINVAL);
+        }
+        Ok(self.inner.get())
+    }
+}
+
+/// Glue between the C template ops and a [`HostTemplate`].
+pub(super) struct Adapter<T: HostTemplate>(PhantomData<T>);
+
+impl<T: HostTemplate> Adapter<T> {
+    /// # Safety
+    ///
+    /// `shost` must be a live host allocated by [`Host::alloc`] for `T`.
+    unsafe fn data<'a>(shost: *mut bindings::Scsi_Host) -> &'a T::HostData {
+        // SAFETY: Such a host's data is initialised until `Host` drops it,
+        // which happens only after the host is removed, when the midlayer
+        // calls no more template ops.
+        unsafe { &*Host::<T>::data_ptr(NonNull::new_unchecked(shost)) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer with a live host of `T` and a new command.
+    unsafe extern "C" fn queuecommand(
+        shost: *mut bindings::Scsi_Host,
+        sc: *mut bindings::scsi_cmnd,
+    ) -> i32 {
+        // SAFETY: The midlayer passes a live host of this template.
+        let data = unsafe { Self::data(shost) };
+        if sc.is_null() {
+            return 0;
+        }
+        // SAFETY: A command of a host of this template, allocated and
+        // initialised by the midlayer.
+        if unsafe { cmd_state(sc) }.in_device.load(Ordering::Acquire) {
+            // The error handler took back a command the device still holds
+            // and issues it again (its TEST UNIT READY, a retry): a second
+            // request on one private area would alias it while the device
+            // writes it. It waits until the device gives it back or is
+            // reset; the error handler times out meanwhile and escalates.
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                pr_err!("a command the device still holds was issued again: held back\n");
+            }
+            return bindings::SCSI_MLQUEUE_HOST_BUSY as i32;
+        }
+        // SAFETY: The midlayer hands the command over to us, and no device
+        // holds it.
+        let Some(cmd) = (unsafe { Command::from_raw(sc) }) else {
+            return 0;
+        };
+        match T::queuecommand(data, cmd) {
+            Ok(()) => 0,
+            Err(QueueError::HostBusy(cmd)) if cmd.raw() == sc => {
+                // The midlayer keeps the command and requeues it.
+                core::mem::forget(cmd);
+                bindings::SCSI_MLQUEUE_HOST_BUSY as i32
+            }
+            Err(QueueError::HostBusy(other)) => {
+                // A driver bug: it kept `sc` (completed it, dropped it, put
+                // it on a device or stored it) and handed back another
+                // command it owned. Telling the midlayer "busy" would have
+                // it requeue `sc` while the driver may complete it, and
+                // forgetting `other` would hang its issuer. `sc` is the
+                // driver's now, as if accepted; `other` is a command the
+                // driver owned and could have dropped, so completing it
+                // with `DID_ERROR` is what its `Drop` does.
+                static WARNED: AtomicBool = AtomicBool::new(false);
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    pr_err!("queuecommand returned a command it was not given: failed it\n");
+                }
+                drop(other);
+                0
+            }
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer with a command being allocated for a host of
+    /// `T`, which nobody else uses yet.
+    unsafe extern "C" fn init_cmd_priv(
+        _shost: *mut bindings::Scsi_Host,
+        sc: *mut bindings::scsi_cmnd,
+    ) -> i32 {
+        // SAFETY: The private area (the state, then `T::CMD_SIZE` bytes)
+        // follows the command; the command is not in use yet, so it is ours.
+        // Zeroing it first makes every byte initialised whatever the
+        // allocator left, and the state "not in a device".
+        let private = unsafe {
+            core::ptr::write_bytes(cmd_area(sc), 0, CMD_STATE_SIZE + T::CMD_SIZE);
+            core::slice::from_raw_parts_mut(cmd_priv(sc), T::CMD_SIZE)
+        };
+        match T::init_cmd_priv(private) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer with a live host of `T`.
+    unsafe extern "C" fn commit_rqs(shost: *mut bindings::Scsi_Host, hwq: u16) {
+        // SAFETY: The midlayer passes a live host of this template.
+        T::commit_rqs(unsafe { Self::data(shost) }, hwq);
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer with a new device of a live host of `T`.
+    unsafe extern "C" fn slave_alloc(sdev: *mut bindings::scsi_device) -> i32 {
+        // SAFETY: `scsi_alloc_sdev()` passes the device it is setting up;
+        // the reference does not outlive the call.
+        let sdev = unsafe { SlaveAllocDevice::from_raw(sdev) };
+        match T::slave_alloc(sdev) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer with a live host of `T`, while its tag set is
+    /// being set up.
+    unsafe extern "C" fn map_queues(shost: *mut bindings::Scsi_Host) {
+        // SAFETY: The midlayer passes a live host of this template.
+        let data = unsafe { Self::data(shost) };
+        // SAFETY: `scsi_map_queues()` calls us from
+        // `blk_mq_update_queue_map()` for the host's tag set; `maps` does
+        // not outlive the call.
+        let mut maps = unsafe { QueueMaps::from_host(shost) };
+        T::map_queues(data, &mut maps);
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer with a live host of `T`.
+    unsafe extern "C" fn mq_poll(shost: *mut bindings::Scsi_Host, queue: u32) -> i32 {
+        // SAFETY: The midlayer passes a live host of this template.
+        T::mq_poll(unsafe { Self::data(shost) }, queue)
+    }
+
+    /// # Safety
+    ///
+    /// Called through `single_open()` by debugfs, with the host's
+    /// `shost_gendev` as the seq_file's `private`, while the file created in
+    /// `Host::create_debugfs` exists.
+    pub(super) unsafe extern "C" fn debugfs_read(
+        m: *mut bindings::seq_file,
+        _token: *mut kernel::ffi::c_void,
+    ) -> i32 {
+        // SAFETY: `m` is valid during the call; `single_open()` stored the
+        // device given to `debugfs_create_devm_seqfile()` in `private`.
+        let data = unsafe { (*m).private };
+        // `dev_to_shost()`: the device is the host's embedded `shost_gendev`.
+        let offset = core::mem::offset_of!(bindings::Scsi_Host, shost_gendev);
+        // SAFETY: `data` is the `shost_gendev` of a live host of `T`.
+        let shost = unsafe { data.cast::<u8>().sub(offset) }.cast::<bindings::Scsi_Host>();
+        // SAFETY: The file exists, so the host is added and its data alive
+        // (the file is removed before the host is removed).
+        let host = unsafe { HostRef::<T>::from_raw(shost) };
+        // SAFETY: `m` is valid during the call; `SeqFile` is transparent.
+        T::debugfs_show(host, unsafe { &*m.cast::<SeqFile>() });
+        0
+    }
+
+    /// # Safety
+    ///
+    /// Called by the workqueue for the work item of a host of `T`, which
+    /// `Host::remove` disables (waiting for this function) before the host
+    /// is removed or its data dropped.
+    pub(super) unsafe extern "C" fn work(work: *mut bindings::work_struct) {
+        let off = core::mem::offset_of!(HostPriv<T::HostData>, work)
+            + core::mem::offset_of!(bindings::Scsi_Host, hostdata);
+        // SAFETY: `work` is the `work` field of the `HostPriv` in the
+        // `hostdata` of a `Scsi_Host` (`container_of()`).
+        let shost = unsafe { work.cast::<u8>().sub(off) }.cast::<bindings::Scsi_Host>();
+        // SAFETY: The work only runs between `Host::add` (queueing checks
+        // it) and `Host::remove` (which disables it first).
+        T::work(unsafe { HostRef::from_raw(shost) });
+    }
+
+    /// # Safety
+    ///
+    /// `sc` must be a command of a live, added host of `T`, as the midlayer
+    /// passes to the `eh_*` callbacks.
+    unsafe fn eh_args<'a>(sc: *mut bindings::scsi_cmnd) -> (HostRef<'a, T>, &'a EhCommand) {
+        // SAFETY: The caller guarantees `sc`; its device and host are valid.
+        unsafe {
+            let shost = (*(*sc).device).host;
+            (HostRef::from_raw(shost), EhCommand::from_raw(sc))
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer's timeout handler with a command of a host of `T`.
+    unsafe extern "C" fn eh_timed_out(
+        sc: *mut bindings::scsi_cmnd,
+    ) -> bindings::scsi_timeout_action {
+        // SAFETY: The midlayer passes such a command.
+        let (host, cmd) = unsafe { Self::eh_args(sc) };
+        match T::eh_timed_out(host, cmd) {
+            TimeoutAction::Done => bindings::scsi_timeout_action_SCSI_EH_DONE,
+            TimeoutAction::NotHandled => bindings::scsi_timeout_action_SCSI_EH_NOT_HANDLED,
+            TimeoutAction::ResetTimer => bindings::scsi_timeout_action_SCSI_EH_RESET_TIMER,
+        }
+    }
+
+    /// Runs error handler `f` for `sc` and converts its result.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::eh_args`].
+    unsafe fn eh_handler(
+        sc: *mut bindings::scsi_cmnd,
+        f: fn(HostRef<'_, T>, &EhCommand) -> EhResult,
+    ) -> i32 {
+        // SAFETY: The caller passes a command of a live, added host of `T`.
+        let (host, cmd) = unsafe { Self::eh_args(sc) };
+        f(host, cmd).to_c()
+    }
+
+    /// # Safety
+    ///
+    /// Called by the error handler with a command of a host of `T`.
+    unsafe extern "C" fn eh_abort(sc: *mut bindings::scsi_cmnd) -> i32 {
+        // SAFETY: The midlayer passes such a command.
+        unsafe { Self::eh_handler(sc, T::eh_abort) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the error handler with a command of a host of `T`.
+    unsafe extern "C" fn eh_device_reset(sc: *mut bindings::scsi_cmnd) -> i32 {
+        // SAFETY: The midlayer passes such a command.
+        unsafe { Self::eh_handler(sc, T::eh_device_reset) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the error handler with a command of a host of `T`.
+    unsafe extern "C" fn eh_target_reset(sc: *mut bindings::scsi_cmnd) -> i32 {
+        // SAFETY: The midlayer passes such a command.
+        unsafe { Self::eh_handler(sc, T::eh_target_reset) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the error handler with a command of a host of `T`.
+    unsafe extern "C" fn eh_host_reset(sc: *mut bindings::scsi_cmnd) -> i32 {
+        // SAFETY: The midlayer passes such a command.
+        unsafe { Self::eh_handler(sc, T::eh_host_reset) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the midlayer with a device of a live host of `T`.
+    unsafe extern "C" fn change_queue_depth(sdev: *mut bindings::scsi_device, depth: i32) -> i32 {
+        // SAFETY: The device is valid during the call.
+        T::change_queue_depth(unsafe { ScsiDevice::from_raw(sdev) }, depth)
+    }
+}
