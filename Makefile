@@ -48,7 +48,7 @@ endif
 
 RUST_SRCS := $(filter-out %/bindings_generated.rs,$(shell find $(MODDIR) tools -name '*.rs' -not -path '*/target/*'))
 
-.PHONY: all deps kernel-debug kernel-perf module install install-config install-test dkms-source clippy fmt fmt-check unit \
+.PHONY: all deps kernel-debug kernel-perf module rustdoc install install-config install-test dkms-source clippy fmt fmt-check unit \
 	initramfs vhost-user-scsi guest-test check run bench bench-module profile clean FORCE
 
 all: module
@@ -95,6 +95,11 @@ dkms-source:
 install-test: $(kdir_dep)
 	scripts/test-install.sh $(kdir)
 
+# API documentation of the module's crate (abstractions, driver, protocol), every warning an
+# error; HTML under build/rustdoc/.
+rustdoc: module
+	scripts/rustdoc.sh $(kdir) $(BUILD)/rustdoc
+
 # Lint build: Clippy with the kernel's lint set, every warning an error. The
 # resulting .ko is the same as a plain build's. The vhost-user-scsi back end
 # gets Clippy's default set, every warning an error (protocol.rs, which
@@ -139,6 +144,7 @@ check: deps
 	$(MAKE) fmt-check
 	$(MAKE) clippy
 	$(MAKE) install-test
+	$(MAKE) rustdoc KMAKE_FLAGS="LLVM=1 CLIPPY=1 W_ERROR=1"
 	$(MAKE) guest-test KMAKE_FLAGS="LLVM=1 CLIPPY=1 W_ERROR=1"
 
 # Benchmarks on the perf kernel: the module is built from a copy of the

@@ -111,7 +111,7 @@ impl ScsiDevice {
     }
 }
 
-/// A SCSI device being set up, as passed to [`HostTemplate::slave_alloc`]:
+/// A SCSI device being set up, as passed to [`HostTemplate::slave_alloc`](super::HostTemplate::slave_alloc):
 /// a [`ScsiDevice`] whose scan flags may still be set.
 ///
 /// Only `slave_alloc` gets one, so only it can change what the midlayer

@@ -24,7 +24,7 @@ pub(crate) enum HctxType {
 pub(super) const MAX_MAPS: usize = bindings::hctx_type_HCTX_MAX_TYPES as usize;
 
 /// The queue maps of a host's tag set, handed to
-/// [`HostTemplate::map_queues`].
+/// [`HostTemplate::map_queues`](super::HostTemplate::map_queues).
 ///
 /// It points to the maps alone, not to the host: the host's data (which
 /// `map_queues` also gets) and fields other threads read lie in the same

@@ -229,7 +229,7 @@ pub(crate) trait Driver {
 
     /// Brings the device back after [`Driver::freeze`] (`restore`): the
     /// virtio core has reset it and negotiated the features again; the
-    /// driver creates its virtqueues ([`Device::find_vqs`],
+    /// driver creates its virtqueues ([`DriverDevice::find_vqs`],
     /// [`Queue::attach`]). `DRIVER_OK` follows unless the driver set it.
     fn restore(
         _dev: &DriverDevice<'_, Self>,
@@ -249,7 +249,7 @@ pub(crate) trait Driver {
     /// when it opens again.
     fn config_changed(_dev: &Device, _data: <Self::Data as ForeignOwnable>::Borrowed<'_>) {}
 
-    /// A virtqueue created with a callback by [`Device::find_vqs`] has new
+    /// A virtqueue created with a callback by [`DriverDevice::find_vqs`] has new
     /// used buffers (`vring_interrupt()`, hard-IRQ context). `index` is the
     /// queue's position in the list given to `find_vqs`.
     fn vq_done(_data: <Self::Data as ForeignOwnable>::Borrowed<'_>, _index: u32) {}

@@ -16,11 +16,11 @@ use kernel::error::to_result;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
-/// A virtqueue to create with [`Device::find_vqs`].
+/// A virtqueue to create with [`DriverDevice::find_vqs`](super::DriverDevice::find_vqs).
 pub(crate) struct QueueInfo {
     /// The queue's name (shown in `/proc/interrupts`).
     pub(crate) name: &'static CStr,
-    /// Whether the queue raises interrupts ([`Driver::vq_done`]); polled
+    /// Whether the queue raises interrupts ([`Driver::vq_done`](super::Driver::vq_done)); polled
     /// queues do not.
     pub(crate) callback: bool,
 }
@@ -87,7 +87,7 @@ impl PinnedDrop for QueueSet {
     }
 }
 
-/// A virtqueue returned by [`Device::find_vqs`], not yet wrapped in a
+/// A virtqueue returned by [`DriverDevice::find_vqs`](super::DriverDevice::find_vqs), not yet wrapped in a
 /// [`Queue`].
 pub(crate) struct RawQueue {
     pub(super) vq: NonNull<bindings::virtqueue>,
@@ -227,7 +227,7 @@ struct QueueInner<D> {
 /// under the same lock (counters, for instance).
 ///
 /// A queue can give up its virtqueue ([`Queue::detach`], which resets the
-/// device) and take a new one from a later [`Device::find_vqs`]
+/// device) and take a new one from a later [`DriverDevice::find_vqs`](super::DriverDevice::find_vqs)
 /// ([`Queue::attach`]): that is how a driver resets and re-initialises a
 /// device under a live upper layer. While detached, adding fails with
 /// `ENODEV` and reaping finds nothing. Dropping the queue detaches it,
@@ -252,7 +252,7 @@ unsafe impl<R: Request + Send, D: Send> Send for Queue<R, D> {}
 unsafe impl<R: Request + Send, D: Send> Sync for Queue<R, D> {}
 
 impl<R: Request, D> Queue<R, D> {
-    /// Wraps a queue from [`Device::find_vqs`], with `data` under its lock.
+    /// Wraps a queue from [`DriverDevice::find_vqs`](super::DriverDevice::find_vqs), with `data` under its lock.
     pub(crate) fn new(raw: RawQueue, data: D) -> impl PinInit<Self> {
         // INVARIANT: `raw` came from `find_vqs` with its set; no buffer has
         // been added yet.
@@ -332,7 +332,7 @@ impl<R: Request, D> Queue<R, D> {
         drop(set);
     }
 
-    /// Takes a virtqueue from a new [`Device::find_vqs`] call, after
+    /// Takes a virtqueue from a new [`DriverDevice::find_vqs`](super::DriverDevice::find_vqs) call, after
     /// [`Queue::detach`]. Fails with `EBUSY`, dropping `raw`, if the queue
     /// is attached.
     pub(crate) fn attach(&self, raw: RawQueue) -> Result {
