@@ -19,7 +19,7 @@ use abstractions::virtio;
 module! {
     type: VirtioScsiModule,
     name: "virtio_scsi_rs",
-    author: "virtio-scsi-rs developers",
+    author: "virtio-scsi-rs maintainers <maintainers@users.noreply.r-seed-b1144991.example>",
     description: "Virtio SCSI HBA driver (Rust)",
     license: "GPL",
 }
