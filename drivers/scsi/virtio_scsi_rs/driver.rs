@@ -757,7 +757,7 @@ impl virtio::Driver for VirtioScsi {
         if vscsi.events {
             vscsi.refill_events(false)?;
         }
-        let mut host = scsi::Host::alloc(&TEMPLATE, vscsi)?;
+        let mut host = scsi::HostBuilder::alloc(&TEMPLATE, vscsi)?;
         host.set_limits(&scsi::Limits {
             can_queue: limits.can_queue,
             cmd_per_lun: limits.cmd_per_lun,
@@ -771,9 +771,9 @@ impl virtio::Driver for VirtioScsi {
             nr_maps: if num_poll > 0 { 3 } else { 1 },
         })?;
         if t10_pi {
-            host.set_t10_pi()?;
+            host.set_t10_pi();
         }
-        host.add(dev)?;
+        let host = host.add(dev)?;
         dev_info!(
             dev,
             "host{}: {} request queues, ring {}, sg {}, max_sectors {}, cmd_per_lun {}, max_target {}\n",

@@ -27,6 +27,6 @@ pub(crate) use crate::abstractions::seq_file::SeqFile;
 pub(crate) use command::{Command, CommandRequest, DataDirection, HostByte};
 pub(crate) use device::{ScsiDevice, SlaveAllocDevice, BLIST_TRY_VPD_PAGES};
 pub(crate) use eh::{EhCommand, EhResult, TimeoutAction};
-pub(crate) use host::{Host, HostRef, Limits};
+pub(crate) use host::{Host, HostBuilder, HostRef, Limits};
 pub(crate) use queue_maps::{HctxType, QueueMaps};
 pub(crate) use template::{HostTemplate, QueueError, Template};

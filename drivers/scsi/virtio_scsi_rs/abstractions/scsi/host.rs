@@ -16,14 +16,14 @@ use kernel::error::to_result;
 use kernel::prelude::*;
 use kernel::types::Opaque;
 
-/// Limits of a host, set before [`Host::add`] (fields of `struct Scsi_Host`).
+/// Limits of a host, set on a [`HostBuilder`] before it is added (fields of `struct Scsi_Host`).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Limits {
     /// `can_queue`: commands in flight on one hardware queue (an `int`:
-    /// [`Host::set_limits`] refuses more than `i32::MAX`).
+    /// [`HostBuilder::set_limits`] refuses more than `i32::MAX`).
     pub(crate) can_queue: u32,
     /// `cmd_per_lun`: default queue depth of a device (a `short`:
-    /// [`Host::set_limits`] refuses more than `i16::MAX`).
+    /// [`HostBuilder::set_limits`] refuses more than `i16::MAX`).
     pub(crate) cmd_per_lun: u32,
     /// `sg_tablesize`: segments per command.
     pub(crate) sg_tablesize: u16,
@@ -51,38 +51,86 @@ pub(super) struct HostPriv<D> {
     pub(super) work: Opaque<bindings::work_struct>,
 }
 
-/// A SCSI host (`struct Scsi_Host`) with its private data of type
-/// `T::HostData` stored inline.
-///
-/// Dropping the host removes it from the midlayer if it was added, drops
-/// the private data and puts the host reference.
+/// A SCSI host being configured: allocated with its private data, not yet
+/// added to the midlayer (`scsi_host_alloc()` done, `scsi_add_host()` not).
+/// Limits and protection capabilities are set here, when the midlayer reads
+/// none of them; [`HostBuilder::add`] turns it into a [`Host`]. Dropping it
+/// drops the private data and puts the host.
 ///
 /// # Invariants
 ///
-/// `shost` was allocated by `scsi_host_alloc` from `T`'s template with room
-/// for a `HostPriv<T::HostData>`, whose data is initialised and pinned in its
-/// `hostdata` and whose work item is initialised; this value owns the
-/// reference from `scsi_host_alloc`. Once `work_disabled` is set the work
-/// item cannot be queued again (`disable_work_sync()` has run or is
-/// running). `debugfs` is null or the host's directory, created once.
+/// `shost` was allocated by `scsi_host_alloc` from `template` with room for
+/// a `HostPriv<T::HostData>`, whose data is initialised and pinned in its
+/// `hostdata` and whose work item is initialised (not queued: the host is
+/// not added); this value owns the reference from `scsi_host_alloc`, and the
+/// host is not added.
+pub(crate) struct HostBuilder<T: HostTemplate> {
+    shost: NonNull<bindings::Scsi_Host>,
+    template: &'static Template<T>,
+}
+
+/// A SCSI host (`struct Scsi_Host`), added to the midlayer, with its
+/// private data of type `T::HostData` stored inline; made by
+/// [`HostBuilder::add`].
+///
+/// Dropping the host removes it from the midlayer (unless [`Host::remove`]
+/// did), drops the private data and puts the host reference.
+///
+/// # Invariants
+///
+/// As for [`HostBuilder`], and the host was added to the midlayer; it stays
+/// added until `removed` is set (by [`Host::remove`], once). Once
+/// `work_disabled` is set the work item cannot be queued again
+/// (`disable_work_sync()` has run or is running). `debugfs` is null or the
+/// host's directory, created once.
 pub(crate) struct Host<T: HostTemplate> {
     shost: NonNull<bindings::Scsi_Host>,
     /// The work item was disabled for good (`disable_work_sync()`).
     work_disabled: AtomicBool,
-    /// The host is added to the midlayer (and not yet removed).
-    added: AtomicBool,
+    /// The host was removed from the midlayer (or is being removed).
+    removed: AtomicBool,
     template: &'static Template<T>,
     /// The host's debugfs directory, or null.
     debugfs: AtomicPtr<bindings::dentry>,
 }
 
+// SAFETY: The host can be configured and released from any thread; its data
+// is `Send + Sync`.
+unsafe impl<T: HostTemplate> Send for HostBuilder<T> {}
 // SAFETY: The host can be removed and released from any thread; its data is
 // `Send + Sync`.
 unsafe impl<T: HostTemplate> Send for Host<T> {}
 // SAFETY: Shared access only reads the private data, which is `Sync`.
 unsafe impl<T: HostTemplate> Sync for Host<T> {}
 
-impl<T: HostTemplate> Host<T> {
+fn priv_ptr<D>(shost: NonNull<bindings::Scsi_Host>) -> *mut HostPriv<D> {
+    // SAFETY: `hostdata` is the trailing array of a live host.
+    unsafe { core::ptr::addr_of_mut!((*shost.as_ptr()).hostdata) }.cast()
+}
+
+fn work_ptr<D>(shost: NonNull<bindings::Scsi_Host>) -> *mut bindings::work_struct {
+    // SAFETY: The caller's host holds a `HostPriv<D>` in its private area
+    // (the invariant of `HostBuilder` and `Host`).
+    Opaque::raw_get(unsafe { core::ptr::addr_of!((*priv_ptr::<D>(shost)).work) })
+}
+
+/// Drops the private data of a host that is not added (any more) and puts
+/// the host.
+///
+/// # Safety
+///
+/// `shost` is a host as in the invariants of [`HostBuilder`], not added to
+/// the midlayer (never, or removed), whose callbacks the midlayer and the
+/// transport no longer call; the caller owns its reference and gives it up.
+unsafe fn release<T: HostTemplate>(shost: NonNull<bindings::Scsi_Host>) {
+    // SAFETY: The data is initialised and nothing uses it any more (the
+    // function's safety requirements).
+    unsafe { core::ptr::drop_in_place(Host::<T>::data_ptr(shost)) };
+    // SAFETY: The caller owns the reference from `scsi_host_alloc`.
+    unsafe { bindings::scsi_host_put(shost.as_ptr()) };
+}
+
+impl<T: HostTemplate> HostBuilder<T> {
     /// Allocates a host from `template` (`scsi_host_alloc()`) and
     /// initialises its private data in place with `init`.
     pub(crate) fn alloc(
@@ -95,7 +143,7 @@ impl<T: HostTemplate> Host<T> {
         let size = kernel::ffi::c_int::try_from(size_of::<HostPriv<T::HostData>>())?;
         // SAFETY: `sht` is a ready template that lives for `'static`.
         let shost = NonNull::new(unsafe { bindings::scsi_host_alloc(sht, size) }).ok_or(ENOMEM)?;
-        let data = Self::data_ptr(shost);
+        let data = Host::<T>::data_ptr(shost);
         // SAFETY: `data` points to `size` bytes of suitably aligned memory
         // owned by the new host, which never moves.
         if let Err(e) = unsafe { init.__pinned_init(data) } {
@@ -105,76 +153,19 @@ impl<T: HostTemplate> Host<T> {
         }
         // SAFETY: The work item lies in the new host's private area, which
         // never moves; it is initialised once, here.
-        unsafe { bindings::vscsi_init_work(Self::work_ptr(shost), Some(Adapter::<T>::work)) };
-        // INVARIANT: The host is allocated from `T`'s template and its data
-        // and work item are initialised.
-        Ok(Self {
-            shost,
-            work_disabled: AtomicBool::new(false),
-            added: AtomicBool::new(false),
-            template,
-            debugfs: AtomicPtr::new(core::ptr::null_mut()),
-        })
+        unsafe {
+            bindings::vscsi_init_work(work_ptr::<T::HostData>(shost), Some(Adapter::<T>::work))
+        };
+        // INVARIANT: The host is allocated from `T`'s template, its data and
+        // work item are initialised, and it is not added.
+        Ok(Self { shost, template })
     }
 
-    fn priv_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut HostPriv<T::HostData> {
-        // SAFETY: `hostdata` is the trailing array of a live host.
-        unsafe { core::ptr::addr_of_mut!((*shost.as_ptr()).hostdata) }.cast()
-    }
-
-    pub(super) fn data_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut T::HostData {
-        // SAFETY: The private area holds a `HostPriv` (type invariant).
-        unsafe { core::ptr::addr_of_mut!((*Self::priv_ptr(shost)).data) }
-    }
-
-    fn work_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut bindings::work_struct {
-        // SAFETY: The private area holds a `HostPriv` (type invariant).
-        Opaque::raw_get(unsafe { core::ptr::addr_of!((*Self::priv_ptr(shost)).work) })
-    }
-
-    /// Queues the host's work ([`HostTemplate::work`]) on the freezable
-    /// system workqueue, unless it is pending already or the host is not
-    /// added (or being removed). Callable from interrupt context.
-    pub(crate) fn queue_work(&self) -> bool {
-        if !self.added.load(Ordering::Acquire) || self.work_disabled.load(Ordering::Acquire) {
-            return false;
-        }
-        // SAFETY: The work item is initialised (type invariant); once it is
-        // disabled, queueing is a no-op, and it is disabled before the host
-        // data it reaches goes away.
-        unsafe { bindings::vscsi_queue_work_freezable(Self::work_ptr(self.shost)) }
-    }
-
-    /// Stops the host's work for good: waits for a running instance and
-    /// makes later [`Host::queue_work`] calls no-ops (`disable_work_sync()`,
-    /// which may run more than once).
-    fn disable_work(&self) {
-        self.work_disabled.store(true, Ordering::Release);
-        // SAFETY: The work item is initialised (type invariant).
-        unsafe { bindings::disable_work_sync(Self::work_ptr(self.shost)) };
-    }
-
-    /// Returns the host's private data.
-    pub(crate) fn data(&self) -> &T::HostData {
-        // SAFETY: By the type invariant the data is initialised and lives
-        // as long as the host reference we own.
-        unsafe { &*Self::data_ptr(self.shost) }
-    }
-
-    /// Returns the host number (`host_no`, as in `hostN`).
-    pub(crate) fn host_no(&self) -> u32 {
-        // SAFETY: By the type invariant the host is valid.
-        unsafe { (*self.shost.as_ptr()).host_no }
-    }
-
-    /// Sets the host's limits. Only before [`Host::add`].
+    /// Sets the host's limits.
     pub(crate) fn set_limits(&mut self, l: &Limits) -> Result {
-        if *self.added.get_mut() {
-            return Err(EBUSY);
-        }
         let sh = self.shost.as_ptr();
-        // SAFETY: The host is valid and not yet added, so the midlayer does
-        // not read these fields concurrently.
+        // SAFETY: The host is valid and not added (type invariant), so the
+        // midlayer does not read these fields concurrently.
         unsafe {
             (*sh).can_queue = i32::try_from(l.can_queue)?;
             (*sh).cmd_per_lun = i16::try_from(l.cmd_per_lun)?;
@@ -191,12 +182,8 @@ impl<T: HostTemplate> Host<T> {
     }
 
     /// Advertises T10 protection: DIF and DIX types 1 to 3 with a CRC guard
-    /// (`scsi_host_set_prot()`, `scsi_host_set_guard()`). Only before
-    /// [`Host::add`].
-    pub(crate) fn set_t10_pi(&mut self) -> Result {
-        if *self.added.get_mut() {
-            return Err(EBUSY);
-        }
+    /// (`scsi_host_set_prot()`, `scsi_host_set_guard()`).
+    pub(crate) fn set_t10_pi(&mut self) {
         let caps = bindings::scsi_host_prot_capabilities_SHOST_DIF_TYPE1_PROTECTION
             | bindings::scsi_host_prot_capabilities_SHOST_DIF_TYPE2_PROTECTION
             | bindings::scsi_host_prot_capabilities_SHOST_DIF_TYPE3_PROTECTION
@@ -204,29 +191,84 @@ impl<T: HostTemplate> Host<T> {
             | bindings::scsi_host_prot_capabilities_SHOST_DIX_TYPE2_PROTECTION
             | bindings::scsi_host_prot_capabilities_SHOST_DIX_TYPE3_PROTECTION;
         let sh = self.shost.as_ptr();
-        // SAFETY: The host is valid and not yet added, so the midlayer does
-        // not read these fields concurrently.
+        // SAFETY: The host is valid and not added (type invariant), so the
+        // midlayer does not read these fields concurrently.
         unsafe {
             (*sh).prot_capabilities = caps;
             (*sh).prot_guard_type = bindings::scsi_host_guard_type_SHOST_DIX_GUARD_CRC as u8;
         }
-        Ok(())
     }
 
-    /// Adds the host to the midlayer under `parent` (`scsi_add_host()`).
-    pub(crate) fn add(&mut self, parent: &impl AsRawDevice) -> Result {
-        if *self.added.get_mut() {
-            return Err(EBUSY);
-        }
+    /// Adds the host to the midlayer under `parent` (`scsi_add_host()`). On
+    /// failure the host is released (its data dropped).
+    pub(crate) fn add(self, parent: &impl AsRawDevice) -> Result<Host<T>> {
         // SAFETY: The host is valid (type invariant); `parent` is a live
         // device (`AsRawDevice` contract) that outlives the host's
-        // registration, which ends in `remove` or `drop`.
+        // registration, which ends in `Host::remove` or its drop.
         to_result(unsafe {
             bindings::vscsi_scsi_add_host(self.shost.as_ptr(), parent.as_raw_device())
         })?;
-        *self.added.get_mut() = true;
-        self.create_debugfs();
-        Ok(())
+        let this = core::mem::ManuallyDrop::new(self);
+        // INVARIANT: The host is added; the builder's reference moves to it.
+        let mut host = Host {
+            shost: this.shost,
+            work_disabled: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            template: this.template,
+            debugfs: AtomicPtr::new(core::ptr::null_mut()),
+        };
+        host.create_debugfs();
+        Ok(host)
+    }
+}
+
+impl<T: HostTemplate> Drop for HostBuilder<T> {
+    fn drop(&mut self) {
+        // SAFETY: The host was never added (type invariant), so neither the
+        // midlayer nor its work item use the data; we own the reference.
+        unsafe { release::<T>(self.shost) };
+    }
+}
+
+impl<T: HostTemplate> Host<T> {
+    pub(super) fn data_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut T::HostData {
+        // SAFETY: The private area holds a `HostPriv` (type invariant).
+        unsafe { core::ptr::addr_of_mut!((*priv_ptr::<T::HostData>(shost)).data) }
+    }
+
+    /// Queues the host's work ([`HostTemplate::work`]) on the freezable
+    /// system workqueue, unless it is pending already or the host is being
+    /// removed. Callable from interrupt context.
+    pub(crate) fn queue_work(&self) -> bool {
+        if self.removed.load(Ordering::Acquire) || self.work_disabled.load(Ordering::Acquire) {
+            return false;
+        }
+        // SAFETY: The work item is initialised (type invariant); once it is
+        // disabled, queueing is a no-op, and it is disabled before the host
+        // data it reaches goes away.
+        unsafe { bindings::vscsi_queue_work_freezable(work_ptr::<T::HostData>(self.shost)) }
+    }
+
+    /// Stops the host's work for good: waits for a running instance and
+    /// makes later [`Host::queue_work`] calls no-ops (`disable_work_sync()`,
+    /// which may run more than once).
+    fn disable_work(&self) {
+        self.work_disabled.store(true, Ordering::Release);
+        // SAFETY: The work item is initialised (type invariant).
+        unsafe { bindings::disable_work_sync(work_ptr::<T::HostData>(self.shost)) };
+    }
+
+    /// Returns the host's private data.
+    pub(crate) fn data(&self) -> &T::HostData {
+        // SAFETY: By the type invariant the data is initialised and lives
+        // as long as the host reference we own.
+        unsafe { &*Self::data_ptr(self.shost) }
+    }
+
+    /// Returns the host number (`host_no`, as in `hostN`).
+    pub(crate) fn host_no(&self) -> u32 {
+        // SAFETY: By the type invariant the host is valid.
+        unsafe { (*self.shost.as_ptr()).host_no }
     }
 
     /// Creates `host<N>/queues` under the template's debugfs directory.
@@ -256,7 +298,7 @@ impl<T: HostTemplate> Host<T> {
 
     /// Scans the host for devices (`scsi_scan_host()`).
     pub(crate) fn scan(&self) {
-        if self.added.load(Ordering::Acquire) {
+        if !self.removed.load(Ordering::Acquire) {
             // SAFETY: The host was added and stays allocated while `self` is
             // borrowed. A `remove` may be under way on another thread: the
             // midlayer's operations check the host's state (a scan does
@@ -278,9 +320,9 @@ impl<T: HostTemplate> Host<T> {
             // files.
             unsafe { bindings::debugfs_remove(dir) };
         }
-        if self.added.swap(false, Ordering::AcqRel) {
-            // SAFETY: The host is valid and was added; the swap above lets
-            // one caller only remove it.
+        if !self.removed.swap(true, Ordering::AcqRel) {
+            // SAFETY: The host is valid and added until now (type
+            // invariant); the swap above lets one caller only remove it.
             unsafe { bindings::scsi_remove_host(self.shost.as_ptr()) };
         }
     }
@@ -289,13 +331,12 @@ impl<T: HostTemplate> Host<T> {
 impl<T: HostTemplate> Drop for Host<T> {
     fn drop(&mut self) {
         self.remove();
-        // SAFETY: The data is initialised (type invariant). With the host
-        // removed the midlayer calls none of its callbacks; whoever owns the
-        // host (the virtio abstraction's remove) has stopped the transport's
-        // callbacks before dropping it, and `self` is the last owner.
-        unsafe { core::ptr::drop_in_place(Self::data_ptr(self.shost)) };
-        // SAFETY: We own the reference from `scsi_host_alloc`.
-        unsafe { bindings::scsi_host_put(self.shost.as_ptr()) };
+        // SAFETY: The host is removed. With the host removed the midlayer
+        // calls none of its callbacks and its work is disabled; whoever owns
+        // the host (the virtio abstraction's remove) has stopped the
+        // transport's callbacks before dropping it, and `self` is the last
+        // owner of the reference.
+        unsafe { release::<T>(self.shost) };
     }
 }
 
@@ -305,7 +346,7 @@ impl<T: HostTemplate> Drop for Host<T> {
 ///
 /// # Invariants
 ///
-/// `shost` is a live host allocated by [`Host::alloc`] for `T` and added to
+/// `shost` is a live host allocated by [`HostBuilder::alloc`] for `T` and added to
 /// the midlayer, for `'a`; its removal may be under way (the midlayer's
 /// operations check the host's state for that).
 pub(crate) struct HostRef<'a, T: HostTemplate> {

@@ -275,7 +275,7 @@ pub(super) struct Adapter<T: HostTemplate>(PhantomData<T>);
 impl<T: HostTemplate> Adapter<T> {
     /// # Safety
     ///
-    /// `shost` must be a live host allocated by [`Host::alloc`] for `T`.
+    /// `shost` must be a live host allocated by [`HostBuilder::alloc`] for `T`.
     unsafe fn data<'a>(shost: *mut bindings::Scsi_Host) -> &'a T::HostData {
         // SAFETY: Such a host's data is initialised until `Host` drops it,
         // which happens only after the host is removed, when the midlayer
@@ -440,7 +440,7 @@ impl<T: HostTemplate> Adapter<T> {
         // SAFETY: `work` is the `work` field of the `HostPriv` in the
         // `hostdata` of a `Scsi_Host` (`container_of()`).
         let shost = unsafe { work.cast::<u8>().sub(off) }.cast::<bindings::Scsi_Host>();
-        // SAFETY: The work only runs between `Host::add` (queueing checks
+        // SAFETY: The work only runs between `HostBuilder::add` (queueing checks
         // it) and `Host::remove` (which disables it first).
         T::work(unsafe { HostRef::from_raw(shost) });
     }
