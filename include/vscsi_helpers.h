@@ -82,5 +82,6 @@ int vscsi_scsi_execute_in(struct scsi_device *sdev, const u8 *cdb, void *buf,
 void vscsi_init_completion(struct completion *x);
 void vscsi_init_work(struct work_struct *work, void (*func)(struct work_struct *));
 bool vscsi_queue_work_freezable(struct work_struct *work);
+void vscsi_might_sleep(void);
 
 #endif /* VSCSI_HELPERS_H */

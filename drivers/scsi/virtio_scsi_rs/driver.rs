@@ -17,8 +17,8 @@ use crate::abstractions::cpu;
 use crate::abstractions::device::{dev_err, dev_info, dev_warn};
 use crate::abstractions::params::{self, TimeoutPolicy};
 use crate::abstractions::scsi::{
-    self, Command, CommandRequest, EhCommand, EhResult, HctxType, HostByte, HostRef, HostTemplate,
-    QueueError, QueueMaps, ScsiDevice, SeqFile, TimeoutAction,
+    self, Command, CommandRequest, EhCommand, EhHost, EhResult, HctxType, HeldDevice, HostByte,
+    HostRef, HostTemplate, QueueError, QueueMaps, ScsiDevice, SeqFile, TimeoutAction,
 };
 use crate::abstractions::sync;
 use crate::abstractions::virtio::{
@@ -508,7 +508,7 @@ impl HostTemplate for VirtioScsi {
     /// A lost interrupt must not turn into an endless timer: poll the
     /// command's queue (which completes it if the device did), otherwise
     /// let the midlayer abort it. C always resets the timer.
-    fn eh_timed_out(host: HostRef<'_, Self>, cmd: &EhCommand) -> TimeoutAction {
+    fn eh_timed_out(host: EhHost<'_, Self>, cmd: &EhCommand) -> TimeoutAction {
         let vscsi = host.data();
         // Only commands without a blk-mq request have no tag, and those (the
         // SG_SCSI_RESET ioctl's) never time out: no queue to poll then.
@@ -558,7 +558,7 @@ impl HostTemplate for VirtioScsi {
     }
 
     /// `virtscsi_abort()`: ABORT TASK for the command's tag.
-    fn eh_abort(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
+    fn eh_abort(host: EhHost<'_, Self>, cmd: &EhCommand) -> EhResult {
         let (_, id, lun) = cmd.device().address();
         // Without a tag ABORT TASK cannot name the command; only the
         // SG_SCSI_RESET ioctl's has none, and it is never aborted. Failing
@@ -572,7 +572,7 @@ impl HostTemplate for VirtioScsi {
     }
 
     /// `virtscsi_device_reset()`: LOGICAL UNIT RESET.
-    fn eh_device_reset(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
+    fn eh_device_reset(host: EhHost<'_, Self>, cmd: &EhCommand) -> EhResult {
         let (_, id, lun) = cmd.device().address();
         dev_info!(cmd.device(), "device reset\n");
         let result = host.data().tmf(Tmf::LogicalUnitReset, id, lun, 0);
@@ -584,7 +584,7 @@ impl HostTemplate for VirtioScsi {
     }
 
     /// I_T NEXUS RESET of the command's target (C has no target reset).
-    fn eh_target_reset(host: HostRef<'_, Self>, cmd: &EhCommand) -> EhResult {
+    fn eh_target_reset(host: EhHost<'_, Self>, cmd: &EhCommand) -> EhResult {
         let (_, id, lun) = cmd.device().address();
         let result = host.data().tmf(Tmf::ItNexusReset, id, lun, 0);
         // The handler's command is among those the walk checks.
@@ -604,7 +604,7 @@ impl HostTemplate for VirtioScsi {
     /// already being removed is not even found). The queues stay detached:
     /// new commands fail, until a system resume restores the device or the
     /// driver is bound again.
-    fn eh_host_reset(host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+    fn eh_host_reset(host: EhHost<'_, Self>, _cmd: &EhCommand) -> EhResult {
         let vscsi = host.data();
         match vscsi.reset_device() {
             Ok(()) => {

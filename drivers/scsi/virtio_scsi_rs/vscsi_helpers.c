@@ -327,6 +327,11 @@ bool vscsi_queue_work_freezable(struct work_struct *work)
 	return queue_work(system_freezable_wq, work);
 }
 
+void vscsi_might_sleep(void)
+{
+	might_sleep();
+}
+
 /*
  * Bytes of protection information that travel with the command's data, as
  * the C driver computes them for pi_bytesout/pi_bytesin.

@@ -25,8 +25,8 @@ use {command::*, device::*, eh::*, host::*, queue_maps::*, template::*};
 
 pub(crate) use crate::abstractions::seq_file::SeqFile;
 pub(crate) use command::{Command, CommandRequest, DataDirection, HostByte};
-pub(crate) use device::{ScsiDevice, SlaveAllocDevice, BLIST_TRY_VPD_PAGES};
+pub(crate) use device::{HeldDevice, ScsiDevice, SlaveAllocDevice, BLIST_TRY_VPD_PAGES};
 pub(crate) use eh::{EhCommand, EhResult, TimeoutAction};
-pub(crate) use host::{Host, HostBuilder, HostRef, Limits};
+pub(crate) use host::{EhHost, Host, HostBuilder, HostRef, Limits};
 pub(crate) use queue_maps::{HctxType, QueueMaps};
 pub(crate) use template::{HostTemplate, QueueError, Template};

@@ -163,7 +163,7 @@ impl VirtioScsi {
     /// queue, another thread): they get up to 100 ms, reaped every 10 ms.
     pub(super) fn unless_any_held(
         &self,
-        host: HostRef<'_, Self>,
+        host: EhHost<'_, Self>,
         result: EhResult,
         tmf: Tmf,
         select: impl Fn(u32, u64) -> bool,

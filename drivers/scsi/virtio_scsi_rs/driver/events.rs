@@ -145,13 +145,13 @@ pub(super) fn handle_event(host: HostRef<'_, VirtioScsi>, ev: protocol::Event) {
             lun,
             then_scan_target,
         } => {
-            host.with_device(0, target, lun, ScsiDevice::remove);
+            host.with_device(0, target, lun, HeldDevice::remove);
             if then_scan_target {
                 host.scan_target(0, target);
             }
         }
         EventAction::RescanDevice { target, lun } => {
-            host.with_device(0, target, lun, ScsiDevice::rescan);
+            host.with_device(0, target, lun, HeldDevice::rescan);
         }
         EventAction::Unsupported { event, reason } => {
             let first = {

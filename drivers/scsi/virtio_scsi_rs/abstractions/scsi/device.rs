@@ -55,54 +55,6 @@ impl ScsiDevice {
         }
     }
 
-    /// Sends a data-in command and waits for it (`scsi_execute_cmd()`):
-    /// returns the SCSI result (0: good; host byte in bits 16-23) or an
-    /// error if it could not be sent. May sleep.
-    pub(crate) fn execute_in(
-        &self,
-        cdb: &[u8],
-        buf: &mut [u8],
-        timeout_ms: u32,
-        retries: i32,
-    ) -> Result<i32> {
-        let len = u32::try_from(buf.len())?;
-        // SAFETY: Pure conversion.
-        let timeout = unsafe { bindings::__msecs_to_jiffies(timeout_ms) };
-        let timeout = i32::try_from(timeout).unwrap_or(i32::MAX);
-        // SAFETY: The device is valid and referenced by the caller; `cdb`
-        // and `buf` are valid for the whole (synchronous) call; the midlayer
-        // bounces `buf` if it cannot be mapped directly.
-        let ret = unsafe {
-            bindings::vscsi_scsi_execute_in(
-                self.raw(),
-                cdb.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                len,
-                timeout,
-                retries,
-            )
-        };
-        if ret < 0 {
-            Err(Error::from_errno(ret))
-        } else {
-            Ok(ret)
-        }
-    }
-
-    /// Revalidates the device: capacity, mode pages (`scsi_rescan_device()`).
-    /// May sleep.
-    pub(crate) fn rescan(&self) {
-        // SAFETY: The device is valid and the caller holds a reference.
-        unsafe { bindings::scsi_rescan_device(self.raw()) };
-    }
-
-    /// Removes the device (`scsi_remove_device()`). May sleep.
-    pub(crate) fn remove(&self) {
-        // SAFETY: The device is valid and the caller holds a reference (as
-        // `HostRef::for_each_device` does).
-        unsafe { bindings::scsi_remove_device(self.raw()) };
-    }
-
     /// Sets the queue depth (`scsi_change_queue_depth()`); returns the new
     /// depth.
     pub(crate) fn change_queue_depth(&self, depth: i32) -> i32 {
@@ -167,3 +119,88 @@ impl core::ops::Deref for SlaveAllocDevice {
 
 /// `BLIST_TRY_VPD_PAGES`: read VPD pages even from SPC-2 devices.
 pub(crate) const BLIST_TRY_VPD_PAGES: u64 = 1 << 28;
+
+/// A SCSI device its holder keeps a reference to, in process context outside
+/// the error handler: what the midlayer's device operations that sleep, or
+/// that need the device to stay while they run (sending a command, a
+/// rescan, removal), require. Given by [`HostRef::with_device`] and
+/// [`HostRef::for_each_device`] only, so the error handler (which gets an
+/// `EhHost` and `EhCommand`s, review finding 18) and interrupt handlers cannot
+/// reach them.
+///
+/// # Invariants
+///
+/// `self.0` is valid, and referenced by the code that lent it, for the
+/// lifetime of the reference; the borrower runs in process context and may
+/// sleep.
+///
+/// [`HostRef::with_device`]: super::HostRef::with_device
+/// [`HostRef::for_each_device`]: super::HostRef::for_each_device
+#[repr(transparent)]
+pub(crate) struct HeldDevice(ScsiDevice);
+
+impl core::ops::Deref for HeldDevice {
+    type Target = ScsiDevice;
+
+    fn deref(&self) -> &ScsiDevice {
+        &self.0
+    }
+}
+
+impl HeldDevice {
+    /// # Safety
+    ///
+    /// `ptr` must satisfy the type invariant for `'a`.
+    pub(super) unsafe fn from_raw<'a>(ptr: *mut bindings::scsi_device) -> &'a Self {
+        // SAFETY: `HeldDevice` is transparent over `ScsiDevice`, itself
+        // transparent over `scsi_device`; the caller guarantees validity.
+        unsafe { &*ptr.cast::<Self>() }
+    }
+
+    /// Sends a data-in command and waits for it (`scsi_execute_cmd()`):
+    /// returns the SCSI result (0: good; host byte in bits 16-23) or an
+    /// error if it could not be sent. May sleep.
+    pub(crate) fn execute_in(
+        &self,
+        cdb: &[u8],
+        buf: &mut [u8],
+        timeout_ms: u32,
+        retries: i32,
+    ) -> Result<i32> {
+        let len = u32::try_from(buf.len())?;
+        // SAFETY: Pure conversion.
+        let timeout = unsafe { bindings::__msecs_to_jiffies(timeout_ms) };
+        let timeout = i32::try_from(timeout).unwrap_or(i32::MAX);
+        // SAFETY: The device is valid and referenced (type invariant); `cdb`
+        // and `buf` are valid for the whole (synchronous) call; the midlayer
+        // bounces `buf` if it cannot be mapped directly.
+        let ret = unsafe {
+            bindings::vscsi_scsi_execute_in(
+                self.0.raw(),
+                cdb.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                len,
+                timeout,
+                retries,
+            )
+        };
+        if ret < 0 {
+            Err(Error::from_errno(ret))
+        } else {
+            Ok(ret)
+        }
+    }
+
+    /// Revalidates the device: capacity, mode pages (`scsi_rescan_device()`).
+    /// May sleep.
+    pub(crate) fn rescan(&self) {
+        // SAFETY: The device is valid and referenced (type invariant).
+        unsafe { bindings::scsi_rescan_device(self.0.raw()) };
+    }
+
+    /// Removes the device (`scsi_remove_device()`). May sleep.
+    pub(crate) fn remove(&self) {
+        // SAFETY: The device is valid and referenced (type invariant).
+        unsafe { bindings::scsi_remove_device(self.0.raw()) };
+    }
+}

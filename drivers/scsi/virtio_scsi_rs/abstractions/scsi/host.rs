@@ -296,8 +296,13 @@ impl<T: HostTemplate> Host<T> {
         *self.debugfs.get_mut() = dir;
     }
 
-    /// Scans the host for devices (`scsi_scan_host()`).
+    /// Scans the host for devices (`scsi_scan_host()`). Process context
+    /// only: the host is also borrowed by interrupt handlers (a virtio
+    /// driver's `vq_done`), where a scan must not run; a kernel with
+    /// `CONFIG_DEBUG_ATOMIC_SLEEP` reports such a call (`might_sleep()`).
     pub(crate) fn scan(&self) {
+        // SAFETY: Plain call.
+        unsafe { bindings::vscsi_might_sleep() };
         if !self.removed.load(Ordering::Acquire) {
             // SAFETY: The host was added and stays allocated while `self` is
             // borrowed. A `remove` may be under way on another thread: the
@@ -340,15 +345,17 @@ impl<T: HostTemplate> Drop for Host<T> {
     }
 }
 
-/// A borrowed, added host, as given to [`HostTemplate::work`] and the error
-/// handlers: the host's data and the midlayer's scan and device operations,
-/// which may sleep.
+/// A borrowed, added host, as given to [`HostTemplate::work`] and
+/// [`HostTemplate::debugfs_show`]: the host's data and the midlayer's scan
+/// and device operations, which may sleep. The error handlers get an
+/// [`EhHost`] instead, without them (they would deadlock there).
 ///
 /// # Invariants
 ///
-/// `shost` is a live host allocated by [`HostBuilder::alloc`] for `T` and added to
-/// the midlayer, for `'a`; its removal may be under way (the midlayer's
-/// operations check the host's state for that).
+/// `shost` is a live host allocated by [`HostBuilder::alloc`] for `T` and
+/// added to the midlayer, for `'a`; its removal may be under way (the
+/// midlayer's operations check the host's state for that). The borrower runs
+/// in process context, outside the host's error handling, and may sleep.
 pub(crate) struct HostRef<'a, T: HostTemplate> {
     shost: NonNull<bindings::Scsi_Host>,
     _p: PhantomData<&'a T>,
@@ -398,7 +405,7 @@ impl<'a, T: HostTemplate> HostRef<'a, T> {
         channel: u32,
         id: u32,
         lun: u64,
-        f: impl FnOnce(&ScsiDevice),
+        f: impl FnOnce(&HeldDevice),
     ) -> bool {
         // SAFETY: The host is live (type invariant).
         let sdev = unsafe { bindings::scsi_device_lookup(self.shost.as_ptr(), channel, id, lun) };
@@ -406,8 +413,9 @@ impl<'a, T: HostTemplate> HostRef<'a, T> {
             return false;
         }
         // SAFETY: `sdev` is a device of this host with a reference we hold
-        // until the `put` below.
-        f(unsafe { ScsiDevice::from_raw(sdev) });
+        // until the `put` below; a `HostRef` is only lent in process
+        // context outside the error handler (its type invariant).
+        f(unsafe { HeldDevice::from_raw(sdev) });
         // SAFETY: Drops the reference `scsi_device_lookup()` took.
         unsafe { bindings::scsi_device_put(sdev) };
         true
@@ -471,7 +479,7 @@ impl<'a, T: HostTemplate> HostRef<'a, T> {
 
     /// Calls `f` for each device of the host (`shost_for_each_device()`),
     /// holding a reference to the device during the call.
-    pub(crate) fn for_each_device(&self, mut f: impl FnMut(&ScsiDevice)) {
+    pub(crate) fn for_each_device(&self, mut f: impl FnMut(&HeldDevice)) {
         let mut sdev: *mut bindings::scsi_device = core::ptr::null_mut();
         loop {
             // SAFETY: The host is live; `sdev` is null or the device the
@@ -480,9 +488,53 @@ impl<'a, T: HostTemplate> HostRef<'a, T> {
             if sdev.is_null() {
                 return;
             }
-            // SAFETY: We hold a reference to `sdev` until the next call.
-            f(unsafe { ScsiDevice::from_raw(sdev) });
+            // SAFETY: We hold a reference to `sdev` until the next call; a
+            // `HostRef` is only lent in process context outside the error
+            // handler (its type invariant).
+            f(unsafe { HeldDevice::from_raw(sdev) });
         }
+    }
+}
+
+/// A borrowed, added host, as given to the error handlers
+/// ([`HostTemplate::eh_timed_out`] and the `eh_*` handlers): the host's data
+/// and its outstanding commands, nothing that scans, adds or removes devices
+/// or sends commands through the midlayer, which would wait for the error
+/// handler itself (review finding 18).
+///
+/// # Invariants
+///
+/// As for [`HostRef`], but the borrower may be the error handler, or the
+/// block layer's timeout handling.
+pub(crate) struct EhHost<'a, T: HostTemplate>(HostRef<'a, T>);
+
+impl<T: HostTemplate> Clone for EhHost<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: HostTemplate> Copy for EhHost<'_, T> {}
+
+impl<'a, T: HostTemplate> EhHost<'a, T> {
+    /// # Safety
+    ///
+    /// `shost` must satisfy the type invariant for `'a`.
+    pub(super) unsafe fn from_raw(shost: *mut bindings::Scsi_Host) -> Self {
+        // INVARIANT: The caller guarantees it; the inner `HostRef` is never
+        // lent out, so its process-context operations stay unreachable.
+        // SAFETY: As above.
+        Self(unsafe { HostRef::from_raw(shost) })
+    }
+
+    /// Returns the host's private data.
+    pub(crate) fn data(&self) -> &'a T::HostData {
+        self.0.data()
+    }
+
+    /// Calls `f` for each command the midlayer has outstanding on the host,
+    /// as [`HostRef::for_each_busy`] does.
+    pub(crate) fn for_each_busy<F: FnMut(&EhCommand) -> bool>(&self, f: F) {
+        self.0.for_each_busy(f)
     }
 }
 

@@ -90,27 +90,27 @@ pub(crate) trait HostTemplate: Sized + 'static {
     }
 
     /// A command's timer expired (`eh_timed_out`).
-    fn eh_timed_out(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> TimeoutAction {
+    fn eh_timed_out(_host: EhHost<'_, Self>, _cmd: &EhCommand) -> TimeoutAction {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Aborts one command (`eh_abort_handler`).
-    fn eh_abort(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+    fn eh_abort(_host: EhHost<'_, Self>, _cmd: &EhCommand) -> EhResult {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Resets the command's logical unit (`eh_device_reset_handler`).
-    fn eh_device_reset(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+    fn eh_device_reset(_host: EhHost<'_, Self>, _cmd: &EhCommand) -> EhResult {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Resets the command's target (`eh_target_reset_handler`).
-    fn eh_target_reset(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+    fn eh_target_reset(_host: EhHost<'_, Self>, _cmd: &EhCommand) -> EhResult {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Resets the whole host (`eh_host_reset_handler`).
-    fn eh_host_reset(_host: HostRef<'_, Self>, _cmd: &EhCommand) -> EhResult {
+    fn eh_host_reset(_host: EhHost<'_, Self>, _cmd: &EhCommand) -> EhResult {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 }
@@ -449,11 +449,11 @@ impl<T: HostTemplate> Adapter<T> {
     ///
     /// `sc` must be a command of a live, added host of `T`, as the midlayer
     /// passes to the `eh_*` callbacks.
-    unsafe fn eh_args<'a>(sc: *mut bindings::scsi_cmnd) -> (HostRef<'a, T>, &'a EhCommand) {
+    unsafe fn eh_args<'a>(sc: *mut bindings::scsi_cmnd) -> (EhHost<'a, T>, &'a EhCommand) {
         // SAFETY: The caller guarantees `sc`; its device and host are valid.
         unsafe {
             let shost = (*(*sc).device).host;
-            (HostRef::from_raw(shost), EhCommand::from_raw(sc))
+            (EhHost::from_raw(shost), EhCommand::from_raw(sc))
         }
     }
 
@@ -479,7 +479,7 @@ impl<T: HostTemplate> Adapter<T> {
     /// As for [`Self::eh_args`].
     unsafe fn eh_handler(
         sc: *mut bindings::scsi_cmnd,
-        f: fn(HostRef<'_, T>, &EhCommand) -> EhResult,
+        f: fn(EhHost<'_, T>, &EhCommand) -> EhResult,
     ) -> i32 {
         // SAFETY: The caller passes a command of a live, added host of `T`.
         let (host, cmd) = unsafe { Self::eh_args(sc) };
