@@ -16,6 +16,8 @@ PKGS=(
 	genisoimage
 	# make install-test: DKMS with private trees
 	dkms
+	# Distro guest (scripts/distro/): a bookworm root tree, its disk image and overlays
+	debootstrap fdisk qemu-utils
 	# Host harness (a venv under the cache, see below)
 	python3 python3-venv
 )
