@@ -49,7 +49,7 @@ endif
 RUST_SRCS := $(filter-out %/bindings_generated.rs,$(shell find $(MODDIR) tools -name '*.rs' -not -path '*/target/*'))
 
 .PHONY: all deps kernel-debug kernel-perf module rustdoc install install-config install-test dkms-source clippy fmt fmt-check unit \
-	initramfs vhost-user-scsi guest-test check run bench bench-module profile clean FORCE
+	initramfs distro vhost-user-scsi guest-test check run bench bench-module profile clean FORCE
 
 all: module
 
@@ -124,6 +124,12 @@ initramfs: module
 	scripts/mkinitramfs.sh $(BUILD)/initramfs-debug.cpio \
 		$(kdir)/drivers/scsi/virtio_scsi.ko $(MODULE) $(wildcard $(KUNIT_MODULE))
 
+# The distro guest's image (Debian bookworm, systemd, dracut) for this kernel and module: the
+# debootstrapped base is cached under $(VSCSI_CACHE)/distro/, the image is assembled in
+# build/distro/ and kept while kernel, module and recipe are unchanged. See scripts/distro/.
+distro: module
+	scripts/distro/mkimage.sh $(kdir) $(BUILD)/distro
+
 # Guest tests run on GUEST_JOBS pytest-xdist workers (one guest each at a time), a guest group
 # (tests sharing guests) on one worker, the longest groups first; GUEST_JOBS=0 runs them in this
 # process. See Documentation/testing.md.
@@ -133,9 +139,10 @@ guest_xdist = $(if $(filter 0,$(GUEST_JOBS)),,-n $(GUEST_JOBS) --dist loadgroup 
 vhost-user-scsi: deps
 	cargo build --locked --release --manifest-path tools/Cargo.toml -p vhost-user-scsi
 
-guest-test: initramfs vhost-user-scsi
+guest-test: initramfs distro vhost-user-scsi
 	cd tests && VSCSI_KERNEL=$(kdir)/arch/x86/boot/bzImage \
 		VSCSI_INITRAMFS=$(BUILD)/initramfs-debug.cpio \
+		VSCSI_DISTRO=$(BUILD)/distro \
 		VSCSI_VHOST_USER_SCSI=$(VHOST_USER_SCSI) \
 		$(PYTHON) -m pytest guest $(guest_xdist) $(PYTEST_ARGS)
 
@@ -173,9 +180,16 @@ profile: bench-module
 	$(PYTHON) tests/profile.py --kernel $$(cat $(BUILD)/kdir-perf)/arch/x86/boot/bzImage \
 		--initrd $(BUILD)/initramfs-profile.cpio --out $(BUILD)/profile
 
+# DISTRO=1: the distro guest, to a login prompt on the console (root, no password).
+DISTRO ?=
+ifeq ($(DISTRO),1)
+run: distro
+	$(PYTHON) tests/run_guest.py --distro $(BUILD)/distro --driver $(DRIVER)
+else
 run: initramfs
 	$(PYTHON) tests/run_guest.py --kernel $(kdir)/arch/x86/boot/bzImage \
 		--initrd $(BUILD)/initramfs-debug.cpio --driver $(DRIVER)
+endif
 
 clean:
 	@if [ -n "$(KDIR)" ] || [ -f $(BUILD)/kdir-debug ]; then \

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
 """`make run`: boot a guest with a few disks on a driver, show lsscsi and a short fio run, and
-give a shell on the console when started from a terminal."""
+give a shell on the console when started from a terminal. `make run DISTRO=1` (--distro): boot the
+distro guest with its root disk on the driver, to a login prompt on the console."""
 
 import argparse
 import os
@@ -9,6 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from harness.distro import DistroGuest, DistroImage  # noqa: E402
 from harness.guest import Guest  # noqa: E402
 from harness.topology import Controller, Disk, Topology  # noqa: E402
 
@@ -17,13 +19,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--kernel", required=True)
-    ap.add_argument("--initrd", required=True)
+    ap.add_argument("--kernel")
+    ap.add_argument("--initrd")
+    ap.add_argument("--distro", metavar="DIR", help="the distro guest's image (scripts/distro/mkimage.sh)")
     ap.add_argument("--driver", choices=["rust", "c"], default="rust")
     ap.add_argument("--smp", type=int, default=2)
     args = ap.parse_args()
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if args.distro:
+        return distro(args, interactive)
+    if not (args.kernel and args.initrd):
+        ap.error("--kernel and --initrd are required without --distro")
     topo = Topology(
         [
             Controller(
@@ -63,14 +70,48 @@ def main():
             print("\n== shell on the guest console; 'exit' powers the guest off\n", flush=True)
             g.shell()
     finally:
-        g.stop()
-        g.dead = True
-        reports = g.collect_reports()
-        if reports:
-            print(f"\n{len(reports)} kernel report(s) in {g.console}:")
-            for r in reports:
-                print(r)
-            sys.exit(1)
+        end(g)
+
+
+def end(g):
+    """Powers the guest off (if it still runs) and prints its kernel reports."""
+    g.stop()
+    g.dead = True
+    reports = g.collect_reports()
+    if reports:
+        print(f"\n{len(reports)} kernel report(s) in {g.console}:")
+        for r in reports:
+            print(r)
+        sys.exit(1)
+
+
+def distro(args, interactive):
+    """The distro guest on a fresh overlay of its image (the image itself stays as built), with a
+    second, empty disk; to a login prompt on the console from a terminal."""
+    image = DistroImage(args.distro)
+    logdir = os.path.join(ROOT, "build", "run-distro")
+    os.makedirs(logdir, exist_ok=True)
+    overlay = os.path.join(logdir, "root.qcow2")
+    if os.path.exists(overlay):
+        os.unlink(overlay)
+    topo = Topology([Controller(disks=[image.overlay(overlay), Disk(backend="file", size=1 << 30, target=1)])])
+    g = DistroGuest(image.kernel, image.initrd(args.driver), logdir, topo, smp=args.smp,
+                    append=f"{image.append()} loglevel=4", interactive=interactive)
+    print(f"booting the distro guest, root on {args.driver} ({'interactive' if interactive else 'batch'};"
+          f" logs in {logdir})", flush=True)
+    if interactive:
+        print("log in as root (no password); 'poweroff' ends the guest, or Ctrl-A X\n", flush=True)
+    g.start()
+    try:
+        if interactive:
+            g.proc.wait()
+            return
+        print(g.sh("echo root: $(findmnt -no SOURCE,UUID /); lsscsi; systemd-analyze time --no-pager;"
+                   " for d in /sys/bus/virtio/devices/*; do [ -e $d/driver ] && echo ${d##*/} $(basename $(readlink $d/driver)); done",
+                   timeout=600), end="")
+        g.poweroff()
+    finally:
+        end(g)
 
 
 if __name__ == "__main__":

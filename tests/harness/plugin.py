@@ -278,7 +278,9 @@ def _same_group(item, other):
 @pytest.fixture
 def make_guest(request, guest_kernel, guest_initrd):
     """Factory: make_guest(topology=Topology(...), smp=1, mem="512M", append="", qemu_args=(),
-    scan="targets", shared=True) returns a running guest. Logs go under build/logs/<test>/.
+    scan="targets", shared=True, kernel=None, initrd=None, cls=Guest) returns a running guest.
+    Logs go under build/logs/<test>/. kernel, initrd: other than the session's (VSCSI_KERNEL,
+    VSCSI_INITRAMFS); cls: a Guest subclass (the distro guest, harness/distro.py).
 
     scan: "targets" boots with scsi_mod.scan=manual and `load_driver` scans the topology's targets
     (all their LUNs), which is what the midlayer's own scan finds without probing 250-odd absent
@@ -298,8 +300,13 @@ def make_guest(request, guest_kernel, guest_initrd):
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", _plain_id(item.nodeid))
     pending = []  # reports found in idle guests powered off on the way
 
-    def make(topology=None, smp=DEFAULT_SMP, mem=DEFAULT_MEM, append="", qemu_args=(), scan="targets", shared=True):
+    def make(
+        topology=None, smp=DEFAULT_SMP, mem=DEFAULT_MEM, append="", qemu_args=(), scan="targets", shared=True,
+        kernel=None, initrd=None, cls=Guest,
+    ):
         topology = topology or Topology()
+        kernel = kernel or guest_kernel
+        initrd = initrd or guest_initrd
         # Expedited RCU grace periods: every request queue the midlayer creates and frees (each
         # probed LUN, each removed disk) waits for grace periods, and normal ones are slow under
         # TCG; a scan of 128 LUNs takes half the time. Both drivers run on the same kernel.
@@ -308,7 +315,7 @@ def make_guest(request, guest_kernel, guest_initrd):
         if "scsi_mod.scan=" not in append and scan == "targets":
             append = (append + " scsi_mod.scan=manual").strip()
             scan_targets = topology.targets()
-        key = (guest_kernel, guest_initrd, repr(topology), smp, mem, " ".join(append.split()), tuple(qemu_args))
+        key = (cls, kernel, initrd, repr(topology), smp, mem, " ".join(append.split()), tuple(qemu_args))
         logdir = os.path.join(logroot, name + (f"-{len(leases)}" if leases else ""))
         shared = shared and item.get_closest_marker("shared_guests") is not None
         g = _POOL.take(key) if shared else None
@@ -323,7 +330,7 @@ def make_guest(request, guest_kernel, guest_initrd):
                 bootdir = os.path.join(logroot, "_shared", f"{_worker()}-{_POOL.seq}")
             else:
                 bootdir = logdir
-            g = _boot(item, bootdir, guest_kernel, guest_initrd, topology, smp=smp, mem=mem, append=append, qemu_args=qemu_args)
+            g = _boot(item, bootdir, cls, kernel, initrd, topology, smp=smp, mem=mem, append=append, qemu_args=qemu_args)
             if shared:
                 g.attach(logdir)
         g.scan_targets = scan_targets
@@ -353,13 +360,13 @@ def make_guest(request, guest_kernel, guest_initrd):
         pytest.fail("\n".join(errors), pytrace=False)
 
 
-def _boot(item, logdir, guest_kernel, guest_initrd, topology, **kw):
+def _boot(item, logdir, cls, kernel, initrd, topology, **kw):
     for attempt in range(2):
         os.makedirs(logdir, exist_ok=True)
         for f in os.listdir(logdir):
             if os.path.isfile(os.path.join(logdir, f)):
                 os.unlink(os.path.join(logdir, f))
-        g = Guest(guest_kernel, guest_initrd, logdir, topology, **kw)
+        g = cls(kernel, initrd, logdir, topology, **kw)
         item.user_properties.append(("vscsi-boots", 1))
         try:
             g.start()
@@ -378,6 +385,14 @@ def _boot(item, logdir, guest_kernel, guest_initrd, topology, **kw):
                 raise AssertionError(str(e)) from None
             continue
         return g
+
+
+@pytest.fixture(scope="session")
+def distro_image():
+    """The distro guest's image (scripts/distro/mkimage.sh, `make distro`)."""
+    from .distro import DistroImage
+
+    return DistroImage(_artifact("VSCSI_DISTRO", os.path.join(ROOT, "build", "distro")))
 
 
 @pytest.fixture(params=["rust", "c"])

@@ -11,9 +11,11 @@ GiB = 1 << 30
 class Disk:
     """One SCSI device on a controller.
 
-    backend: "null" (null-co), "file" (raw file, O_DIRECT, native AIO) or "cd"
-    (scsi-cd on a read-only file). For "file" without `path`, a sparse image
-    of `size` bytes is created in the guest's work directory.
+    backend: "null" (null-co), "file" (raw file, O_DIRECT, native AIO), "qcow2"
+    (a qcow2 file at `path`, O_DIRECT, native AIO: an overlay on a disk image
+    a test must not change) or "cd" (scsi-cd on a read-only file). For "file"
+    without `path`, a sparse image of `size` bytes is created in the guest's
+    work directory.
     """
 
     backend: str = "null"
@@ -156,6 +158,10 @@ def _disk_args(ctrl, n, d, workdir):
     dev_id = d.id or f"{ctrl.id}-d{n}"
     if d.backend == "null":
         blockdev = {"node-name": node, "driver": "null-co", "size": d.size, "read-zeroes": d.read_zeroes}
+        devtype = "scsi-hd"
+    elif d.backend == "qcow2":
+        blockdev = {"node-name": node, "driver": "qcow2", "file.driver": "file", "file.filename": d.path}
+        blockdev.update({"file.aio": "native", "file.cache.direct": True})
         devtype = "scsi-hd"
     elif d.backend in ("file", "cd"):
         path = d.path

@@ -75,3 +75,18 @@ def test_accel_needs_vmx_or_svm(monkeypatch):
     assert guest.accel() == ("kvm" if want_kvm else "tcg,thread=multi")
     monkeypatch.setenv("VSCSI_ACCEL", "tcg")
     assert guest.accel() == "tcg"
+
+
+def test_qcow2_overlay_disk(tmp_path):
+    a = args_of(Topology([Controller(disks=[Disk(backend="qcow2", path="/o.qcow2", props={"serial": "root"})])]), tmp_path)
+    assert a[2:] == [
+        "-blockdev",
+        "node-name=vs0-n0,driver=qcow2,file.driver=file,file.filename=/o.qcow2,file.aio=native,file.cache.direct=on",
+        "-device",
+        "scsi-hd,drive=vs0-n0,bus=vs0.0,channel=0,scsi-id=0,lun=0,id=vs0-d0,serial=root",
+    ]
+    # Guests reboot only when told (the distro guest): -no-reboot otherwise.
+    g = guest.Guest("k", "i", str(tmp_path))
+    assert "-no-reboot" in g.qemu_cmdline("/c", "/q", "/s")
+    g.no_reboot = False
+    assert "-no-reboot" not in g.qemu_cmdline("/c", "/q", "/s")
