@@ -106,7 +106,8 @@ def distro(args, interactive):
         if interactive:
             g.proc.wait()
             return
-        print(g.sh("echo root: $(findmnt -no SOURCE,UUID /); lsscsi; systemd-analyze time --no-pager;"
+        print(g.sh("echo root: $(findmnt -no SOURCE,UUID /); lsscsi; echo system: $(systemctl is-system-running --wait);"
+                   " systemd-analyze time --no-pager;"
                    " for d in /sys/bus/virtio/devices/*; do [ -e $d/driver ] && echo ${d##*/} $(basename $(readlink $d/driver)); done",
                    timeout=600), end="")
         g.poweroff()
