@@ -83,6 +83,17 @@ hostonly="no"
 hostonly_cmdline="no"
 CONF
 
+# A KASAN kernel under TCG on a loaded host is slow: udev took more than systemd's
+# default 90 s to announce ttyS0 once, and the serial getty (the login prompt of
+# `make run DISTRO=1`) was given up with its device.
+mkdir -p "$tree/etc/systemd/system.conf.d"
+cat > "$tree/etc/systemd/system.conf.d/10-vscsi-slow-vm.conf" <<'CONF'
+# Written by virtio-scsi-rs's scripts/distro/mkimage.sh: a debug kernel under TCG.
+[Manager]
+DefaultDeviceTimeoutSec=900s
+DefaultTimeoutStartSec=900s
+CONF
+
 uuid=$(cat /proc/sys/kernel/random/uuid)
 printf 'UUID=%s\t/\text4\terrors=remount-ro\t0\t1\n' "$uuid" > "$tree/etc/fstab"
 
