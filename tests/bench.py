@@ -50,6 +50,17 @@ POLL_ROW = ("hipri_qd32", "4k random read, io_uring hipri, poll queue, QD32",
 BACKENDS = ("null", "file")
 # Rows run on the vhost-user-scsi back end (tools/vhost-user-scsi), with 1 and 2 request queues.
 VHOST_USER_ROWS = ("randread_qd32_1j", "randread_qd32_2j", "randwrite_qd32")
+# Rows of the icount part (--icount-rows): id, description, fio arguments, divisor of
+# --icount-ios (a QD1 I/O costs about twice the instructions of a QD32 one: half as many keep the
+# run as long).
+ICOUNT_ROWS = {
+    "randread_qd32": ("randread_qd32", "4k random read, QD32", "--rw=randread --bs=4k --iodepth=32", 1),
+    "randwrite_qd32": ("randwrite_qd32", "4k random write, QD32", "--rw=randwrite --bs=4k --iodepth=32", 1),
+    "randread_qd1": ("randread_qd1", "4k random read, QD1", "--rw=randread --bs=4k --iodepth=1", 2),
+}
+# Result row ids; the QD32 read row keeps the id it has had since the first icount results.
+ICOUNT_IDS = {"randread_qd32": "instructions_per_io", "randwrite_qd32": "instructions_per_io_randwrite_qd32",
+              "randread_qd1": "instructions_per_io_randread_qd1"}
 
 
 def t95(df):
@@ -264,17 +275,18 @@ class Bench:
         return row
 
     def run_icount(self):
-        """Guest instructions per 4k random read at QD32 on null-co, one vCPU, icount."""
+        """Guest instructions per I/O on null-co, one vCPU, icount: one row per entry of
+        --icount-rows, every row run with each driver in each round (C and Rust in the same
+        boot, the order alternating)."""
         a = self.args
+        rows = [ICOUNT_ROWS[r] for r in a.icount_rows.split(",")]
         topo = Topology([Controller(num_queues=1, disks=[Disk(backend="null", size=4 << 30)])],
                         extra_args=self.blk_args("null", 4 << 30, 1))
         g = self.guest("icount", topo, smp=1, append="scsi_mod.scan=manual",
                        qemu_args=["-icount", "shift=0,sleep=off"], accel="tcg")
-        per_io = {"c": [], "rust": []}
+        per_io = {row[0]: {"c": [], "rust": []} for row in rows}
         try:
             self.setup(g)
-            fio = (f"fio --name=b --filename=/dev/sda --direct=1 --ioengine=libaio --rw=randread --bs=4k"
-                   f" --iodepth=32 --number_ios={a.icount_ios} --size=4g --output-format=terse >/dev/null")
             # Busy time = guest clock elapsed minus idle. Under icount the guest clock counts
             # instructions; the idle figure in /proc/stat is exact with NO_HZ (it is measured, not
             # sampled at ticks) and only rounded to 10 ms, while the busy fields are tick samples
@@ -284,22 +296,28 @@ class Bench:
                 order = ("c", "rust") if rep % 2 == 0 else ("rust", "c")
                 for d in order:
                     self.bind(g, d)
-                    out = g.sh(f"{probe}; {fio}; {probe}", timeout=3600)
-                    (t0, i0), (t1, i1) = (line.split() for line in out.strip().splitlines())
-                    busy_ns = (float(t1) - float(t0)) * 1e9 - (int(i1) - int(i0)) * 1e7  # USER_HZ 100
-                    if rep > 0:  # the first round warms up
-                        per_io[d].append(busy_ns / a.icount_ios)
+                    for rid, _, fio_args, ios_div in rows:
+                        ios = a.icount_ios // ios_div
+                        fio = (f"fio --name=b --filename=/dev/sda --direct=1 --ioengine=libaio {fio_args}"
+                               f" --number_ios={ios} --size=4g --output-format=terse >/dev/null")
+                        out = g.sh(f"{probe}; {fio}; {probe}", timeout=3600)
+                        (t0, i0), (t1, i1) = (line.split() for line in out.strip().splitlines())
+                        busy_ns = (float(t1) - float(t0)) * 1e9 - (int(i1) - int(i0)) * 1e7  # USER_HZ 100
+                        if rep > 0:  # the first round warms up
+                            per_io[rid][d].append(busy_ns / ios)
                     self.unbind(g, d)
                 print(f"  icount: round {rep + 1}/{a.icount_reps + 1} done", flush=True)
         finally:
             g.stop()
-        ratios = [c / r for c, r in zip(per_io["c"], per_io["rust"])]
-        m, lo, hi = ci(ratios)
-        self.rows.append({"id": "instructions_per_io", "backend": "null", "measure": "instructions",
-                          "description": "guest instructions per 4k random read, QD32, icount, 1 vCPU",
-                          "samples": per_io, "ratio": m, "ci_low": lo, "ci_high": hi, "n": len(ratios),
-                          "c_instructions": statistics.median(per_io["c"]),
-                          "rust_instructions": statistics.median(per_io["rust"]), "blk_instructions": None})
+        for rid, desc, _, _ in rows:
+            s = per_io[rid]
+            ratios = [c / r for c, r in zip(s["c"], s["rust"])]
+            m, lo, hi = ci(ratios)
+            self.rows.append({"id": ICOUNT_IDS[rid], "backend": "null", "measure": "instructions",
+                              "description": f"guest instructions per {desc}, icount, 1 vCPU",
+                              "samples": s, "ratio": m, "ci_low": lo, "ci_high": hi, "n": len(ratios),
+                              "c_instructions": statistics.median(s["c"]),
+                              "rust_instructions": statistics.median(s["rust"]), "blk_instructions": None})
 
     def run_scan(self):
         """Time from bind to 256 LUNs (one target) visible."""
@@ -398,6 +416,8 @@ def main():
     ap.add_argument("--ramp", type=int, default=1, help="fio warm-up seconds per run")
     ap.add_argument("--icount-ios", type=int, default=300000)
     ap.add_argument("--icount-reps", type=int, default=5)
+    ap.add_argument("--icount-rows", default="randread_qd32",
+                    help=f"comma-separated rows of the icount part, of: {', '.join(ICOUNT_ROWS)}")
     ap.add_argument("--scan-reps", type=int, default=3)
     ap.add_argument("--only", default="null,file,poll,vhost-user,icount,scan", help="comma-separated parts to run")
     ap.add_argument("--resummarise", metavar="RESULTS_JSON",
