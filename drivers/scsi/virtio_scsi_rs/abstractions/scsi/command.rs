@@ -66,9 +66,12 @@ pub(super) unsafe fn cmd_to_rq(sc: *mut bindings::scsi_cmnd) -> *mut bindings::r
 }
 
 /// Bytes at the front of every command's private area that the abstraction
-/// keeps for itself (a [`CmdState`]); the driver's `T::CMD_SIZE` bytes
-/// follow, 8-byte aligned like the area itself.
-pub(super) const CMD_STATE_SIZE: usize = 8;
+/// keeps for itself (a [`CmdState`], then the [`HdrSgs`]); the driver's
+/// `T::CMD_SIZE` bytes follow, 8-byte aligned like the area itself.
+pub(super) const CMD_STATE_SIZE: usize = HDR_SGS_OFF + size_of::<HdrSgs>();
+
+/// Offset of the [`HdrSgs`] in the private area, after the [`CmdState`].
+const HDR_SGS_OFF: usize = 8;
 
 /// The abstraction's state of a command, at the front of its private area.
 ///
@@ -81,7 +84,54 @@ pub(super) struct CmdState {
     pub(super) in_device: AtomicBool,
 }
 
-const _: () = assert!(size_of::<CmdState>() <= CMD_STATE_SIZE);
+const _: () = assert!(size_of::<CmdState>() <= HDR_SGS_OFF);
+const _: () = assert!(HDR_SGS_OFF % core::mem::align_of::<HdrSgs>() == 0);
+const _: () = assert!(CMD_STATE_SIZE % 8 == 0);
+
+/// The scatterlists of a command's request and response headers, kept in
+/// its private area from one submission to the next.
+///
+/// Both headers lie at fixed places of the private area, which stays where
+/// it is for as long as the command is allocated, so their single-entry
+/// scatterlists come out the same every time: they are built (by
+/// `sg_init_one()`) the first time a command is submitted with given header
+/// ranges and reused after, sparing two calls per submission. `key` says
+/// for which ranges they were built; 0 (a zeroed area: `init_cmd_priv`, or
+/// the midlayer's clearing without it) matches no valid ranges, whose ends
+/// are never 0.
+///
+/// Only the abstraction touches them, while it owns the command (in
+/// [`CommandRequest::sgs`]); the virtio core only reads them while adding
+/// the request (it copies what they describe into the ring's descriptors).
+#[repr(C)]
+struct HdrSgs {
+    key: u64,
+    sg: [bindings::scatterlist; 2],
+}
+
+impl HdrSgs {
+    /// The key for the header ranges `out` and `in_`, both checked by
+    /// [`Command::into_request`] to end within the private area (and so
+    /// within `u16`).
+    fn key(out: &Range<usize>, in_: &Range<usize>) -> u64 {
+        (out.start as u64)
+            | ((out.end as u64) << 16)
+            | ((in_.start as u64) << 32)
+            | ((in_.end as u64) << 48)
+    }
+}
+
+/// The command's [`HdrSgs`].
+///
+/// # Safety
+///
+/// As for [`cmd_area`].
+unsafe fn cmd_hdr_sgs(sc: *mut bindings::scsi_cmnd) -> *mut HdrSgs {
+    // SAFETY: The area is `CMD_STATE_SIZE` bytes at least (caller
+    // contract), which hold the `HdrSgs` at `HDR_SGS_OFF`, suitably aligned
+    // (asserted above; the area is 8-byte aligned).
+    unsafe { cmd_area(sc).add(HDR_SGS_OFF) }.cast()
+}
 
 /// `scsi_cmd_priv()`: the area behind a command, as the template sized it.
 ///
@@ -278,7 +328,9 @@ impl<T: HostTemplate> Command<T> {
         in_hdr: Range<usize>,
     ) -> Result<CommandRequest<T>, (Self, Error)> {
         let cmd_size = T::CMD_SIZE;
-        let ok = out_hdr.start < out_hdr.end
+        // Ranges within `u16` (a constant test) make `HdrSgs::key` exact.
+        let ok = cmd_size <= usize::from(u16::MAX)
+            && out_hdr.start < out_hdr.end
             && out_hdr.end <= cmd_size
             && in_hdr.start < in_hdr.end
             && in_hdr.end <= cmd_size
@@ -344,18 +396,43 @@ unsafe impl<T: HostTemplate> Request for CommandRequest<T> {
         let (data, nents) = unsafe { ((*sc).sdb.table.sgl, (*sc).sdb.table.nents) };
         let has_data = !data.is_null() && nents != 0;
         let prot = self.cmd.prot_sgl();
-        // The ranges were checked against the private area in
-        // `into_request`, which is directly mapped memory the command owns;
-        // the data scatterlist is the midlayer's, end-marked, and owned by
-        // the command. Pushing cannot fail: at most four lists, two local.
+        // SAFETY: The command is owned, so its area is ours.
+        let hdr = unsafe { cmd_hdr_sgs(sc) };
+        let key = HdrSgs::key(&self.out_hdr, &self.in_hdr);
+        // SAFETY: The `HdrSgs` of an owned command is ours to read and
+        // write: the device holds none of it (the virtio core only reads the
+        // scatterlists while adding), and the driver reaches only the area
+        // behind it.
+        if unsafe { (*hdr).key } != key {
+            // The ranges were checked against the private area in
+            // `into_request`, which is directly mapped memory the command
+            // owns, and stays at this address while the command is
+            // allocated: the lists stay right for later submissions.
+            // SAFETY: As above; `sg_init_one()` initialises each list whole
+            // (a single end-marked entry).
+            unsafe {
+                let sg = core::ptr::addr_of_mut!((*hdr).sg).cast::<bindings::scatterlist>();
+                bindings::sg_init_one(
+                    sg,
+                    base.add(self.out_hdr.start).cast(),
+                    (self.out_hdr.end - self.out_hdr.start) as u32,
+                );
+                bindings::sg_init_one(
+                    sg.add(1),
+                    base.add(self.in_hdr.start).cast(),
+                    (self.in_hdr.end - self.in_hdr.start) as u32,
+                );
+                (*hdr).key = key;
+            }
+        }
         // SAFETY: As above.
-        let _ = unsafe {
-            sgs.push_buf(
-                base.add(self.out_hdr.start),
-                (self.out_hdr.end - self.out_hdr.start) as u32,
-                false,
-            )
-        };
+        let hdr_sg = unsafe { core::ptr::addr_of_mut!((*hdr).sg).cast::<bindings::scatterlist>() };
+        // The header lists are built for these ranges (above), in the
+        // command's area; the data scatterlist is the midlayer's,
+        // end-marked, and owned by the command. Pushing cannot fail: at
+        // most four lists.
+        // SAFETY: As above.
+        let _ = unsafe { sgs.push_list(hdr_sg, false) };
         if has_data && dir == DataDirection::ToDevice {
             // Protection information goes in front of the data it protects.
             if let Some(prot) = prot {
@@ -366,13 +443,7 @@ unsafe impl<T: HostTemplate> Request for CommandRequest<T> {
             let _ = unsafe { sgs.push_list(data, false) };
         }
         // SAFETY: As above.
-        let _ = unsafe {
-            sgs.push_buf(
-                base.add(self.in_hdr.start),
-                (self.in_hdr.end - self.in_hdr.start) as u32,
-                true,
-            )
-        };
+        let _ = unsafe { sgs.push_list(hdr_sg.add(1), true) };
         if has_data && dir == DataDirection::FromDevice {
             if let Some(prot) = prot {
                 // SAFETY: As above; the protection list is owned likewise.
