@@ -315,7 +315,7 @@ impl HostTemplate for VirtioScsi {
         } else {
             (0, 0)
         };
-        let (cdb, private) = cmd.cdb_and_private();
+        let (cdb, cdb_len, private) = cmd.cdb_and_private();
         // The tag identifies the command to the device (for ABORT TASK):
         // the blk-mq unique tag, not a kernel address.
         let tag = u64::from(tag);
@@ -324,9 +324,9 @@ impl HostTemplate for VirtioScsi {
         protocol::clear_cmd_resp(&mut private[RESP_OFF..]);
         let hdr = &mut private[REQ_OFF..];
         let req_len = if vscsi.t10_pi {
-            protocol::write_cmd_req_pi(hdr, &lun, tag, pi_out, pi_in, cdb)
+            protocol::write_cmd_req_pi(hdr, &lun, tag, pi_out, pi_in, cdb, cdb_len)
         } else {
-            protocol::write_cmd_req(hdr, &lun, tag, cdb)
+            protocol::write_cmd_req(hdr, &lun, tag, cdb, cdb_len)
         };
         let Some(req_len) = req_len else {
             return fail_cmd(cmd, HostByte::Error);

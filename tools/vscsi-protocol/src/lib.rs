@@ -57,9 +57,11 @@ mod against_virtio_bindings {
     fn request_layout() {
         let lun = [1, 2, 0x40, 3, 0, 0, 0, 0];
         let cdb = [0x28, 0, 0, 0, 0, 9, 0, 0, 1, 0];
+        let mut field = [0u8; CDB_FIELD_SIZE];
+        field[..cdb.len()].copy_from_slice(&cdb);
         let mut b = [0xaau8; 64];
         assert_eq!(
-            write_cmd_req(&mut b, &lun, 0x1122, &cdb),
+            write_cmd_req(&mut b, &lun, 0x1122, &field, cdb.len()),
             Some(CMD_REQ_SIZE)
         );
         let o = offset_of!(vb::virtio_scsi_cmd_req, lun);
@@ -76,7 +78,7 @@ mod against_virtio_bindings {
 
         let mut b = [0xaau8; 64];
         assert_eq!(
-            write_cmd_req_pi(&mut b, &lun, 7, 0x10, 0x20, &cdb),
+            write_cmd_req_pi(&mut b, &lun, 7, 0x10, 0x20, &field, cdb.len()),
             Some(CMD_REQ_PI_SIZE)
         );
         let o = offset_of!(vb::virtio_scsi_cmd_req_pi, pi_bytesout);

@@ -193,8 +193,10 @@ impl<T: HostTemplate> Command<T> {
         self.sc.as_ptr()
     }
 
-    /// Returns the CDB and the private area together (they do not overlap).
-    pub(crate) fn cdb_and_private(&mut self) -> (&[u8], &mut [u8]) {
+    /// Returns the CDB field (`cmnd`, 32 bytes), the length of the CDB in
+    /// it (at most 32) and the private area, together (they do not
+    /// overlap).
+    pub(crate) fn cdb_and_private(&mut self) -> (&[u8; 32], usize, &mut [u8]) {
         // SAFETY: The `T::CMD_SIZE` bytes behind an owned command belong to
         // it and, while we own it, to us alone; the CDB lies inside the
         // command, not in that area.
@@ -207,7 +209,7 @@ impl<T: HostTemplate> Command<T> {
         // disjoint from the private area behind it.
         let (cmd_len, cmnd) = unsafe { ((*sc).cmd_len, &*core::ptr::addr_of!((*sc).cmnd)) };
         let len = usize::from(cmd_len).min(cmnd.len());
-        (&cmnd[..len], private)
+        (cmnd, len, private)
     }
 
     /// Returns the direction of the data transfer.
