@@ -12,7 +12,6 @@ use crate::abstractions::sync::{
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
-use kernel::error::to_result;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
@@ -129,7 +128,9 @@ pub(crate) unsafe trait Request: Sized {
 /// The scatterlists of one request: up to six lists, device-readable first,
 /// plus room for two single-entry lists built here (headers).
 pub(crate) struct SgList {
-    lists: [*mut bindings::scatterlist; 6],
+    /// `lists[..out + ins]` are set (left uninitialised beyond: no
+    /// clearing per request).
+    lists: [core::mem::MaybeUninit<*mut bindings::scatterlist>; 6],
     out: u32,
     ins: u32,
     /// Initialised by `sg_init_one()` when pushed (`local[..nlocal]`).
@@ -140,7 +141,7 @@ pub(crate) struct SgList {
 impl SgList {
     fn new() -> Self {
         Self {
-            lists: [core::ptr::null_mut(); 6],
+            lists: [core::mem::MaybeUninit::uninit(); 6],
             out: 0,
             ins: 0,
             local: [core::mem::MaybeUninit::uninit(); 2],
@@ -190,7 +191,7 @@ impl SgList {
             // Full, or a device-readable list after a device-writable one.
             return Err(EINVAL);
         }
-        self.lists[used] = sg;
+        self.lists[used] = core::mem::MaybeUninit::new(sg);
         if device_writes {
             self.ins += 1;
         } else {
@@ -400,29 +401,32 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         }
         let token = req.into_token();
         // `sgs.lists` holds `out + ins` valid, terminated scatterlists (the
-        // `SgList` push contracts), alive until the call returns.
+        // `SgList` push contracts), alive until the call returns; the core
+        // reads no more entries than that.
         // SAFETY: The queue is attached and locked, so `vq` is live; the
         // buffers stay valid until the token comes back (`Request`
         // contract).
         let ret = unsafe {
             bindings::virtqueue_add_sgs(
                 vq,
-                sgs.lists.as_mut_ptr(),
+                sgs.lists.as_mut_ptr().cast::<*mut bindings::scatterlist>(),
                 sgs.out,
                 sgs.ins,
                 token.as_ptr(),
                 bindings::GFP_ATOMIC,
             )
         };
-        match to_result(ret) {
-            Ok(()) => Ok(()),
-            // SAFETY: The device did not take the token, so it is ours.
-            Err(e) => Err((unsafe { R::from_token(token) }, e)),
+        // Tested here rather than by `to_result()`, which is not inlined.
+        if ret == 0 {
+            return Ok(());
         }
+        // SAFETY: The device did not take the token, so it is ours.
+        Err((unsafe { R::from_token(token) }, Error::from_errno(ret)))
     }
 
     /// Returns a notification to send after unlocking if the device needs
     /// one for what was added (`virtqueue_kick_prepare()`).
+    #[inline(always)]
     pub(crate) fn kick_prepare(&mut self) -> Option<Kick<'a>> {
         let attached = self.guard.attached.as_ref()?;
         let vq = attached.vq.as_ptr();
