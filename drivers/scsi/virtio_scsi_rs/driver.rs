@@ -134,6 +134,13 @@ impl VirtioScsi {
     /// which would otherwise make it an out-of-line call per command).
     #[inline(always)]
     fn complete_cmd(&self, mut cmd: Command<Self>, used_len: u32) {
+        // The common answer (OK, no sense, no residual) needs no parsing.
+        if let Some(status) = protocol::cmd_resp_plain_ok(&cmd.private_and_sense().0[RESP_OFF..]) {
+            cmd.set_result(HostByte::Ok, status);
+            cmd.set_resid(0);
+            cmd.done();
+            return;
+        }
         let bufflen = cmd.bufflen();
         let (private, sense) = cmd.private_and_sense();
         let resp = protocol::parse_cmd_resp(&private[RESP_OFF..], used_len, bufflen);

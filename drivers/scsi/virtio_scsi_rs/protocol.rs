@@ -412,6 +412,19 @@ pub(crate) fn clear_cmd_resp(buf: &mut [u8]) {
     }
 }
 
+/// Returns the SAM status of a response that needs no parsing: `OK`, no
+/// sense, no residual, what nearly every command gets; [`parse_cmd_resp`]
+/// would give the same status, no sense, no residual, nothing clamped, and
+/// [`map_response`] `DID_OK` with the status as it is. `None` for any other
+/// response, or when `buf` (the response area) cannot hold the header.
+#[inline(always)]
+pub(crate) fn cmd_resp_plain_ok(buf: &[u8]) -> Option<u8> {
+    let hdr = buf.get(..CMD_RESP_FIXED)?;
+    // `sense_len` and `resid` together.
+    let counts = le64(&hdr[..8]);
+    (counts == 0 && hdr[11] == response::OK).then_some(hdr[10])
+}
+
 /// Parses a response header from `buf` (the response area of the command,
 /// prepared by [`clear_cmd_resp`]), given how many bytes the device says it
 /// wrote to the device-writable buffers (`used_len`, header first) and the
@@ -887,6 +900,7 @@ pub(crate) mod selftest {
         request_header_layout,
         request_header_with_pi_layout,
         response_parsing_clamps_sense_and_resid,
+        plain_ok_responses_need_no_parsing,
         response_parsing_without_used_len,
         response_mapping,
         events_decode_to_actions,
@@ -1219,6 +1233,27 @@ pub(crate) mod selftest {
         let r = parse_cmd_resp(&resp(18, 0, 2, 0), 20, 0);
         check!(r.is_some_and(|r| r.sense_len == 8 && r.clamped));
         check!(parse_cmd_resp(&[0u8; 4], 108, 0).is_none());
+        Ok(())
+    }
+
+    fn plain_ok_responses_need_no_parsing() -> CaseResult {
+        check!(cmd_resp_plain_ok(&resp(0, 0, 0, response::OK)) == Some(0));
+        check!(cmd_resp_plain_ok(&resp(0, 0, SAM_STAT_CHECK_CONDITION, response::OK)) == Some(2));
+        // Sense, a residual, another response: parsed, as is a short buffer.
+        check!(cmd_resp_plain_ok(&resp(1, 0, 0, response::OK)).is_none());
+        check!(cmd_resp_plain_ok(&resp(0, 1 << 24, 0, response::OK)).is_none());
+        check!(cmd_resp_plain_ok(&resp(0, 0, 0, response::BAD_TARGET)).is_none());
+        check!(cmd_resp_plain_ok(&resp(0, 0, 0, RESPONSE_UNWRITTEN)).is_none());
+        check!(cmd_resp_plain_ok(&resp(0, 0, 0, response::OK)[..CMD_RESP_FIXED - 1]).is_none());
+        // What it says is what parsing and mapping say.
+        for status in [0, SAM_STAT_CHECK_CONDITION, SAM_STAT_RESERVATION_CONFLICT] {
+            let b = resp(0, 0, status, response::OK);
+            let r = parse_cmd_resp(&b, CMD_RESP_SIZE as u32, 4096);
+            let o = map_response(response::OK, status);
+            check!(r.map(|r| (r.sense_len, r.resid, r.clamped)) == Some((0, 0, false)));
+            check!((o.host, o.status, o.unknown_response) == (HostByte::Ok, status, false));
+            check!(cmd_resp_plain_ok(&b) == Some(status));
+        }
         Ok(())
     }
 
