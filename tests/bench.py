@@ -51,8 +51,10 @@ BACKENDS = ("null", "file")
 # Rows run on the vhost-user-scsi back end (tools/vhost-user-scsi), with 1 and 2 request queues.
 VHOST_USER_ROWS = ("randread_qd32_1j", "randread_qd32_2j", "randwrite_qd32")
 # Rows of the icount part (--icount-rows): id, description, fio arguments, divisor of
-# --icount-ios (a QD1 I/O costs about twice the instructions of a QD32 one: half as many keep the
-# run as long).
+# --icount-ios (a QD1 I/O takes about 1.6 times as long to run as a QD32 one, each waiting for the
+# device: half as many keep the run short). The QD1 row scatters by several percent from run to
+# run: whether fio sleeps before each completion arrives depends on the host's timing, and a
+# context switch more or less per I/O is hundreds of instructions.
 ICOUNT_ROWS = {
     "randread_qd32": ("randread_qd32", "4k random read, QD32", "--rw=randread --bs=4k --iodepth=32", 1),
     "randwrite_qd32": ("randwrite_qd32", "4k random write, QD32", "--rw=randwrite --bs=4k --iodepth=32", 1),
