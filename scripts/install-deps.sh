@@ -14,6 +14,10 @@ PKGS=(
 	# Guest
 	qemu-system-x86 busybox-static fio sg3-utils lsscsi e2fsprogs util-linux linux-perf
 	genisoimage
+	# Real LUNs (tests/guest/test_iscsi.py): a userspace iSCSI target run privately by the tests
+	# (never tgt.service), QEMU's libiscsi block driver (the same version as qemu-system-x86),
+	# libiscsi's conformance suite iscsi-test-cu (host and guest) and iscsi-inq
+	tgt qemu-block-extra libiscsi-bin
 	# make install-test: DKMS with private trees
 	dkms
 	# Distro guest (scripts/distro/): a bookworm root tree, its disk image and overlays

@@ -5,7 +5,8 @@
 #
 #   scripts/mkinitramfs.sh OUT.cpio MODULE.ko...
 #
-# Contents: busybox, fio, sg3-utils, lsscsi, e2fsprogs, blkdiscard and their
+# Contents: busybox, fio, sg3-utils, lsscsi, e2fsprogs, blkdiscard, iscsi-test-cu (libiscsi's
+# SPC/SBC conformance suite, which also drives SG_IO devices) and their
 # shared libraries from this machine, the given modules under /lib/modules/,
 # and scripts/guest/init as /init.
 set -euo pipefail
@@ -48,6 +49,17 @@ for lib in $(printf '%s\n' "${libs[@]}" | sort -u); do
 	mkdir -p "$stage$(dirname "$dest")"
 	cp -L "$lib" "$stage$dest"
 done
+# iscsi-test-cu: libiscsi links the RDMA libraries that fio gets stand-ins for (which lack the
+# symbols libiscsi imports); it gets the real ones in a directory of its own, through a wrapper.
+[ -e /usr/bin/iscsi-test-cu ] || { echo "mkinitramfs: iscsi-test-cu missing; run scripts/install-deps.sh" >&2; exit 1; }
+mkdir -p "$stage/usr/local/lib/iscsi"
+cp /usr/bin/iscsi-test-cu "$stage/usr/local/lib/iscsi/"
+for lib in $(ldd /usr/bin/iscsi-test-cu | awk '/=> \// {print $3}'); do
+	cp -L "$lib" "$stage/usr/local/lib/iscsi/"
+done
+printf '#!/bin/sh\nLD_LIBRARY_PATH=/usr/local/lib/iscsi exec /usr/local/lib/iscsi/iscsi-test-cu "$@"\n' \
+	> "$stage/usr/local/bin/iscsi-test-cu"
+chmod 0755 "$stage/usr/local/bin/iscsi-test-cu"
 # The dynamic loader is looked up through /lib64 on x86-64.
 if [ ! -e "$stage/lib64/ld-linux-x86-64.so.2" ]; then
 	mkdir -p "$stage/lib64"

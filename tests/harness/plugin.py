@@ -19,6 +19,7 @@ import time
 import pytest
 
 from .guest import STUCK_AFTER_REPORT, BootFailure, Guest
+from .iscsi import Tgtd
 from .topology import Topology
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -393,6 +394,21 @@ def distro_image():
     from .distro import DistroImage
 
     return DistroImage(_artifact("VSCSI_DISTRO", os.path.join(ROOT, "build", "distro")))
+
+
+@pytest.fixture(scope="module")
+def tgtd(request, tmp_path_factory):
+    """A private iSCSI target for the module's tests (harness/iscsi.py): its own tgtd on a free
+    port and control channel, LUN files in a temporary directory, its log (and every tgtadm
+    command) under build/logs/tgtd-<module>-<worker>/. Module-scoped, so that the guests of the
+    module's tests see the same portal and can be shared. A test that needs it and cannot start it
+    fails with the reason (TargetError)."""
+    logroot = os.environ.get("VSCSI_LOGDIR", os.path.join(ROOT, "build", "logs"))
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.module.__name__)
+    target = Tgtd(tmp_path_factory.mktemp("tgtd"), os.path.join(logroot, f"tgtd-{name}-{_worker()}"))
+    target.start()
+    yield target
+    target.stop()
 
 
 @pytest.fixture(params=["rust", "c"])

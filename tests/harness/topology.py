@@ -13,9 +13,13 @@ class Disk:
 
     backend: "null" (null-co), "file" (raw file, O_DIRECT, native AIO), "qcow2"
     (a qcow2 file at `path`, O_DIRECT, native AIO: an overlay on a disk image
-    a test must not change) or "cd" (scsi-cd on a read-only file). For "file"
-    without `path`, a sparse image of `size` bytes is created in the guest's
-    work directory.
+    a test must not change), "cd" (scsi-cd on a read-only file) or "iscsi"
+    (QEMU's libiscsi driver; `blockdev` gives portal, target, lun and
+    initiator-name, see harness/iscsi.py). For "file" without `path`, a
+    sparse image of `size` bytes is created in the guest's work directory.
+
+    device: the QEMU SCSI device, if not the backend's own (scsi-hd, scsi-cd; scsi-block for
+    "iscsi"): scsi-block or scsi-generic pass the LUN through.
     """
 
     backend: str = "null"
@@ -27,6 +31,7 @@ class Disk:
     props: dict = field(default_factory=dict)
     id: str | None = None
     blockdev: dict = field(default_factory=dict)
+    device: str | None = None
 
 
 @dataclass
@@ -176,9 +181,13 @@ def _disk_args(ctrl, n, d, workdir):
         else:
             blockdev["read-only"] = True
             devtype = "scsi-cd"
+    elif d.backend == "iscsi":
+        blockdev = {"node-name": node, "driver": "iscsi"}
+        devtype = "scsi-block"
     else:
         raise ValueError(f"unknown disk backend {d.backend!r}")
     blockdev.update(d.blockdev)
+    devtype = d.device or devtype
     dev = {"drive": node, "bus": f"{ctrl.id}.0", "channel": 0, "scsi-id": d.target, "lun": d.lun, "id": dev_id}
     dev.update(d.props)
     return ["-blockdev", _join(blockdev), "-device", f"{devtype}," + _join(dev)]
