@@ -204,47 +204,64 @@ def test_passthrough(make_guest, target, driver, kind):
 # LUN 1 of the target. Keys 0xa1 (A), 0xb1 (B); types 1 Write Exclusive, 3 Exclusive Access.
 WRITE10 = "2a 00 00 00 00 10 00 00 01 00"
 READ10 = "28 00 00 00 00 10 00 00 01 00"
-# (step, nexus, expected: ok, conflict or any, command)
 UA = "sg_turs $sg; sg_turs $sg"  # takes the unit attention a reservation change leaves a nexus
-KEYS, RESERVATION = "sg_persist -n --in -k $sg", "sg_persist -n --in -r $sg"
-PROUT = "sg_persist -n --out"
-SG_WRITE, SG_READ = f"sg_raw -s 512 -i /tmp/blk $sg {WRITE10}", f"sg_raw -r 512 -o /tmp/rd $sg {READ10}"
-DD_WRITE = "dd if=/tmp/blk of=/dev/$sd bs=512 count=1 seek=16 oflag=direct"
-PR_STEPS = [
-    ("clean up", "A", "any", f"{PROUT} --register-ignore --param-sark=0xa1 $sg"),
-    ("clean up", "A", "any", f"{PROUT} --clear --param-rk=0xa1 $sg"),
-    ("clean up", "A", "any", UA),
-    ("clean up", "B", "any", UA),
-    ("register A", "A", "ok", f"{PROUT} --register --param-sark=0xa1 $sg"),
-    ("register B", "B", "ok", f"{PROUT} --register --param-sark=0xb1 $sg"),
-    ("keys from A", "A", "ok", KEYS),
-    ("keys from B", "B", "ok", KEYS),
-    ("A reserves WE", "A", "ok", f"{PROUT} --reserve --param-rk=0xa1 --prout-type=1 $sg"),
-    ("reservation from A", "A", "ok", RESERVATION),
-    ("reservation from B", "B", "ok", RESERVATION),
-    ("B writes (SG_IO)", "B", "conflict", SG_WRITE),
-    ("B writes (block layer)", "B", "conflict", DD_WRITE),
-    ("B reads", "B", "ok", SG_READ),
-    ("A writes", "A", "ok", SG_WRITE),
-    ("A releases", "A", "ok", f"{PROUT} --release --param-rk=0xa1 --prout-type=1 $sg"),
-    ("unit attention A", "A", "any", UA),
-    ("unit attention B", "B", "any", UA),
-    ("A reserves EA", "A", "ok", f"{PROUT} --reserve --param-rk=0xa1 --prout-type=3 $sg"),
-    ("B reads", "B", "conflict", SG_READ),
-    ("B preempts A", "B", "ok", f"{PROUT} --preempt --param-rk=0xb1 --param-sark=0xa1 --prout-type=3 $sg"),
-    ("unit attention A", "A", "any", UA),
-    ("keys from B", "B", "ok", KEYS),
-    ("reservation from A", "A", "ok", RESERVATION),
-    ("A writes", "A", "conflict", SG_WRITE),
-    ("A writes (block layer)", "A", "conflict", DD_WRITE),
-    ("B clears", "B", "ok", f"{PROUT} --clear --param-rk=0xb1 $sg"),
-    ("unit attention A", "A", "any", UA),
-    ("unit attention B", "B", "any", UA),
-    ("keys from A", "A", "ok", KEYS),
-    ("reservation from B", "B", "ok", RESERVATION),
-    ("A writes", "A", "ok", SG_WRITE),
-    ("B writes (block layer)", "B", "ok", DD_WRITE),
-]
+PR_COMMANDS = {
+    "UA": UA,
+    "KEYS": "sg_persist -n --in -k $sg",
+    "RESERVATION": "sg_persist -n --in -r $sg",
+    "PROUT": "sg_persist -n --out",
+    "SG_WRITE": f"sg_raw -s 512 -i /tmp/blk $sg {WRITE10}",
+    "SG_READ": f"sg_raw -r 512 -o /tmp/rd $sg {READ10}",
+    "DD_WRITE": "dd if=/tmp/blk of=/dev/$sd bs=512 count=1 seek=16 oflag=direct",
+}
+# step | nexus | expected: ok, conflict or any | command
+PR_SCRIPT = """
+clean up                | A | any      | {PROUT} --register-ignore --param-sark=0xa1 $sg
+clean up                | A | any      | {PROUT} --clear --param-rk=0xa1 $sg
+clean up                | A | any      | {UA}
+clean up                | B | any      | {UA}
+register A              | A | ok       | {PROUT} --register --param-sark=0xa1 $sg
+register B              | B | ok       | {PROUT} --register --param-sark=0xb1 $sg
+keys from A             | A | ok       | {KEYS}
+keys from B             | B | ok       | {KEYS}
+A reserves WE           | A | ok       | {PROUT} --reserve --param-rk=0xa1 --prout-type=1 $sg
+reservation from A      | A | ok       | {RESERVATION}
+reservation from B      | B | ok       | {RESERVATION}
+B writes (SG_IO)        | B | conflict | {SG_WRITE}
+B writes (block layer)  | B | conflict | {DD_WRITE}
+B reads                 | B | ok       | {SG_READ}
+A writes                | A | ok       | {SG_WRITE}
+A releases              | A | ok       | {PROUT} --release --param-rk=0xa1 --prout-type=1 $sg
+unit attention A        | A | any      | {UA}
+unit attention B        | B | any      | {UA}
+A reserves EA           | A | ok       | {PROUT} --reserve --param-rk=0xa1 --prout-type=3 $sg
+B reads                 | B | conflict | {SG_READ}
+B preempts A            | B | ok       | {PROUT} --preempt --param-rk=0xb1 --param-sark=0xa1 --prout-type=3 $sg
+unit attention A        | A | any      | {UA}
+keys from B             | B | ok       | {KEYS}
+reservation from A      | A | ok       | {RESERVATION}
+A writes                | A | conflict | {SG_WRITE}
+A writes (block layer)  | A | conflict | {DD_WRITE}
+B clears                | B | ok       | {PROUT} --clear --param-rk=0xb1 $sg
+unit attention A        | A | any      | {UA}
+unit attention B        | B | any      | {UA}
+keys from A             | A | ok       | {KEYS}
+reservation from B      | B | ok       | {RESERVATION}
+A writes                | A | ok       | {SG_WRITE}
+B writes (block layer)  | B | ok       | {DD_WRITE}
+"""
+
+
+def pr_steps(script):
+    """[(step, nexus, expected, command)] of a table like PR_SCRIPT."""
+    steps = []
+    for line in script.strip().splitlines():
+        step, who, expected, command = (field.strip() for field in line.split("|", 3))
+        steps.append((step, who, expected, command.format(**PR_COMMANDS)))
+    return steps
+
+
+PR_STEPS = pr_steps(PR_SCRIPT)
 # A conflict is RESERVATION CONFLICT (status 0x18) at SG_IO, and EBADE (dd's "Invalid exchange")
 # through the block layer.
 
@@ -386,40 +403,48 @@ def test_cd_media_change(make_guest, driver, tmp_path):
     sg = g.sh(f"ls /sys/block/{sr}/device/scsi_generic").strip()
     assert g.sh(f"cat /sys/block/{sr}/events_poll_msecs").strip() in ("-1", "0")
     states = []
-    tur, size, data = cd_state(g, sr, sg)
-    states.append(("boot", tur, size, data))
+
+    def seen(name, tur=None):
+        """cd_state, kept in `states` (with `tur` instead of its TURs, if given)."""
+        state = cd_state(g, sr, sg)
+        states.append((name, tur or state[0]) + state[1:])
+        return state
+
+    def insert(n):
+        g.qmp("blockdev-change-medium", id="vs0-d0", filename=str(cds[n][0]), format="raw",
+              **{"read-only-mode": "read-only"})
+
+    def new_size(n):
+        mib = (4, 6)[n]
+        g.wait_for(f"dd if=/dev/{sr} of=/dev/null bs=2048 count=1 iflag=direct 2>/dev/null"
+                   f" && [ $(cat /sys/block/{sr}/size) -eq {mib * MiB // 512} ]", what=f"cd{n}'s size")
+
+    _, size, data = seen("boot")
     assert size == 4 * MiB and data.split()[0] == cds[0][1], (size, data)
 
     g.qmp("blockdev-open-tray", id="vs0-d0", force=True)
-    tur, size, data = cd_state(g, sr, sg)
-    states.append(("tray open", tur, size, data))
+    tur, _, _ = seen("tray open")
     assert re.search(r"medium not present", tur, re.I), tur
 
-    g.qmp("blockdev-change-medium", id="vs0-d0", filename=str(cds[1][0]), format="raw", **{"read-only-mode": "read-only"})
+    insert(1)
     # The TURs through sg get the device's UNIT ATTENTIONs: QEMU reports the medium removed (06/3a),
     # then the media change (06/28).
     tur = three_turs(g, sg)
     assert re.search(r"not ready to ready change", tur, re.I), tur
-    g.wait_for(f"dd if=/dev/{sr} of=/dev/null bs=2048 count=1 iflag=direct 2>/dev/null"
-               f" && [ $(cat /sys/block/{sr}/size) -eq {6 * MiB // 512} ]", what="the new medium's size")
-    _, size, data = cd_state(g, sr, sg)
-    states.append(("changed", tur, size, data))
+    new_size(1)
+    _, size, data = seen("changed", tur)
     assert size == 6 * MiB and data.split()[0] == cds[1][1], (size, data)
 
     g.qmp("eject", id="vs0-d0", force=True)
-    tur, size, data = cd_state(g, sr, sg)
-    states.append(("ejected", tur, size, data))
+    tur, _, data = seen("ejected")
     assert re.search(r"medium not present", tur, re.I), tur
     assert re.search(r"No medium found", data), data
     g.qmp("blockdev-close-tray", id="vs0-d0")
-    tur, size, data = cd_state(g, sr, sg)
-    states.append(("closed, empty", tur, size, data))
+    tur, _, _ = seen("closed, empty")
     assert re.search(r"medium not present", tur, re.I), tur
-    g.qmp("blockdev-change-medium", id="vs0-d0", filename=str(cds[0][0]), format="raw", **{"read-only-mode": "read-only"})
-    g.wait_for(f"dd if=/dev/{sr} of=/dev/null bs=2048 count=1 iflag=direct 2>/dev/null"
-               f" && [ $(cat /sys/block/{sr}/size) -eq {4 * MiB // 512} ]", what="the first medium again")
-    tur, size, data = cd_state(g, sr, sg)
-    states.append(("back", tur, size, data))
+    insert(0)
+    new_size(0)
+    _, _, data = seen("back")
     assert data.split()[0] == cds[0][1], data
     which = {h: f"cd{n}" for n, (_, h) in enumerate(cds)}
     norm = [(s, re.sub(r"/dev/sg\d+", "sg", t).strip(), n, which.get(d.split()[0], d.strip()[-60:]))
