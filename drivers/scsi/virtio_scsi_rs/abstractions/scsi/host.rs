@@ -103,14 +103,26 @@ unsafe impl<T: HostTemplate> Send for Host<T> {}
 // SAFETY: Shared access only reads the private data, which is `Sync`.
 unsafe impl<T: HostTemplate> Sync for Host<T> {}
 
-fn priv_ptr<D>(shost: NonNull<bindings::Scsi_Host>) -> *mut HostPriv<D> {
-    // SAFETY: `hostdata` is the trailing array of a live host.
+/// The `HostPriv` in a host's private area.
+///
+/// # Safety
+///
+/// `shost` is a live host allocated with room for a `HostPriv<D>` in its
+/// `hostdata` (as [`HostBuilder::alloc`] allocates it).
+unsafe fn priv_ptr<D>(shost: NonNull<bindings::Scsi_Host>) -> *mut HostPriv<D> {
+    // SAFETY: The host is live (caller contract), so projecting to its
+    // trailing `hostdata` array stays within its allocation.
     unsafe { core::ptr::addr_of_mut!((*shost.as_ptr()).hostdata) }.cast()
 }
 
-fn work_ptr<D>(shost: NonNull<bindings::Scsi_Host>) -> *mut bindings::work_struct {
-    // SAFETY: The caller's host holds a `HostPriv<D>` in its private area
-    // (the invariant of `HostBuilder` and `Host`).
+/// The work item in a host's `HostPriv<D>`.
+///
+/// # Safety
+///
+/// As for [`priv_ptr`].
+unsafe fn work_ptr<D>(shost: NonNull<bindings::Scsi_Host>) -> *mut bindings::work_struct {
+    // SAFETY: The private area is a `HostPriv<D>` of a live host (caller
+    // contract), so its `work` field is within the allocation.
     Opaque::raw_get(unsafe { core::ptr::addr_of!((*priv_ptr::<D>(shost)).work) })
 }
 
@@ -143,7 +155,8 @@ impl<T: HostTemplate> HostBuilder<T> {
         let size = kernel::ffi::c_int::try_from(size_of::<HostPriv<T::HostData>>())?;
         // SAFETY: `sht` is a ready template that lives for `'static`.
         let shost = NonNull::new(unsafe { bindings::scsi_host_alloc(sht, size) }).ok_or(ENOMEM)?;
-        let data = Host::<T>::data_ptr(shost);
+        // SAFETY: `shost` was just allocated with room for a `HostPriv`.
+        let data = unsafe { Host::<T>::data_ptr(shost) };
         // SAFETY: `data` points to `size` bytes of suitably aligned memory
         // owned by the new host, which never moves.
         if let Err(e) = unsafe { init.__pinned_init(data) } {
@@ -151,8 +164,8 @@ impl<T: HostTemplate> HostBuilder<T> {
             unsafe { bindings::scsi_host_put(shost.as_ptr()) };
             return Err(e);
         }
-        // SAFETY: The work item lies in the new host's private area, which
-        // never moves; it is initialised once, here.
+        // SAFETY: The work item lies in the new host's private area (a
+        // `HostPriv`), which never moves; it is initialised once, here.
         unsafe {
             bindings::vscsi_init_work(work_ptr::<T::HostData>(shost), Some(Adapter::<T>::work))
         };
@@ -231,8 +244,14 @@ impl<T: HostTemplate> Drop for HostBuilder<T> {
 }
 
 impl<T: HostTemplate> Host<T> {
-    pub(super) fn data_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut T::HostData {
-        // SAFETY: The private area holds a `HostPriv` (type invariant).
+    /// The driver's data in a host's private area.
+    ///
+    /// # Safety
+    ///
+    /// As for [`priv_ptr`], with `D = T::HostData`.
+    pub(super) unsafe fn data_ptr(shost: NonNull<bindings::Scsi_Host>) -> *mut T::HostData {
+        // SAFETY: The private area is a `HostPriv<T::HostData>` of a live
+        // host (caller contract).
         unsafe { core::ptr::addr_of_mut!((*priv_ptr::<T::HostData>(shost)).data) }
     }
 
