@@ -156,7 +156,8 @@ check: deps
 
 # Benchmarks on the perf kernel: the module is built from a copy of the
 # sources (out-of-tree objects live beside them), results go under
-# build/bench/<timestamp>/. BENCH_ARGS passes options to tests/bench.py.
+# build/bench/<timestamp>/; runs worth keeping are copied to tests/bench-results/<date>/
+# (Documentation/benchmarks.md). BENCH_ARGS passes options to tests/bench.py.
 BENCH_SRC := $(BUILD)/bench-src
 BENCH_ARGS ?=
 bench-module: kernel-perf
@@ -173,7 +174,8 @@ bench: bench-module vhost-user-scsi
 		--initrd $(BUILD)/initramfs-perf.cpio --out $(BUILD)/bench $(BENCH_ARGS)
 
 # A guest profile (perf in the guest, cpu-clock sampling) of both drivers'
-# 4k random-read path on the perf kernel; reports under build/profile/.
+# 4k random-read path on the perf kernel; reports under build/profile/ (kept ones in
+# tests/bench-results/<date>/profile/).
 profile: bench-module
 	VSCSI_EXTRA_TOOLS=/usr/bin/perf scripts/mkinitramfs.sh $(BUILD)/initramfs-profile.cpio \
 		$$(cat $(BUILD)/kdir-perf)/drivers/scsi/virtio_scsi.ko $(BENCH_SRC)/$(MODULE)

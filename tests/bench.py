@@ -15,7 +15,8 @@ gives one paired sample per row. Two measures:
       of I/Os (1 ns of guest time is one instruction).
 
 Every ratio is oriented so that > 1 means the Rust driver is better. Results: results.json,
-results.md, chart.png and commands.txt under --out/<timestamp>/.
+results.md, chart.png and commands.txt under --out/<timestamp>/ (`make bench`: build/bench/). Runs worth
+keeping are copied to tests/bench-results/<date>/ and described in Documentation/benchmarks.md.
 """
 
 import argparse

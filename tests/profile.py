@@ -5,6 +5,8 @@
 One vCPU under TCG, null-co, fio libaio QD32 in the background, `perf record -a -e cpu-clock`
 for a fixed time per driver, then `perf report` by symbol and by module. The initramfs must contain
 perf: `VSCSI_EXTRA_TOOLS=/usr/bin/perf scripts/mkinitramfs.sh OUT virtio_scsi.ko virtio_scsi_rs.ko`.
+Reports go under --out (`make profile`: build/profile/); profiles worth keeping are copied to
+tests/bench-results/<date>/profile/.
 """
 
 import argparse
