@@ -8,6 +8,7 @@
 #   make check      host unit tests, lint, module build, install and DKMS, guest tests
 #   make install    install the module as an administrator does (see below)
 #   make dkms-source  the module's sources and dkms.conf, for `dkms add`
+#   make htmldocs   Documentation/ as HTML (with Sphinx, if installed)
 #
 # Everything is installed by scripts/install-deps.sh and cached under
 # $(VSCSI_CACHE) (default ~/.cache/virtio-scsi-rs): kernels, Python venv.
@@ -48,7 +49,7 @@ endif
 
 RUST_SRCS := $(filter-out %/bindings_generated.rs,$(shell find $(MODDIR) tools -name '*.rs' -not -path '*/target/*'))
 
-.PHONY: all deps kernel-debug kernel-perf module rustdoc install install-config install-test dkms-source clippy fmt fmt-check unit \
+.PHONY: all deps kernel-debug kernel-perf module rustdoc htmldocs install install-config install-test dkms-source clippy fmt fmt-check unit \
 	initramfs distro vhost-user-scsi guest-test check run bench bench-module profile clean FORCE
 
 all: module
@@ -100,6 +101,16 @@ install-test: $(kdir_dep)
 rustdoc: module
 	scripts/rustdoc.sh $(kdir) $(BUILD)/rustdoc
 
+# Documentation/ (reStructuredText, kernel style) as HTML under build/htmldocs/, with Sphinx
+# where it is installed; without it the target says so and succeeds (the files read as text).
+SPHINXBUILD ?= $(shell command -v sphinx-build 2>/dev/null)
+htmldocs:
+ifeq ($(SPHINXBUILD),)
+	@echo "htmldocs: sphinx-build not found, skipped (Documentation/*.rst read as plain text)"
+else
+	$(SPHINXBUILD) -b html -q -W Documentation $(BUILD)/htmldocs
+endif
+
 # Lint build: Clippy with the kernel's lint set, every warning an error. The
 # resulting .ko is the same as a plain build's. The vhost-user-scsi back end
 # gets Clippy's default set, every warning an error (protocol.rs, which
@@ -132,7 +143,7 @@ distro: module
 
 # Guest tests run on GUEST_JOBS pytest-xdist workers (one guest each at a time), a guest group
 # (tests sharing guests) on one worker, the longest groups first; GUEST_JOBS=0 runs them in this
-# process. See Documentation/testing.md.
+# process. See Documentation/testing.rst.
 GUEST_JOBS ?= 2
 guest_xdist = $(if $(filter 0,$(GUEST_JOBS)),,-n $(GUEST_JOBS) --dist loadgroup --no-loadscope-reorder)
 # The vhost-user-scsi back end the guest tests put behind vhost-user-scsi-pci controllers.
@@ -157,7 +168,7 @@ check: deps
 # Benchmarks on the perf kernel: the module is built from a copy of the
 # sources (out-of-tree objects live beside them), results go under
 # build/bench/<timestamp>/; runs worth keeping are copied to tests/bench-results/<date>/
-# (Documentation/benchmarks.md). BENCH_ARGS passes options to tests/bench.py.
+# (Documentation/benchmarks.rst). BENCH_ARGS passes options to tests/bench.py.
 BENCH_SRC := $(BUILD)/bench-src
 BENCH_ARGS ?=
 bench-module: kernel-perf

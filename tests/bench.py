@@ -16,7 +16,7 @@ gives one paired sample per row. Two measures:
 
 Every ratio is oriented so that > 1 means the Rust driver is better. Results: results.json,
 results.md, chart.png and commands.txt under --out/<timestamp>/ (`make bench`: build/bench/). Runs worth
-keeping are copied to tests/bench-results/<date>/ and described in Documentation/benchmarks.md.
+keeping are copied to tests/bench-results/<date>/ and described in Documentation/benchmarks.rst.
 """
 
 import argparse

@@ -5,7 +5,7 @@ image's dracut initramfs, root=UUID on a scsi-hd of a virtio-scsi controller). T
 installed as an administrator does (`make install`: under updates/, virtio_scsi blacklisted,
 virtio_scsi_rs added to the initramfs); the C baseline boots the initramfs the administrator's
 way back builds (the modprobe.d file removed, the initramfs rebuilt). See
-scripts/distro/ and Documentation/testing.md.
+scripts/distro/ and Documentation/testing.rst.
 
 A systemd boot of a KASAN kernel under TCG takes minutes, so each driver's case is one chain of
 steps through a few boots: boot to multi-user.target, the root disk's driver, the journal, fio on

@@ -317,7 +317,7 @@ def test_persistent_reservations(make_guest, target, driver):
 
 # --- conformance: iscsi-test-cu ------------------------------------------------------------------
 
-# The suites that fit about two minutes per driver in the guest (see Documentation/testing.md):
+# The suites that fit about two minutes per driver in the guest (see Documentation/testing.rst):
 # what Linux sends every disk (INQUIRY and VPD, READ CAPACITY, TEST UNIT READY, READ/WRITE(10),
 # MODE SENSE, REPORT SUPPORTED OPCODES), UNMAP and COMPARE AND WRITE, and persistent reservations
 # in and out. Measured on the scsi-block LUN under TCG: Read10 19 s, Write10 17 s, the others 1-8 s;
@@ -492,7 +492,7 @@ def test_target_lost_under_load(make_guest, target, driver):
     Not tested: Rust with a stall_limit shorter than the outage. Its error handling then escalates
     to a host reset, whose virtio reset QEMU 7.2 serves by draining the LUN's requests with the vCPU
     held in the register write: the guest stops until the target returns (see
-    Documentation/testing.md)."""
+    Documentation/testing.rst)."""
     g, devs = boot(make_guest, target, driver)
     lun, neighbour = devs[("IET", 0)][1], devs[("QEMU", 0)][1]
     outcome = []

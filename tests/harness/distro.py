@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0
 """The distro guest: Debian bookworm with systemd and dracut on the project's kernel, its root
 disk on a virtio-scsi controller, booted as a cloud test VM is (direct kernel boot, the image's
-dracut initramfs, root=UUID). See scripts/distro/ and Documentation/testing.md."""
+dracut initramfs, root=UUID). See scripts/distro/ and Documentation/testing.rst."""
 
 import os
 import subprocess
