@@ -70,8 +70,6 @@ void vscsi_rcu_read_unlock(void);
 struct scsi_cmnd;
 int vscsi_scsi_add_host(struct Scsi_Host *shost, struct device *dev);
 u32 vscsi_scsi_prot_bytes(struct scsi_cmnd *sc);
-/* Whether a stall warning may be printed now (one per 5 s). */
-bool vscsi_stall_warn_ratelimit(void);
 /* Milliseconds since the command was first issued (jiffies_at_alloc). */
 u32 vscsi_scmd_age_ms(struct scsi_cmnd *sc);
 /* scsi_execute_cmd() for a data-in command, default arguments. */

@@ -5,17 +5,19 @@
 //! C counterpart: [`drivers/scsi/virtio_scsi.c`](srctree/drivers/scsi/virtio_scsi.c).
 //! Function names follow the C driver where the concept matches. This file
 //! holds the device's setup, the data path and the host template; task
-//! management and resets are in `driver/eh.rs`, events in `driver/events.rs`.
+//! management and resets are in `driver/eh.rs`, events in `driver/events.rs`,
+//! the module parameters' meaning in `driver/params.rs`.
 
 mod eh;
 mod events;
+mod params;
 
 use eh::*;
 use events::*;
+use params::TimeoutPolicy;
 
 use crate::abstractions::cpu;
 use crate::abstractions::device::{dev_err, dev_info, dev_warn};
-use crate::abstractions::params::{self, TimeoutPolicy};
 use crate::abstractions::scsi::{
     self, Command, CommandRequest, EhCommand, EhHost, EhResult, HctxType, HeldDevice, HostByte,
     HostRef, HostTemplate, QueueError, QueueMaps, ScsiDevice, SeqFile, TimeoutAction,
@@ -296,6 +298,9 @@ impl HostTemplate for VirtioScsi {
     // The host reset returns with the device re-initialised and ready (or,
     // as a fallback, when every target answered its reset).
     const SKIP_SETTLE_DELAY: bool = true;
+    // `/sys/kernel/debug/virtio_scsi_rs/host<N>/queues`, read by the guest
+    // tests and described in Documentation/admin-guide.rst.
+    const DEBUGFS_FILE: Option<&'static CStr> = Some(c_str!("queues"));
 
     /// `virtscsi_queuecommand()`.
     fn queuecommand(vscsi: &Self, mut cmd: Command<Self>) -> Result<(), QueueError<Self>> {

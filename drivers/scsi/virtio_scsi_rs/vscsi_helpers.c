@@ -112,13 +112,6 @@ unsigned int vscsi_param_stall_limit(void)
 	return READ_ONCE(stall_limit);
 }
 
-bool vscsi_stall_warn_ratelimit(void)
-{
-	static DEFINE_RATELIMIT_STATE(rs, 5 * HZ, 1);
-
-	return __ratelimit(&rs);
-}
-
 u32 vscsi_scmd_age_ms(struct scsi_cmnd *sc)
 {
 	return jiffies_to_msecs(jiffies - READ_ONCE(sc->jiffies_at_alloc));

@@ -290,9 +290,13 @@ impl<T: HostTemplate> Host<T> {
         unsafe { (*self.shost.as_ptr()).host_no }
     }
 
-    /// Creates `host<N>/queues` under the template's debugfs directory.
+    /// Creates `host<N>/<T::DEBUGFS_FILE>` under the template's debugfs
+    /// directory.
     fn create_debugfs(&mut self) {
         let root = self.template.debugfs.load(Ordering::Acquire);
+        let Some(file) = T::DEBUGFS_FILE else {
+            return;
+        };
         if !T::HAS_DEBUGFS_SHOW || root.is_null() {
             return;
         }
@@ -307,7 +311,7 @@ impl<T: HostTemplate> Host<T> {
         unsafe {
             bindings::debugfs_create_devm_seqfile(
                 core::ptr::addr_of_mut!((*self.shost.as_ptr()).shost_gendev),
-                kernel::c_str!("queues").as_char_ptr(),
+                file.as_char_ptr(),
                 dir,
                 Some(Adapter::<T>::debugfs_read),
             )

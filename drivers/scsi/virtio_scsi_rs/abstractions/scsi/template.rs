@@ -34,6 +34,12 @@ pub(crate) trait HostTemplate: Sized + 'static {
     /// Skip the midlayer's 10 s settle delay after a host reset
     /// (`skip_settle_delay`): the host is ready when its handler returns.
     const SKIP_SETTLE_DELAY: bool = false;
+    /// Name of each host's debugfs file, which [`HostTemplate::debugfs_show`]
+    /// prints into: `/sys/kernel/debug/<PROC_NAME>/host<N>/<name>`.
+    ///
+    /// The directories and the file exist only when this is set and
+    /// `debugfs_show` is implemented.
+    const DEBUGFS_FILE: Option<&'static CStr> = None;
 
     /// Starts a command (`queuecommand`). A command that cannot be started
     /// now is handed back in [`QueueError::HostBusy`] and retried later;
@@ -77,7 +83,7 @@ pub(crate) trait HostTemplate: Sized + 'static {
     }
 
     /// Prints the host's state into its debugfs file
-    /// `/sys/kernel/debug/<PROC_NAME>/host<N>/queues`.
+    /// ([`HostTemplate::DEBUGFS_FILE`]).
     fn debugfs_show(_host: HostRef<'_, Self>, _m: &SeqFile) {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
@@ -232,7 +238,7 @@ impl<T: HostTemplate> Template<T> {
         if T::HAS_EH_HOST_RESET {
             t.eh_host_reset_handler = Some(Adapter::<T>::eh_host_reset);
         }
-        if T::HAS_DEBUGFS_SHOW {
+        if T::HAS_DEBUGFS_SHOW && T::DEBUGFS_FILE.is_some() {
             // SAFETY: `PROC_NAME` is a valid string; a failure gives an
             // error pointer, which debugfs accepts as a parent and ignores.
             let dir = unsafe {
