@@ -19,6 +19,20 @@ use core::fmt;
 ///
 /// Implementers must return a pointer to a `struct device` that stays valid
 /// for as long as `self` is borrowed.
+///
+/// # Examples
+///
+/// The printing macros take anything that implements it: a virtio device, a
+/// reference to one, a SCSI device:
+///
+/// ```ignore
+/// use crate::abstractions::device::{dev_err, dev_info, dev_warn};
+///
+/// dev_info!(dev, "{}/{}/{} default/read/poll queues\n", default, read, poll);
+/// dev_warn!(&vscsi.vdev, "device needs reset: resetting it\n");
+/// dev_err!(&vscsi.vdev, "host reset failed ({:?})\n", e);
+/// dev_info!(cmd.device(), "abort\n");
+/// ```
 pub(crate) unsafe trait AsRawDevice {
     /// Returns the `struct device` to print with.
     fn as_raw_device(&self) -> *mut bindings::device;
@@ -53,6 +67,12 @@ pub(crate) fn dev_print(dev: &impl AsRawDevice, level: Level, args: fmt::Argumen
 }
 
 /// Prints an error message prefixed with the device's driver and name.
+///
+/// # Examples
+///
+/// ```ignore
+/// dev_err!(dev, "probe failure: config access disabled\n");
+/// ```
 macro_rules! dev_err {
     ($dev:expr, $($arg:tt)*) => {
         $crate::abstractions::device::dev_print(
@@ -64,6 +84,12 @@ macro_rules! dev_err {
 }
 
 /// Prints a warning prefixed with the device's driver and name.
+///
+/// # Examples
+///
+/// ```ignore
+/// dev_warn!(&self.vdev, "{} to {}:{} not answered in {} ms\n", tmf.name(), target, lun, 30_000);
+/// ```
 macro_rules! dev_warn {
     ($dev:expr, $($arg:tt)*) => {
         $crate::abstractions::device::dev_print(
@@ -75,6 +101,12 @@ macro_rules! dev_warn {
 }
 
 /// Prints an informational message prefixed with the device's driver and name.
+///
+/// # Examples
+///
+/// ```ignore
+/// dev_info!(cmd.device(), "device reset\n");
+/// ```
 macro_rules! dev_info {
     ($dev:expr, $($arg:tt)*) => {
         $crate::abstractions::device::dev_print(

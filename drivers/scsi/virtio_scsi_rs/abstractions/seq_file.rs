@@ -13,6 +13,20 @@ use kernel::types::Opaque;
 /// # Invariants
 ///
 /// `self.0` is a valid `seq_file` for the lifetime of the reference.
+///
+/// # Examples
+///
+/// A host's debugfs file, one line per queue:
+///
+/// ```ignore
+/// fn debugfs_show(host: HostRef<'_, Self>, m: &SeqFile) {
+///     for (i, vq) in host.data().req_vqs.iter().enumerate() {
+///         // Copy out, then print without the lock held.
+///         let s = *vq.lock().data();
+///         m.print(format_args!("{} submitted {} completed {}\n", i, s.submitted, s.completed));
+///     }
+/// }
+/// ```
 #[repr(transparent)]
 pub(crate) struct SeqFile(Opaque<bindings::seq_file>);
 

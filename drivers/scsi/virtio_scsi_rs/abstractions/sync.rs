@@ -18,6 +18,24 @@ use kernel::types::Opaque;
 /// (`spin_lock_irqsave()`).
 ///
 /// Create one with [`new_spinlock_irq!`].
+///
+/// # Examples
+///
+/// State shared with a hard-IRQ handler, in a pinned structure:
+///
+/// ```ignore
+/// use crate::abstractions::sync::{new_spinlock_irq, SpinLockIrq};
+///
+/// #[pin_data]
+/// struct QueueState {
+///     #[pin]
+///     lock: SpinLockIrq<u64>,
+/// }
+///
+/// let state = KBox::pin_init(pin_init!(QueueState { lock <- new_spinlock_irq!(0) }), GFP_KERNEL)?;
+/// // In process context or in the interrupt handler alike:
+/// *state.lock.lock() += 1;
+/// ```
 pub(crate) type SpinLockIrq<T> = kernel::sync::lock::Lock<T, SpinLockIrqBackend>;
 
 /// A guard of a [`SpinLockIrq`].
@@ -135,6 +153,28 @@ pub(crate) use new_spinlock_irq;
 /// # Invariants
 ///
 /// `inner` was initialised by `init_completion()` and never moves.
+///
+/// # Examples
+///
+/// Signalled once from a virtqueue callback, waited for with a time limit:
+///
+/// ```ignore
+/// use crate::abstractions::sync::Completion;
+///
+/// #[pin_data]
+/// struct Inner {
+///     #[pin]
+///     completion: Completion,
+/// }
+///
+/// let inner = Arc::pin_init(pin_init!(Inner { completion <- Completion::new() }), GFP_KERNEL)?;
+/// // The callback, in hard-IRQ context:
+/// inner.completion.complete();
+/// // The waiter, in process context:
+/// if !inner.completion.wait_timeout_ms(30_000) {
+///     return Err(ETIMEDOUT);
+/// }
+/// ```
 #[pin_data]
 pub(crate) struct Completion {
     #[pin]
@@ -198,6 +238,22 @@ impl Completion {
 ///
 /// The current task is inside the read-side section that `new` entered; the
 /// guard is not `Send`, so it ends on the CPU/task that began it.
+///
+/// # Examples
+///
+/// Keeping a virtqueue from being deleted while it is notified outside the
+/// queue's lock; the deleting side waits with [`synchronize_rcu`]:
+///
+/// ```ignore
+/// let rcu = RcuReadGuard::new();
+/// // ... take `vq` under the queue's lock, unlock ...
+/// // SAFETY: `vq` is not deleted before the read-side section ends.
+/// unsafe { bindings::virtqueue_notify(vq) };
+/// drop(rcu);
+///
+/// // The side that deletes the virtqueues:
+/// synchronize_rcu();
+/// ```
 pub(crate) struct RcuReadGuard(core::marker::PhantomData<*mut ()>);
 
 impl RcuReadGuard {

@@ -19,6 +19,22 @@ use kernel::prelude::*;
 pub(crate) const SENSE_BUFFERSIZE: usize = 96;
 
 /// Host byte values (`enum scsi_host_status`) the abstraction exposes.
+///
+/// # Examples
+///
+/// Failing a command the driver will not send:
+///
+/// ```ignore
+/// fn fail_cmd(mut cmd: Command<VirtioScsi>, host: HostByte) -> Result<(), QueueError<VirtioScsi>> {
+///     cmd.set_result(host, 0);
+///     cmd.done();
+///     Ok(())
+/// }
+///
+/// if cmd.data_direction() == DataDirection::Bidirectional {
+///     return fail_cmd(cmd, HostByte::Error);
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum HostByte {
@@ -43,6 +59,18 @@ pub(crate) enum HostByte {
 }
 
 /// The direction of a command's data (`enum dma_data_direction`).
+///
+/// # Examples
+///
+/// Protection information travels with the data, in its direction:
+///
+/// ```ignore
+/// let (pi_out, pi_in) = match cmd.data_direction() {
+///     DataDirection::ToDevice => (cmd.prot_bytes(), 0),
+///     DataDirection::FromDevice => (0, cmd.prot_bytes()),
+///     _ => (0, 0),
+/// };
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum DataDirection {
     /// No data.
@@ -180,6 +208,51 @@ pub(super) unsafe fn cmd_priv(sc: *mut bindings::scsi_cmnd) -> *mut u8 {
 ///
 /// `sc` is a command that the midlayer gave to `queuecommand` and that has
 /// not been completed; its `cmd_size` private area belongs to this value.
+///
+/// # Examples
+///
+/// In `queuecommand`: the request header goes into the private area, then the
+/// command goes to a virtqueue as a [`CommandRequest`]; completion takes it
+/// back:
+///
+/// ```ignore
+/// fn queuecommand(vscsi: &Self, mut cmd: Command<Self>) -> Result<(), QueueError<Self>> {
+///     let tag = cmd.unique_tag();
+///     let hwq = (tag >> 16) as usize;
+///     let (id, lun) = cmd.id_lun();
+///     let lun = protocol::encode_lun(id, lun).ok_or(EINVAL)?;
+///     let is_last = cmd.is_last();
+///     let (cdb, cdb_len, private) = cmd.cdb_and_private();
+///     let req = protocol::write_cmd_req(&mut private[..64], &lun, u64::from(tag), cdb, cdb_len);
+///     let Some(req_len) = req else {
+///         cmd.set_result(HostByte::Error, 0);
+///         cmd.done();
+///         return Ok(());
+///     };
+///     let req = match cmd.into_request(0..req_len, 64..64 + protocol::CMD_RESP_SIZE) {
+///         Ok(req) => req,
+///         // Dropping the command would complete it with `DID_ERROR` too.
+///         Err((cmd, _e)) => return Err(QueueError::HostBusy(cmd)),
+///     };
+///     // ... `req` goes on `vscsi.req_vqs[hwq]`, kicked if `is_last`.
+///     Ok(())
+/// }
+///
+/// fn complete_cmd(mut cmd: Command<VirtioScsi>, used_len: u32) {
+///     let bufflen = cmd.bufflen();
+///     let (private, sense) = cmd.private_and_sense();
+///     match protocol::parse_cmd_resp(&private[64..], used_len, bufflen) {
+///         Some(r) => {
+///             let src = 64 + protocol::CMD_RESP_FIXED;
+///             sense[..r.sense_len].copy_from_slice(&private[src..src + r.sense_len]);
+///             cmd.set_result(HostByte::Ok, r.status);
+///             cmd.set_resid(r.resid);
+///         }
+///         None => cmd.set_result(HostByte::Error, 0),
+///     }
+///     cmd.done();
+/// }
+/// ```
 pub(crate) struct Command<T: HostTemplate> {
     sc: NonNull<bindings::scsi_cmnd>,
     _p: PhantomData<T>,
@@ -372,6 +445,31 @@ impl<T: HostTemplate> Drop for Command<T> {
 }
 
 /// A [`Command`] with its header layout, ready to go on a virtqueue.
+///
+/// # Examples
+///
+/// On a request queue; it turns back into its command when the queue gives it
+/// back:
+///
+/// ```ignore
+/// type ReqQueue = Queue<CommandRequest<VirtioScsi>, VqStats>;
+///
+/// while let Some((req, used_len)) = vq.lock().get_buf() {
+///     complete_cmd(req.into_command(), used_len);
+/// }
+///
+/// // After a reset, what the device did not answer is retried by the midlayer.
+/// vq.detach(|req, used| {
+///     let mut cmd = req.into_command();
+///     match used {
+///         Some(used_len) => complete_cmd(cmd, used_len),
+///         None => {
+///             cmd.set_result(HostByte::Reset, 0);
+///             cmd.done();
+///         }
+///     }
+/// });
+/// ```
 pub(crate) struct CommandRequest<T: HostTemplate> {
     cmd: Command<T>,
     out_hdr: Range<usize>,

@@ -13,6 +13,22 @@ use kernel::types::Opaque;
 /// # Invariants
 ///
 /// `self.0` is a valid `scsi_device` for the lifetime of the reference.
+///
+/// # Examples
+///
+/// In `change_queue_depth`, and naming a device in messages:
+///
+/// ```ignore
+/// fn change_queue_depth(sdev: &ScsiDevice, depth: i32) -> i32 {
+///     sdev.change_queue_depth(depth.min(sdev.host_cmd_per_lun()))
+/// }
+///
+/// fn eh_device_reset(host: EhHost<'_, Self>, cmd: &EhCommand) -> EhResult {
+///     let (_channel, id, lun) = cmd.device().address();
+///     dev_info!(cmd.device(), "device reset\n");
+///     host.data().tmf(Tmf::LogicalUnitReset, id, lun, 0)
+/// }
+/// ```
 #[repr(transparent)]
 pub(crate) struct ScsiDevice(Opaque<bindings::scsi_device>);
 
@@ -84,6 +100,17 @@ impl ScsiDevice {
 /// yet, and nothing reads `sdev_bflags` before `slave_alloc` returns: the
 /// scan reads it afterwards in the same thread, and the other readers
 /// (sense handling of the device's commands, sd, sysfs) come later still.
+///
+/// # Examples
+///
+/// Blacklist flags can only be set before the device is scanned:
+///
+/// ```ignore
+/// fn slave_alloc(sdev: &scsi::SlaveAllocDevice) -> Result {
+///     sdev.add_bflags(scsi::BLIST_TRY_VPD_PAGES);
+///     Ok(())
+/// }
+/// ```
 #[repr(transparent)]
 pub(crate) struct SlaveAllocDevice(ScsiDevice);
 
@@ -136,6 +163,29 @@ pub(crate) const BLIST_TRY_VPD_PAGES: u64 = 1 << 28;
 ///
 /// [`HostRef::with_device`]: super::HostRef::with_device
 /// [`HostRef::for_each_device`]: super::HostRef::for_each_device
+///
+/// # Examples
+///
+/// In the host's work, after lost events: ask every device whether it is still
+/// there:
+///
+/// ```ignore
+/// let cdb = [0x12, 0, 0, 0, 36, 0]; // INQUIRY
+/// let mut inq = KVec::from_elem(0u8, 36, GFP_KERNEL)?;
+/// host.for_each_device(|sdev| {
+///     inq.fill(0);
+///     let gone = match sdev.execute_in(&cdb, &mut inq, 30_000, 5) {
+///         Ok(0) => protocol::inquiry_says_gone(&inq),
+///         Ok(result) => (result >> 16) & 0xff == HostByte::BadTarget as i32,
+///         Err(_) => false,
+///     };
+///     if gone {
+///         sdev.remove();
+///     }
+/// });
+/// // A capacity change event:
+/// host.with_device(0, target, lun, HeldDevice::rescan);
+/// ```
 #[repr(transparent)]
 pub(crate) struct HeldDevice(ScsiDevice);
 

@@ -13,6 +13,20 @@ use kernel::types::Opaque;
 
 /// The outcome of an error handler (`SUCCESS`, `FAILED` of
 /// `enum scsi_disposition` in `scsi/scsi.h`).
+///
+/// # Examples
+///
+/// ```ignore
+/// fn eh_abort(host: EhHost<'_, Self>, cmd: &EhCommand) -> EhResult {
+///     // Without a tag ABORT TASK cannot name the command: let the midlayer
+///     // escalate to a reset.
+///     let Some(tag) = cmd.unique_tag() else {
+///         return EhResult::Failed;
+///     };
+///     let (_channel, id, lun) = cmd.device().address();
+///     host.data().tmf(Tmf::AbortTask, id, lun, u64::from(tag))
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum EhResult {
     /// The function completed; the midlayer stops escalating.
@@ -34,6 +48,28 @@ impl EhResult {
 }
 
 /// What to do with a command whose timer expired (`enum scsi_timeout_action`).
+///
+/// # Examples
+///
+/// Poll the command's queue first (a lost interrupt), then wait or escalate:
+///
+/// ```ignore
+/// fn eh_timed_out(host: EhHost<'_, Self>, cmd: &EhCommand) -> TimeoutAction {
+///     let vscsi = host.data();
+///     if let Some(hwq) = cmd.unique_tag().map(|tag| (tag >> 16) as usize) {
+///         if let Some(vq) = vscsi.req_vqs.get(hwq) {
+///             vscsi.reap(vq, vscsi.is_poll_queue(hwq));
+///         }
+///     }
+///     if cmd.is_complete() {
+///         TimeoutAction::Done
+///     } else if cmd.age_ms() < stall_limit_ms() {
+///         TimeoutAction::ResetTimer
+///     } else {
+///         TimeoutAction::NotHandled
+///     }
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TimeoutAction {
     /// The driver completed it (`SCSI_EH_DONE`).
@@ -52,6 +88,25 @@ pub(crate) enum TimeoutAction {
 ///
 /// `self.0` is a valid `scsi_cmnd` of a live device for the lifetime of the
 /// reference.
+///
+/// # Examples
+///
+/// A command the error handler holds can be inspected, never completed:
+///
+/// ```ignore
+/// host.for_each_busy(|cmd: &EhCommand| {
+///     let (_channel, id, lun) = cmd.device().address();
+///     if cmd.in_device() && id == target {
+///         dev_warn!(
+///             cmd.device(),
+///             "command outstanding for {} ms (timeout {} ms)\n",
+///             cmd.age_ms(),
+///             cmd.timeout_ms()
+///         );
+///     }
+///     true // keep iterating
+/// });
+/// ```
 #[repr(transparent)]
 pub(crate) struct EhCommand(Opaque<bindings::scsi_cmnd>);
 

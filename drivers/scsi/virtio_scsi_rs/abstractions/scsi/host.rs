@@ -17,6 +17,27 @@ use kernel::prelude::*;
 use kernel::types::Opaque;
 
 /// Limits of a host, set on a [`HostBuilder`] before it is added (fields of `struct Scsi_Host`).
+///
+/// # Examples
+///
+/// The limits derived from the device's configuration, set before the host is
+/// added:
+///
+/// ```ignore
+/// host.set_limits(&scsi::Limits {
+///     can_queue: limits.can_queue,
+///     cmd_per_lun: limits.cmd_per_lun,
+///     sg_tablesize: limits.sg_tablesize,
+///     max_sectors: limits.max_sectors,
+///     max_id: limits.max_id,
+///     max_lun: limits.max_lun,
+///     max_channel: 0,
+///     max_cmd_len: 32,
+///     nr_hw_queues: num_queues,
+///     // Default, read and poll maps when there are poll queues.
+///     nr_maps: if num_poll > 0 { 3 } else { 1 },
+/// })?;
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Limits {
     /// `can_queue`: commands in flight on one hardware queue (an `int`:
@@ -64,6 +85,20 @@ pub(super) struct HostPriv<D> {
 /// `hostdata` and whose work item is initialised (not queued: the host is
 /// not added); this value owns the reference from `scsi_host_alloc`, and the
 /// host is not added.
+///
+/// # Examples
+///
+/// Configure, then add; a builder dropped before `add` frees the host:
+///
+/// ```ignore
+/// let mut host = scsi::HostBuilder::alloc(&TEMPLATE, vscsi)?;
+/// host.set_limits(&limits)?;
+/// if t10_pi {
+///     host.set_t10_pi();
+/// }
+/// let host: scsi::Host<VirtioScsi> = host.add(dev)?;
+/// dev_info!(dev, "host{}: added\n", host.host_no());
+/// ```
 pub(crate) struct HostBuilder<T: HostTemplate> {
     shost: NonNull<bindings::Scsi_Host>,
     template: &'static Template<T>,
@@ -83,6 +118,26 @@ pub(crate) struct HostBuilder<T: HostTemplate> {
 /// `work_disabled` is set the work item cannot be queued again
 /// (`disable_work_sync()` has run or is running). `debugfs` is null or the
 /// host's directory, created once.
+///
+/// # Examples
+///
+/// Kept as a virtio driver's data: scanned after `DRIVER_OK`, its work queued
+/// from interrupts, removed before the data goes:
+///
+/// ```ignore
+/// fn scan(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
+///     host.scan();
+/// }
+///
+/// fn config_changed(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
+///     host.data().config_event.store(true, Ordering::Release);
+///     host.queue_work(); // runs `HostTemplate::work` in process context
+/// }
+///
+/// fn remove(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
+///     host.remove(); // the work is disabled first
+/// }
+/// ```
 pub(crate) struct Host<T: HostTemplate> {
     shost: NonNull<bindings::Scsi_Host>,
     /// The work item was disabled for good (`disable_work_sync()`).
@@ -379,6 +434,30 @@ impl<T: HostTemplate> Drop for Host<T> {
 /// added to the midlayer, for `'a`; its removal may be under way (the
 /// midlayer's operations check the host's state for that). The borrower runs
 /// in process context, outside the host's error handling, and may sleep.
+///
+/// # Examples
+///
+/// In the host's work, handling hot-plug events:
+///
+/// ```ignore
+/// fn handle_event(host: HostRef<'_, VirtioScsi>, ev: protocol::Event) {
+///     if ev.missed {
+///         host.scan();
+///     }
+///     match ev.action {
+///         EventAction::ScanTarget { target } => host.scan_target(0, target),
+///         EventAction::AddDevice { target, lun } => {
+///             if let Err(e) = host.add_device(0, target, lun) {
+///                 dev_info!(&host.data().vdev, "adding 0:{}:{} failed ({:?})\n", target, lun, e);
+///             }
+///         }
+///         EventAction::RescanDevice { target, lun } => {
+///             host.with_device(0, target, lun, HeldDevice::rescan);
+///         }
+///         _ => {}
+///     }
+/// }
+/// ```
 pub(crate) struct HostRef<'a, T: HostTemplate> {
     shost: NonNull<bindings::Scsi_Host>,
     _p: PhantomData<&'a T>,
@@ -529,6 +608,24 @@ impl<'a, T: HostTemplate> HostRef<'a, T> {
 ///
 /// As for [`HostRef`], but the borrower may be the error handler, or the
 /// block layer's timeout handling.
+///
+/// # Examples
+///
+/// After a LUN reset, whether the device still holds a command it ended:
+///
+/// ```ignore
+/// fn eh_device_reset(host: EhHost<'_, Self>, cmd: &EhCommand) -> EhResult {
+///     let (_channel, id, lun) = cmd.device().address();
+///     let result = host.data().tmf(Tmf::LogicalUnitReset, id, lun, 0);
+///     let mut held = false;
+///     host.for_each_busy(|c| {
+///         let (_, i, l) = c.device().address();
+///         held = c.in_device() && i == id && l == lun;
+///         !held
+///     });
+///     if held { EhResult::Failed } else { result }
+/// }
+/// ```
 pub(crate) struct EhHost<'a, T: HostTemplate>(HostRef<'a, T>);
 
 impl<T: HostTemplate> Clone for EhHost<'_, T> {

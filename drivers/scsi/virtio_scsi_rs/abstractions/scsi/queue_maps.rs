@@ -9,6 +9,17 @@ use crate::abstractions::virtio::{self};
 use core::marker::PhantomData;
 
 /// The blk-mq queue types (`enum hctx_type`).
+///
+/// # Examples
+///
+/// ```ignore
+/// for (ty, nr) in [HctxType::Default, HctxType::Read, HctxType::Poll]
+///     .into_iter()
+///     .zip(vscsi.io_queues)
+/// {
+///     // ...
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub(crate) enum HctxType {
@@ -36,6 +47,29 @@ pub(super) const MAX_MAPS: usize = bindings::hctx_type_HCTX_MAX_TYPES as usize;
 /// (`struct blk_mq_queue_map`, with its CPU table allocated) of a tag set
 /// that blk-mq is mapping (`blk_mq_update_queue_map()`: at allocation, or
 /// with the queues frozen), which nothing else reads or writes meanwhile.
+///
+/// # Examples
+///
+/// Interrupt-driven queues follow the managed affinity of their vectors (after
+/// the two of the control and event queues); polled ones are spread evenly:
+///
+/// ```ignore
+/// fn map_queues(vscsi: &Self, maps: &mut QueueMaps<'_>) {
+///     let dev = vscsi.vdev.access();
+///     let mut offset = 0;
+///     for (ty, nr) in [HctxType::Default, HctxType::Read, HctxType::Poll]
+///         .into_iter()
+///         .zip(vscsi.io_queues)
+///     {
+///         let virtio = match &dev {
+///             Some(dev) if ty != HctxType::Poll => Some((&**dev, 2)),
+///             _ => None,
+///         };
+///         maps.map(ty, nr, offset, virtio);
+///         offset += nr;
+///     }
+/// }
+/// ```
 pub(crate) struct QueueMaps<'a> {
     maps: [*mut bindings::blk_mq_queue_map; MAX_MAPS],
     _p: PhantomData<&'a mut bindings::blk_mq_queue_map>,

@@ -17,6 +17,36 @@ use kernel::types::Opaque;
 ///
 /// Mandatory items have no default; optional operations are only wired into
 /// the C template when the implementation provides them.
+///
+/// # Examples
+///
+/// The template of a host whose data is the driver's adapter state:
+///
+/// ```ignore
+/// use crate::abstractions::scsi::{self, Command, HostRef, HostTemplate, QueueError, SeqFile};
+///
+/// #[vtable]
+/// impl HostTemplate for VirtioScsi {
+///     type HostData = Self;
+///
+///     const NAME: &'static CStr = c_str!("Virtio SCSI HBA");
+///     const PROC_NAME: &'static CStr = c_str!("virtio_scsi_rs");
+///     const CMD_SIZE: usize = 64 + protocol::CMD_RESP_SIZE;
+///     const TRACK_QUEUE_DEPTH: bool = true;
+///     const DEBUGFS_FILE: Option<&'static CStr> = Some(c_str!("queues"));
+///
+///     fn queuecommand(vscsi: &Self, cmd: Command<Self>) -> Result<(), QueueError<Self>> {
+///         vscsi.submit(cmd)
+///     }
+///
+///     fn debugfs_show(host: HostRef<'_, Self>, m: &SeqFile) {
+///         let submitted = host.data().submitted();
+///         m.print(format_args!("submitted {}\n", submitted));
+///     }
+/// }
+///
+/// pub(crate) static TEMPLATE: scsi::Template<VirtioScsi> = scsi::Template::new();
+/// ```
 #[vtable]
 pub(crate) trait HostTemplate: Sized + 'static {
     /// Per-host data, stored inline in the `Scsi_Host` (`shost_priv()`).
@@ -122,6 +152,25 @@ pub(crate) trait HostTemplate: Sized + 'static {
 }
 
 /// Why [`HostTemplate::queuecommand`] did not start a command.
+///
+/// # Examples
+///
+/// A full ring: the midlayer requeues the command; a broken device: the command
+/// fails now:
+///
+/// ```ignore
+/// match guard.add(req) {
+///     Ok(()) => Ok(()),
+///     Err((req, e)) if e == EIO => {
+///         drop(guard);
+///         let mut cmd = req.into_command();
+///         cmd.set_result(HostByte::BadTarget, 0);
+///         cmd.done();
+///         Ok(())
+///     }
+///     Err((req, _e)) => Err(QueueError::HostBusy(req.into_command())),
+/// }
+/// ```
 pub(crate) enum QueueError<T: HostTemplate> {
     /// The host is out of resources: the midlayer retries the command later
     /// (`SCSI_MLQUEUE_HOST_BUSY`).
@@ -140,6 +189,35 @@ pub(crate) enum QueueError<T: HostTemplate> {
 ///
 /// Once `state` is `READY`, `inner` is a fully initialised template that is
 /// never written again.
+///
+/// # Examples
+///
+/// Filled in at module load, before any host is allocated from it, and torn
+/// down after the last host is gone:
+///
+/// ```ignore
+/// pub(crate) static TEMPLATE: scsi::Template<VirtioScsi> = scsi::Template::new();
+///
+/// impl kernel::Module for VirtioScsiModule {
+///     fn init(module: &'static ThisModule) -> Result<Self> {
+///         TEMPLATE.init(module)?;
+///         match KBox::pin_init(virtio::Registration::new(module), GFP_KERNEL) {
+///             Ok(driver) => Ok(Self { driver: Some(driver) }),
+///             Err(e) => {
+///                 TEMPLATE.exit();
+///                 Err(e)
+///             }
+///         }
+///     }
+/// }
+///
+/// impl Drop for VirtioScsiModule {
+///     fn drop(&mut self) {
+///         self.driver.take(); // every host goes away first
+///         TEMPLATE.exit();
+///     }
+/// }
+/// ```
 pub(crate) struct Template<T: HostTemplate> {
     inner: Opaque<bindings::scsi_host_template>,
     state: AtomicU8,

@@ -25,6 +25,37 @@ struct Line([u8; 128]);
 ///
 /// `lines` holds at least `len` bytes, which the allocation is aligned to
 /// [`Line`] for (kmalloc aligns a size to its largest power-of-two divisor).
+///
+/// # Examples
+///
+/// Event buffers kept posted on a virtqueue, and one taken back:
+///
+/// ```ignore
+/// use crate::abstractions::virtio::{DeviceBuf, Queue};
+///
+/// fn post_event_buf(vq: &Queue<KBox<DeviceBuf>>, len: u32) -> Result {
+///     let buf = KBox::new(DeviceBuf::new(len)?, GFP_KERNEL)?;
+///     let mut guard = vq.lock();
+///     guard.add(buf).map_err(|(_buf, e)| e)?;
+///     let kick = guard.kick_prepare();
+///     drop(guard);
+///     if let Some(kick) = kick {
+///         kick.notify();
+///     }
+///     Ok(())
+/// }
+///
+/// fn next_event(vq: &Queue<KBox<DeviceBuf>>) -> Option<KBox<DeviceBuf>> {
+///     // The used length is not trusted (vhost-scsi reports 0): a buffer the
+///     // device did not write reads as zeroes.
+///     let (buf, _used_len) = vq.lock().get_buf()?;
+///     Some(buf)
+/// }
+///
+/// if let Some(buf) = next_event(&event_vq) {
+///     let ev = protocol::parse_event(buf.bytes());
+/// }
+/// ```
 pub(crate) struct DeviceBuf {
     lines: KVec<Line>,
     len: u32,

@@ -25,6 +25,25 @@ pub(crate) const RING_F_INDIRECT_DESC: u32 = bindings::VIRTIO_RING_F_INDIRECT_DE
 /// `self.0` is a `struct virtio_device` that is bound, or being bound, to the
 /// driver whose callback received the reference: it stays valid for at least
 /// as long as the reference.
+///
+/// # Examples
+///
+/// Reading the configuration space and the negotiated features at probe:
+///
+/// ```ignore
+/// use crate::abstractions::virtio;
+///
+/// fn read_config(dev: &virtio::Device) -> Result<(u32, bool)> {
+///     if !dev.has_config_access() {
+///         return Err(EINVAL);
+///     }
+///     let num_queues = dev.cread32(config_offset::NUM_QUEUES)?;
+///     let indirect = dev.has_feature(virtio::RING_F_INDIRECT_DESC);
+///     // The driver's own CDB size, which a reset puts back to the default.
+///     dev.cwrite32(config_offset::CDB_SIZE, protocol::CDB_SIZE)?;
+///     Ok((num_queues, indirect))
+/// }
+/// ```
 #[repr(transparent)]
 pub(crate) struct Device(Opaque<bindings::virtio_device>);
 
@@ -168,6 +187,36 @@ impl Binding {
 /// reference on, so it stays allocated until this value is dropped;
 /// `binding` is true for as long as the device is bound to the driver that
 /// made this reference (from [`DriverDevice::get`]).
+///
+/// # Examples
+///
+/// The driver data keeps a reference taken at probe, names the device in
+/// messages at any time, and reaches it only while bound:
+///
+/// ```ignore
+/// use crate::abstractions::device::dev_warn;
+/// use crate::abstractions::virtio;
+///
+/// struct VirtioScsi {
+///     vdev: virtio::DeviceRef,
+/// }
+///
+/// fn probe(dev: &virtio::DriverDevice<'_, VirtioScsiDriver>) -> Result<VirtioScsi> {
+///     Ok(VirtioScsi { vdev: dev.get() })
+/// }
+///
+/// fn config_change(vscsi: &VirtioScsi) {
+///     // Unbound meanwhile: nothing to do.
+///     let Some(dev) = vscsi.vdev.access() else {
+///         return;
+///     };
+///     let needs_reset = dev.needs_reset();
+///     drop(dev);
+///     if needs_reset {
+///         dev_warn!(&vscsi.vdev, "device needs reset: resetting it\n");
+///     }
+/// }
+/// ```
 pub(crate) struct DeviceRef {
     ptr: NonNull<bindings::virtio_device>,
     binding: Arc<Binding>,
@@ -199,6 +248,20 @@ impl<T: Driver> DriverDevice<'_, T> {
 /// A [`Device`] reached through a [`DeviceRef`] while its driver is bound:
 /// its remove waits until this is dropped. Hold it for one operation, never
 /// across a wait for the driver's own remove.
+///
+/// # Examples
+///
+/// Held for one operation, then dropped before anything that may wait for the
+/// driver's remove:
+///
+/// ```ignore
+/// let Some(dev) = vscsi.vdev.access() else {
+///     return Err(ENODEV);
+/// };
+/// let ret = dev.reset_and_restore();
+/// drop(dev);
+/// ret
+/// ```
 pub(crate) struct BoundDevice<'a> {
     dev: &'a Device,
     _bound: kernel::sync::lock::Guard<'a, bool, kernel::sync::lock::mutex::MutexBackend>,

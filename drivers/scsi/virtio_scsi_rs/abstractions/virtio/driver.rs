@@ -26,6 +26,31 @@ use kernel::types::{ForeignOwnable, Opaque};
 /// # Invariants
 ///
 /// `dev` is bound, or being bound, to driver `T`, for the lifetime `'a`.
+///
+/// # Examples
+///
+/// Creating the virtqueues in probe (or in restore, after a reset) and keeping
+/// a reference to the device:
+///
+/// ```ignore
+/// use crate::abstractions::virtio::{self, Queue, QueueInfo};
+///
+/// fn probe(dev: &virtio::DriverDevice<'_, Self>) -> Result<Self::Data> {
+///     let infos = [
+///         QueueInfo { name: c_str!("control"), callback: true },
+///         QueueInfo { name: c_str!("event"), callback: true },
+///         QueueInfo { name: c_str!("request"), callback: true },
+///     ];
+///     // Two vectors (control, event) stay out of the affinity spread.
+///     let mut raw = dev.find_vqs(&infos, 2)?.into_iter();
+///     let ctrl_vq = KBox::pin_init(
+///         Queue::new(raw.next().ok_or(EINVAL)?, CtrlStats::default()),
+///         GFP_KERNEL,
+///     )?;
+///     let vdev = dev.get();
+///     // ...
+/// }
+/// ```
 pub(crate) struct DriverDevice<'a, T: Driver> {
     pub(super) dev: &'a Device,
     pub(super) binding: &'a Arc<Binding>,
@@ -131,6 +156,21 @@ impl<T: Driver> DriverDevice<'_, T> {
 }
 
 /// An entry of a virtio driver's id table (`struct virtio_device_id`).
+///
+/// # Examples
+///
+/// The id table of a driver for virtio-scsi devices (device id 8):
+///
+/// ```ignore
+/// use crate::abstractions::virtio::{virtio_device_table, DeviceId};
+///
+/// virtio_device_table!(ID_TABLE, [DeviceId::new(protocol::VIRTIO_ID_SCSI)]);
+///
+/// impl virtio::Driver for VirtioScsi {
+///     const ID_TABLE: &'static [DeviceId] = &ID_TABLE;
+///     // ...
+/// }
+/// ```
 #[repr(transparent)]
 #[derive(Clone, Copy)]
 pub(crate) struct DeviceId(bindings::virtio_device_id);
@@ -184,6 +224,50 @@ pub(crate) use virtio_device_table;
 ///
 /// The C driver ops (`struct virtio_driver`) the trait maps to are named in
 /// each method's documentation.
+///
+/// # Examples
+///
+/// A driver whose per-device data is a SCSI host; interrupts reap the request
+/// queues:
+///
+/// ```ignore
+/// use crate::abstractions::scsi;
+/// use crate::abstractions::virtio::{self, virtio_device_table, DeviceId};
+///
+/// virtio_device_table!(ID_TABLE, [DeviceId::new(protocol::VIRTIO_ID_SCSI)]);
+///
+/// #[vtable]
+/// impl virtio::Driver for VirtioScsi {
+///     type Data = KBox<scsi::Host<VirtioScsi>>;
+///
+///     const NAME: &'static CStr = c_str!("virtio_scsi_rs");
+///     const ID_TABLE: &'static [DeviceId] = &ID_TABLE;
+///     const FEATURES: &'static [u32] = &[feature::HOTPLUG, feature::CHANGE];
+///
+///     fn probe(dev: &virtio::DriverDevice<'_, Self>) -> Result<Self::Data> {
+///         let vscsi = VirtioScsi::new(dev)?; // reads the configuration, finds the queues
+///         let host = scsi::HostBuilder::alloc(&TEMPLATE, vscsi)?.add(dev)?;
+///         Ok(KBox::new(host, GFP_KERNEL)?)
+///     }
+///
+///     // After DRIVER_OK: scan the bus.
+///     fn scan(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
+///         host.scan();
+///     }
+///
+///     // The abstraction resets the device and drops the data after this.
+///     fn remove(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
+///         host.remove();
+///     }
+///
+///     // Hard-IRQ context.
+///     fn vq_done(host: &scsi::Host<VirtioScsi>, index: u32) {
+///         if let Some(vq) = host.data().req_vqs.get((index - 2) as usize) {
+///             host.data().reap_interrupt(vq);
+///         }
+///     }
+/// }
+/// ```
 #[vtable]
 pub(crate) trait Driver {
     /// Per-device data created by [`Driver::probe`] and handed back to
@@ -465,6 +549,25 @@ impl<T: Driver> Adapter<T> {
 /// # Invariants
 ///
 /// `drv` is registered with the virtio core from construction until drop.
+///
+/// # Examples
+///
+/// Registered for the module's lifetime; dropping it unbinds every device:
+///
+/// ```ignore
+/// use crate::abstractions::virtio;
+///
+/// struct VirtioScsiModule {
+///     _driver: Pin<KBox<virtio::Registration<driver::VirtioScsi>>>,
+/// }
+///
+/// impl kernel::Module for VirtioScsiModule {
+///     fn init(module: &'static ThisModule) -> Result<Self> {
+///         let driver = KBox::pin_init(virtio::Registration::new(module), GFP_KERNEL)?;
+///         Ok(Self { _driver: driver })
+///     }
+/// }
+/// ```
 #[pin_data(PinnedDrop)]
 pub(crate) struct Registration<T: Driver> {
     #[pin]

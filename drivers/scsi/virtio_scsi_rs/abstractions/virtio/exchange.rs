@@ -45,10 +45,64 @@ struct ExchangeInner<const REQ: usize, const RESP: usize> {
 /// At most one [`ExchangeRequest`] refers to the same buffers, ever: both
 /// halves are made together by [`Exchange::new`], and neither can be
 /// cloned.
+///
+/// # Examples
+///
+/// A task management function on a control queue, waited for at most 30 s:
+///
+/// ```ignore
+/// use crate::abstractions::virtio::{Exchange, ExchangeRequest, ExchangeSlot, Queue, WaitError};
+///
+/// type CtrlQueue = Queue<ExchangeRequest<TMF_REQ_SIZE, TMF_RESP_SIZE>>;
+///
+/// fn send_tmf(ctrl_vq: &CtrlQueue, req: [u8; TMF_REQ_SIZE]) -> Result<[u8; TMF_RESP_SIZE]> {
+///     let slot = ExchangeSlot::new_noio()?;
+///     let (exchange, request) = Exchange::new(slot, req, protocol::TMF_RESP_INIT);
+///     let mut guard = ctrl_vq.lock();
+///     guard.add(request).map_err(|(_request, e)| e)?;
+///     let kick = guard.kick_prepare();
+///     drop(guard);
+///     if let Some(kick) = kick {
+///         kick.notify();
+///     }
+///     match exchange.wait(30_000) {
+///         Ok((resp, _used_len)) => Ok(resp),
+///         // The request half stays on the queue: the device may still write
+///         // the response, which lives until the device gives it back.
+///         Err(WaitError::TimedOut) => Err(ETIMEDOUT),
+///         // Taken back unanswered (the device was reset).
+///         Err(WaitError::Cancelled) => Err(EIO),
+///     }
+/// }
+///
+/// // The control queue's callback wakes the waiters.
+/// fn ctrl_done(ctrl_vq: &CtrlQueue) {
+///     loop {
+///         let done = ctrl_vq.lock().get_buf();
+///         match done {
+///             Some((request, used_len)) => request.complete(used_len),
+///             None => return,
+///         }
+///     }
+/// }
+/// ```
 pub(crate) struct Exchange<const REQ: usize, const RESP: usize>(Arc<ExchangeInner<REQ, RESP>>);
 
 /// The queued half of an [`Exchange`]: the only one for its buffers (see
 /// the invariants of [`Exchange`]).
+///
+/// # Examples
+///
+/// Completed by the queue's callback when the device gives it back, or dropped
+/// unanswered when a reset takes it back:
+///
+/// ```ignore
+/// ctrl_vq.detach(|request, used| match used {
+///     Some(used_len) => request.complete(used_len),
+///     // The waiter sees `WaitError::Cancelled`.
+///     None => drop(request),
+/// });
+/// ```
 pub(crate) struct ExchangeRequest<const REQ: usize, const RESP: usize>(
     Arc<ExchangeInner<REQ, RESP>>,
 );
@@ -56,6 +110,23 @@ pub(crate) struct ExchangeRequest<const REQ: usize, const RESP: usize>(
 /// The memory of one [`Exchange`], allocated ahead of time: a caller that
 /// must not fail to allocate when it needs an exchange (an error handler
 /// under memory pressure) keeps some in reserve.
+///
+/// # Examples
+///
+/// Memory allocated ahead, as a reserve for when allocating fails under memory
+/// pressure:
+///
+/// ```ignore
+/// type TmfSlot = ExchangeSlot<TMF_REQ_SIZE, TMF_RESP_SIZE>;
+///
+/// let mut reserve = [Some(TmfSlot::new(GFP_KERNEL)?), Some(TmfSlot::new(GFP_KERNEL)?)];
+/// // In the error handler: no allocation that waits for writeback.
+/// let slot = match TmfSlot::new_noio() {
+///     Ok(slot) => slot,
+///     Err(_) => reserve.iter_mut().find_map(Option::take).ok_or(ENOMEM)?,
+/// };
+/// let (exchange, request) = Exchange::new(slot, req, protocol::TMF_RESP_INIT);
+/// ```
 pub(crate) struct ExchangeSlot<const REQ: usize, const RESP: usize>(
     UniqueArc<core::mem::MaybeUninit<ExchangeInner<REQ, RESP>>>,
 );
@@ -88,6 +159,16 @@ unsafe impl<const REQ: usize, const RESP: usize> Sync for ExchangeInner<REQ, RES
 unsafe impl<const REQ: usize, const RESP: usize> Send for ExchangeInner<REQ, RESP> {}
 
 /// Why [`Exchange::wait`] returned without an answer.
+///
+/// # Examples
+///
+/// ```ignore
+/// match exchange.wait(TMF_TIMEOUT_MS) {
+///     Ok((resp, _used_len)) if protocol::tmf_succeeded(&resp) => TmfOutcome::Complete,
+///     Ok(_) | Err(WaitError::Cancelled) => TmfOutcome::Failed,
+///     Err(WaitError::TimedOut) => TmfOutcome::TimedOut,
+/// }
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WaitError {
     /// The device did not answer in time.

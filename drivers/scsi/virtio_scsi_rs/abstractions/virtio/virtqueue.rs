@@ -16,6 +16,20 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 /// A virtqueue to create with [`DriverDevice::find_vqs`](super::DriverDevice::find_vqs).
+///
+/// # Examples
+///
+/// Control and event queues with interrupts, then request queues, the polled
+/// ones last:
+///
+/// ```ignore
+/// let mut infos = KVec::new();
+/// infos.push(QueueInfo { name: c_str!("control"), callback: true }, GFP_KERNEL)?;
+/// infos.push(QueueInfo { name: c_str!("event"), callback: true }, GFP_KERNEL)?;
+/// infos.push(QueueInfo { name: c_str!("request"), callback: true }, GFP_KERNEL)?;
+/// infos.push(QueueInfo { name: c_str!("request_poll"), callback: false }, GFP_KERNEL)?;
+/// let raw = dev.find_vqs(&infos, 2)?;
+/// ```
 pub(crate) struct QueueInfo {
     /// The queue's name (shown in `/proc/interrupts`).
     pub(crate) name: &'static CStr,
@@ -88,6 +102,19 @@ impl PinnedDrop for QueueSet {
 
 /// A virtqueue returned by [`DriverDevice::find_vqs`](super::DriverDevice::find_vqs), not yet wrapped in a
 /// [`Queue`].
+///
+/// # Examples
+///
+/// Each becomes a [`Queue`] at probe, or is given to an existing, detached one
+/// at restore:
+///
+/// ```ignore
+/// let mut raw = dev.find_vqs(&infos, 2)?.into_iter();
+/// // Probe:
+/// let ctrl_vq = KBox::pin_init(Queue::new(raw.next().ok_or(EINVAL)?, CtrlStats::default()), GFP_KERNEL)?;
+/// // Restore, after `Queue::detach`:
+/// event_vq.attach(raw.next().ok_or(EINVAL)?)?;
+/// ```
 pub(crate) struct RawQueue {
     pub(super) vq: NonNull<bindings::virtqueue>,
     pub(super) set: Arc<QueueSet>,
@@ -109,6 +136,36 @@ unsafe impl Sync for RawQueue {}
 /// from [`Request::into_token`] until the value is rebuilt by
 /// [`Request::from_token`]; and that `from_token` only accepts what
 /// `into_token` returned.
+///
+/// # Examples
+///
+/// A buffer of its own that the device writes
+/// ([`DeviceBuf`](super::DeviceBuf)'s implementation, in the abstractions):
+///
+/// ```ignore
+/// // SAFETY: The allocation is owned through the token while the device has
+/// // it, and `from_token` only takes tokens of `into_token`.
+/// unsafe impl Request for KBox<DeviceBuf> {
+///     fn sgs(&mut self, sgs: &mut SgList) {
+///         // Zeroed whenever it goes to the device: a device need not report
+///         // how much it wrote.
+///         self.lines.fill(Line([0; 128]));
+///         let ptr = self.lines.as_ptr().cast::<u8>();
+///         // SAFETY: `ptr..ptr + len` is kmalloc memory owned by this request.
+///         let _ = unsafe { sgs.push_buf(ptr, self.len, true) };
+///     }
+///
+///     fn into_token(self) -> NonNull<kernel::ffi::c_void> {
+///         // SAFETY: `KBox::into_raw` is never null.
+///         unsafe { NonNull::new_unchecked(KBox::into_raw(self).cast()) }
+///     }
+///
+///     unsafe fn from_token(token: NonNull<kernel::ffi::c_void>) -> Self {
+///         // SAFETY: `token` came from `into_token` (caller contract).
+///         unsafe { KBox::from_raw(token.as_ptr().cast()) }
+///     }
+/// }
+/// ```
 pub(crate) unsafe trait Request: Sized {
     /// Pushes the device-readable, then the device-writable scatterlists.
     fn sgs(&mut self, sgs: &mut SgList);
@@ -127,6 +184,23 @@ pub(crate) unsafe trait Request: Sized {
 
 /// The scatterlists of one request: up to six lists, device-readable first,
 /// plus room for two single-entry lists built here (headers).
+///
+/// # Examples
+///
+/// Filled by a [`Request`]'s `sgs`, device-readable lists first: a request
+/// header, the data, a response header:
+///
+/// ```ignore
+/// fn sgs(&mut self, sgs: &mut SgList) {
+///     // SAFETY: The headers lie in memory this request owns; `data_sg` is
+///     // the command's end-marked scatterlist, valid while the request is.
+///     unsafe {
+///         let _ = sgs.push_buf(self.req.as_ptr(), REQ_LEN, false);
+///         let _ = sgs.push_list(self.data_sg, false);
+///         let _ = sgs.push_buf(self.resp.as_mut_ptr(), RESP_LEN, true);
+///     }
+/// }
+/// ```
 pub(crate) struct SgList {
     /// `lists[..out + ins]` are set (left uninitialised beyond: no
     /// clearing per request).
@@ -238,6 +312,47 @@ struct QueueInner<D> {
 ///
 /// Every buffer on the attached virtqueue was added as an `R` by
 /// [`QueueGuard::add`].
+///
+/// # Examples
+///
+/// A request queue with per-queue counters under its lock: submit, then reap
+/// from the interrupt callback:
+///
+/// ```ignore
+/// use crate::abstractions::scsi::CommandRequest;
+/// use crate::abstractions::virtio::Queue;
+///
+/// type ReqQueue = Queue<CommandRequest<VirtioScsi>, VqStats>;
+///
+/// let vq: Pin<KBox<ReqQueue>> = KBox::pin_init(Queue::new(raw, VqStats::default()), GFP_KERNEL)?;
+///
+/// // Submit.
+/// let mut guard = vq.lock();
+/// match guard.add(req) {
+///     Ok(()) => {
+///         guard.data().submitted += 1;
+///         let kick = guard.kick_prepare();
+///         drop(guard);
+///         if let Some(kick) = kick {
+///             kick.notify();
+///         }
+///     }
+///     // A full ring (`ENOSPC`), or detached (`ENODEV`): the request comes back.
+///     Err((req, _e)) => return Err(QueueError::HostBusy(req.into_command())),
+/// }
+///
+/// // Reap, in the interrupt callback.
+/// let mut guard = vq.lock();
+/// loop {
+///     guard.disable_cb();
+///     while let Some((req, used_len)) = guard.get_buf() {
+///         complete_cmd(req.into_command(), used_len);
+///     }
+///     if guard.enable_cb() {
+///         break;
+///     }
+/// }
+/// ```
 #[pin_data(PinnedDrop)]
 pub(crate) struct Queue<R: Request, D = ()> {
     #[pin]
@@ -360,6 +475,22 @@ impl<R: Request, D> PinnedDrop for Queue<R, D> {
 }
 
 /// A locked [`Queue`].
+///
+/// # Examples
+///
+/// Counters kept under the queue's lock, updated with the ring in one lock
+/// hold:
+///
+/// ```ignore
+/// let mut guard = vq.lock();
+/// guard.data().interrupts += 1;
+/// let mut n = 0;
+/// while let Some((req, used_len)) = guard.get_buf() {
+///     complete_cmd(req.into_command(), used_len);
+///     n += 1;
+/// }
+/// guard.data().completed += n;
+/// ```
 pub(crate) struct QueueGuard<'a, R: Request, D> {
     guard: SpinLockIrqGuard<'a, QueueInner<D>>,
     _p: PhantomData<R>,
@@ -502,6 +633,21 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
 ///
 /// `vq` was attached when the kick was prepared, and the RCU read-side
 /// section held since then keeps it from being deleted.
+///
+/// # Examples
+///
+/// Prepared under the lock, sent after it, for the last command of a batch
+/// only:
+///
+/// ```ignore
+/// let mut guard = vq.lock();
+/// guard.add(req).map_err(|(_req, e)| e)?;
+/// let kick = if cmd_is_last { guard.kick_prepare() } else { None };
+/// drop(guard);
+/// if let Some(kick) = kick {
+///     kick.notify();
+/// }
+/// ```
 pub(crate) struct Kick<'a> {
     vq: NonNull<bindings::virtqueue>,
     _rcu: RcuReadGuard,
