@@ -47,7 +47,7 @@ static FEATURES: [u32; 3] = [feature::HOTPLUG, feature::CHANGE, feature::T10_PI]
 static FEATURES: [u32; 2] = [feature::HOTPLUG, feature::CHANGE];
 
 /// The SCSI host template, filled in at module load.
-pub(crate) static TEMPLATE: scsi::Template<VirtioScsi> = scsi::Template::new();
+pub(crate) static TEMPLATE: scsi::Template<VirtioScsi> = scsi::Template::new(&crate::THIS_MODULE);
 
 /// Request queues whose oldest command debugfs shows (one per possible
 /// CPU at most; later ones show 0).

@@ -30,7 +30,7 @@ struct VirtioScsiModule {
 
 impl kernel::Module for VirtioScsiModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
-        driver::TEMPLATE.init(module)?;
+        driver::TEMPLATE.init()?;
         match KBox::pin_init(virtio::Registration::new(module), GFP_KERNEL) {
             Ok(driver) => Ok(Self {
                 driver: Some(driver),

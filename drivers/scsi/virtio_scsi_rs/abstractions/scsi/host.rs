@@ -206,9 +206,9 @@ impl<T: HostTemplate> HostBuilder<T> {
     ) -> Result<Self> {
         // `hostdata` is aligned to `unsigned long`.
         build_assert!(align_of::<HostPriv<T::HostData>>() <= align_of::<kernel::ffi::c_ulong>());
-        let sht = template.get()?;
+        let sht = template.as_raw();
         let size = kernel::ffi::c_int::try_from(size_of::<HostPriv<T::HostData>>())?;
-        // SAFETY: `sht` is a ready template that lives for `'static`.
+        // SAFETY: `sht` is a complete template that lives for `'static`.
         let shost = NonNull::new(unsafe { bindings::scsi_host_alloc(sht, size) }).ok_or(ENOMEM)?;
         // SAFETY: `shost` was just allocated with room for a `HostPriv`.
         let data = unsafe { Host::<T>::data_ptr(shost) };
@@ -348,17 +348,27 @@ impl<T: HostTemplate> Host<T> {
     /// Creates `host<N>/<T::DEBUGFS_FILE>` under the template's debugfs
     /// directory.
     fn create_debugfs(&mut self) {
-        let root = self.template.debugfs.load(Ordering::Acquire);
         let Some(file) = T::DEBUGFS_FILE else {
             return;
         };
-        if !T::HAS_DEBUGFS_SHOW || root.is_null() {
+        if !T::HAS_DEBUGFS_SHOW {
+            return;
+        }
+        let root = self.template.debugfs_get();
+        if root.is_null() {
             return;
         }
         let name = host_dir_name(self.host_no());
         // SAFETY: `name` is NUL-terminated and `root` is the template's
-        // directory, alive until `Template::exit`, after all hosts.
+        // directory, which stays until `remove` gives it back
+        // (`debugfs_put`).
         let dir = unsafe { bindings::debugfs_create_dir(name.as_ptr(), root) };
+        if dir.is_null() {
+            // Not a value debugfs returns (it gives error pointers), but
+            // `remove` would not give the directory back for it.
+            self.template.debugfs_put();
+            return;
+        }
         // The file is removed with `dir` in `remove`, before the host goes
         // away; `debugfs_read` only runs while it exists.
         // SAFETY: The host is added: `shost_gendev` is registered and can
@@ -402,6 +412,7 @@ impl<T: HostTemplate> Host<T> {
             // gives it to one caller only; removal waits for readers of its
             // files.
             unsafe { bindings::debugfs_remove(dir) };
+            self.template.debugfs_put();
         }
         if !self.removed.swap(true, Ordering::AcqRel) {
             // SAFETY: The host is valid and added until now (type

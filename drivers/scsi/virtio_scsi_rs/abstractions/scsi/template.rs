@@ -9,9 +9,8 @@ use super::*;
 use crate::abstractions::bindings;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use kernel::prelude::*;
-use kernel::types::Opaque;
 
 /// A SCSI host template (`struct scsi_host_template`).
 ///
@@ -182,25 +181,33 @@ pub(crate) enum QueueError<T: HostTemplate> {
     HostBusy(Command<T>),
 }
 
-/// The static template of a [`HostTemplate`], filled in once at module
-/// initialisation by [`Template::init`].
+/// The static template of a [`HostTemplate`], built at compile time.
+///
+/// The C template (`struct scsi_host_template`) is a constant, as a C
+/// driver's `static const` one is: its operations are the [`HostTemplate`]
+/// methods the driver provides, its sizes and flags the trait's constants,
+/// so a template that could not work (a private area too large for the
+/// midlayer) fails the build. Only the template's debugfs directory is made
+/// at run time, by [`Template::init`].
 ///
 /// # Invariants
 ///
-/// Once `state` is `READY`, `inner` is a fully initialised template that is
-/// never written again.
+/// `inner` is a complete template whose `module` is the module that holds
+/// the `static`; it is never written. `debugfs` is null or a directory made
+/// by `init` that stays until no host has an entry in it (`debugfs_users`
+/// counts them).
 ///
 /// # Examples
 ///
-/// Filled in at module load, before any host is allocated from it, and torn
-/// down after the last host is gone:
+/// Defined beside the driver's [`HostTemplate`], its directory made at
+/// module load and removed after the last host is gone:
 ///
 /// ```ignore
-/// pub(crate) static TEMPLATE: scsi::Template<VirtioScsi> = scsi::Template::new();
+/// pub(crate) static TEMPLATE: scsi::Template<VirtioScsi> = scsi::Template::new(&crate::THIS_MODULE);
 ///
 /// impl kernel::Module for VirtioScsiModule {
 ///     fn init(module: &'static ThisModule) -> Result<Self> {
-///         TEMPLATE.init(module)?;
+///         TEMPLATE.init()?;
 ///         match KBox::pin_init(virtio::Registration::new(module), GFP_KERNEL) {
 ///             Ok(driver) => Ok(Self { driver: Some(driver) }),
 ///             Err(e) => {
@@ -219,70 +226,58 @@ pub(crate) enum QueueError<T: HostTemplate> {
 /// }
 /// ```
 pub(crate) struct Template<T: HostTemplate> {
-    inner: Opaque<bindings::scsi_host_template>,
-    state: AtomicU8,
+    inner: bindings::scsi_host_template,
+    /// `init` has run (the directory may still be null: debugfs failed or
+    /// is absent).
+    initialised: AtomicBool,
     /// `/sys/kernel/debug/<PROC_NAME>`, or null.
-    pub(super) debugfs: AtomicPtr<bindings::dentry>,
+    debugfs: AtomicPtr<bindings::dentry>,
+    /// Hosts that looked up `debugfs` for their entry and have not removed
+    /// it yet.
+    debugfs_users: AtomicUsize,
     _p: PhantomData<T>,
 }
 
-pub(super) const TEMPLATE_UNINIT: u8 = 0;
-pub(super) const TEMPLATE_BUSY: u8 = 1;
-pub(super) const TEMPLATE_READY: u8 = 2;
-
-// SAFETY: After initialisation the template is only read, by any thread; the
-// initialisation itself is serialised by `state`.
+// SAFETY: `inner` is never written, so any thread may read it; the other
+// fields are atomics.
 unsafe impl<T: HostTemplate> Sync for Template<T> {}
 
 impl<T: HostTemplate> Template<T> {
-    /// Creates an empty template, for a `static`.
-    pub(crate) const fn new() -> Self {
-        Self {
-            inner: Opaque::uninit(),
-            state: AtomicU8::new(TEMPLATE_UNINIT),
-            debugfs: AtomicPtr::new(core::ptr::null_mut()),
-            _p: PhantomData,
-        }
-    }
-
-    /// Fills in the template on behalf of `module`. Fails with `EBUSY` if
-    /// it was already initialised.
-    pub(crate) fn init(&'static self, module: &'static ThisModule) -> Result {
-        if self
-            .state
-            .compare_exchange(
-                TEMPLATE_UNINIT,
-                TEMPLATE_BUSY,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-        {
-            return Err(EBUSY);
-        }
+    /// Builds the template of `module`'s driver `T`, for a `static`.
+    ///
+    /// # Panics
+    ///
+    /// At compile time (the template is a `static`), if the command's
+    /// private area does not fit the midlayer's `cmd_size`.
+    pub(crate) const fn new(module: &'static ThisModule) -> Self {
         // The midlayer puts the command's inline scatterlist, then (with
         // T10 PI) its `scsi_data_buffer` for protection information, right
         // after the private area: round it up so that both are aligned.
-        let align = core::mem::align_of::<bindings::scatterlist>()
-            .max(core::mem::align_of::<bindings::scsi_data_buffer>());
-        let cmd_size = match u32::try_from((CMD_STATE_SIZE + T::CMD_SIZE).next_multiple_of(align)) {
-            Ok(size) => size,
-            Err(_) => {
-                self.state.store(TEMPLATE_UNINIT, Ordering::Release);
-                return Err(EINVAL);
-            }
+        let sg_align = core::mem::align_of::<bindings::scatterlist>();
+        let sdb_align = core::mem::align_of::<bindings::scsi_data_buffer>();
+        let align = if sg_align > sdb_align {
+            sg_align
+        } else {
+            sdb_align
         };
-        let mut t = bindings::scsi_host_template {
-            module: module.as_ptr(),
-            name: T::NAME.as_char_ptr(),
-            proc_name: T::PROC_NAME.as_char_ptr(),
-            this_id: -1,
-            cmd_size,
-            // `UINT_MAX`, as the C driver: no boundary the device cares about.
-            dma_boundary: u32::MAX as kernel::ffi::c_ulong,
-            queuecommand: Some(Adapter::<T>::queuecommand),
-            ..Default::default()
-        };
+        let cmd_size = (CMD_STATE_SIZE + T::CMD_SIZE).next_multiple_of(align);
+        assert!(
+            cmd_size <= u32::MAX as usize,
+            "HostTemplate::CMD_SIZE too large"
+        );
+        // SAFETY: All-zero is a valid `scsi_host_template`: null pointers,
+        // absent operations (`None`), zero sizes and flags, which is what
+        // the midlayer takes as "not provided" (C's designated
+        // initialisers leave the same zeros).
+        let mut t: bindings::scsi_host_template = unsafe { core::mem::zeroed() };
+        t.module = module.as_ptr().cast();
+        t.name = T::NAME.as_char_ptr();
+        t.proc_name = T::PROC_NAME.as_char_ptr();
+        t.this_id = -1;
+        t.cmd_size = cmd_size as u32;
+        // `UINT_MAX`, as the C driver: no boundary the device cares about.
+        t.dma_boundary = u32::MAX as kernel::ffi::c_ulong;
+        t.queuecommand = Some(Adapter::<T>::queuecommand);
         if T::HAS_INIT_CMD_PRIV {
             t.init_cmd_priv = Some(Adapter::<T>::init_cmd_priv);
         }
@@ -316,40 +311,97 @@ impl<T: HostTemplate> Template<T> {
         if T::HAS_EH_HOST_RESET {
             t.eh_host_reset_handler = Some(Adapter::<T>::eh_host_reset);
         }
+        // The one-bit flags, in declaration order from bit 0 of the
+        // template's first bitfield unit: `track_queue_depth` (bit 0),
+        // `supported_mode` (bits 1-2), `emulated`, `skip_settle_delay`
+        // (bit 4), .... `flags_match` checks the positions against the
+        // generated accessors when the module loads.
+        t._bitfield_1 = bindings::__BindgenBitfieldUnit::new([
+            (T::TRACK_QUEUE_DEPTH as u8) | ((T::SKIP_SETTLE_DELAY as u8) << 4)
+        ]);
+        Self {
+            inner: t,
+            initialised: AtomicBool::new(false),
+            debugfs: AtomicPtr::new(core::ptr::null_mut()),
+            debugfs_users: AtomicUsize::new(0),
+            _p: PhantomData,
+        }
+    }
+
+    /// Whether the flags written as bits in [`Template::new`] read back
+    /// through the accessors bindgen generated for them.
+    fn flags_match(&self) -> bool {
+        self.inner.track_queue_depth() == u32::from(T::TRACK_QUEUE_DEPTH)
+            && self.inner.skip_settle_delay() == u32::from(T::SKIP_SETTLE_DELAY)
+            && self.inner.supported_mode() == 0
+            && self.inner.emulated() == 0
+            && self.inner.no_write_same() == 0
+            && self.inner.host_tagset() == 0
+            && self.inner.queuecommand_may_block() == 0
+    }
+
+    /// Makes the template's debugfs directory (`/sys/kernel/debug/<PROC_NAME>`,
+    /// if the driver has a debugfs file), for module initialisation. Fails
+    /// with `EBUSY` the second time, and with `EINVAL` if the compile-time
+    /// flags do not match the C layout.
+    pub(crate) fn init(&'static self) -> Result {
+        if !self.flags_match() {
+            pr_err!("scsi host template: bitfield layout mismatch\n");
+            return Err(EINVAL);
+        }
+        if self.initialised.swap(true, Ordering::AcqRel) {
+            return Err(EBUSY);
+        }
         if T::HAS_DEBUGFS_SHOW && T::DEBUGFS_FILE.is_some() {
             // SAFETY: `PROC_NAME` is a valid string; a failure gives an
             // error pointer, which debugfs accepts as a parent and ignores.
             let dir = unsafe {
                 bindings::debugfs_create_dir(T::PROC_NAME.as_char_ptr(), core::ptr::null_mut())
             };
-            self.debugfs.store(dir, Ordering::Release);
+            self.debugfs.store(dir, Ordering::SeqCst);
         }
-        t.set_track_queue_depth(u32::from(T::TRACK_QUEUE_DEPTH));
-        t.set_skip_settle_delay(u32::from(T::SKIP_SETTLE_DELAY));
-        // SAFETY: `state` is `BUSY`, so nobody else writes or reads `inner`
-        // (readers wait for `READY`).
-        unsafe { self.inner.get().write(t) };
-        // INVARIANT: `inner` is initialised and is not written again.
-        self.state.store(TEMPLATE_READY, Ordering::Release);
         Ok(())
     }
 
-    /// Undoes what [`Template::init`] created outside the template (the
-    /// debugfs directory). Call at module exit, after every host is gone.
+    /// Removes the debugfs directory, for module exit after every host is
+    /// gone. Should a host still have an entry in it, the directory stays
+    /// (with a warning): removing it would free the host's entry under it.
     pub(crate) fn exit(&'static self) {
-        let dir = self.debugfs.swap(core::ptr::null_mut(), Ordering::AcqRel);
-        if !dir.is_null() {
-            // SAFETY: `dir` came from `debugfs_create_dir` and is removed
-            // once; hosts removed their entries below it already.
-            unsafe { bindings::debugfs_remove(dir) };
+        let dir = self.debugfs.swap(core::ptr::null_mut(), Ordering::SeqCst);
+        if dir.is_null() {
+            return;
         }
+        // A host that found the directory counted itself before looking
+        // (`debugfs_get`), so it is seen here; one that did not will find
+        // null from now on.
+        if self.debugfs_users.load(Ordering::SeqCst) != 0 {
+            pr_warn!("scsi host template: hosts remain; debugfs directory left in place\n");
+            return;
+        }
+        // SAFETY: `dir` came from `debugfs_create_dir`, the swap gives it to
+        // one caller only, and no host has an entry in it (above).
+        unsafe { bindings::debugfs_remove(dir) };
     }
 
-    pub(super) fn get(&'static self) -> Result<*const bindings::scsi_host_template> {
-        if self.state.load(Ordering::Acquire) != TEMPLATE_READY {
-            return Err(EINVAL);
+    /// The directory for a host's debugfs entry, or null; a non-null one
+    /// stays until the host gives it back with [`Template::debugfs_put`].
+    pub(super) fn debugfs_get(&'static self) -> *mut bindings::dentry {
+        self.debugfs_users.fetch_add(1, Ordering::SeqCst);
+        let dir = self.debugfs.load(Ordering::SeqCst);
+        if dir.is_null() {
+            self.debugfs_users.fetch_sub(1, Ordering::SeqCst);
         }
-        Ok(self.inner.get())
+        dir
+    }
+
+    /// Ends a use begun by a non-null [`Template::debugfs_get`], once the
+    /// host's entry is removed.
+    pub(super) fn debugfs_put(&'static self) {
+        self.debugfs_users.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub(super) fn as_raw(&'static self) -> *const bindings::scsi_host_template {
+        &self.inner
     }
 }
 
