@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Wrappers for static inline functions and macros used by virtio_scsi_rs.
+ * Wrappers for static inline functions and macros used by virtio_scsi_rs: the
+ * driver's module parameters and the SCSI abstraction's helpers. Those of the
+ * virtio and sync abstractions are in vscsi_base_helpers.c.
  *
  * Rust cannot call a static inline function or expand a C macro, so each is
  * wrapped here in an out-of-line function. They are linked into the same
@@ -8,18 +10,12 @@
  */
 
 #include <linux/blk-integrity.h>
-#include <linux/completion.h>
 #include <linux/device.h>
-#include <linux/interrupt.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/pci.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
-#include <linux/rcupdate.h>
-#include <linux/sched/mm.h>
-#include <linux/spinlock.h>
-#include <linux/virtio.h>
 #include <linux/virtio_config.h>
 #include <linux/workqueue.h>
 #include <scsi/scsi_cmnd.h>
@@ -27,6 +23,76 @@
 #include <scsi/scsi_host.h>
 
 #include <vscsi_helpers.h>
+
+/* The virtio and sync abstractions' helpers, which the virtio-rng sample shares. */
+#include "vscsi_base_helpers.c"
+
+/*
+ * The virtio abstraction's Device::reset_and_restore(), which only this
+ * driver's host reset uses, is here rather than in vscsi_base_helpers.c: its
+ * message is a global, and a global of an included file would embed the
+ * builder's path (see there).
+ */
+
+/*
+ * The PCI transport's part of a restore (virtio_pci_restore() calls
+ * pci_set_master() before virtio_device_restore()), which a reset outside
+ * system sleep would otherwise skip: a device whose bus mastering was turned
+ * off serves none of its queues (QEMU disables it), and a virtio reset does
+ * not turn it back on. Said once per reset, as it should never happen.
+ */
+static void vscsi_virtio_restore_transport(struct virtio_device *vdev)
+{
+	struct pci_dev *pdev;
+	u16 cmd;
+
+	if (!vdev->dev.parent || !dev_is_pci(vdev->dev.parent))
+		return;
+	pdev = to_pci_dev(vdev->dev.parent);
+	if (pci_read_config_word(pdev, PCI_COMMAND, &cmd) || (cmd & PCI_COMMAND_MASTER))
+		return;
+	dev_warn(&vdev->dev, "bus mastering was off: turning it on again\n");
+	pci_set_master(pdev);
+}
+
+/*
+ * Resets the device and initialises it again through the bound driver's
+ * freeze and restore callbacks (what suspend and resume do). The device lock
+ * keeps remove, bind and system sleep callbacks out meanwhile; it is only
+ * tried, since its holder may be waiting for the caller (remove waits for
+ * the SCSI error handler). -EAGAIN tells the caller to fall back to
+ * something else: the lock is taken, the device is between system sleep
+ * callbacks (is_prepared: the PM core does not hold the lock between its
+ * freeze and restore), or the kernel has no CONFIG_PM_SLEEP. The caller may
+ * be the SCSI error handler of disks that memory reclaim writes to:
+ * allocations in here do no I/O.
+ */
+int vscsi_virtio_reset_restore(struct virtio_device *vdev)
+{
+#ifdef CONFIG_PM_SLEEP
+	unsigned int noio;
+	int ret;
+
+	if (!device_trylock(&vdev->dev))
+		return -EAGAIN;
+	noio = memalloc_noio_save();
+	if (!vdev->dev.driver)
+		ret = -ENODEV;
+	else if (vdev->dev.power.is_prepared)
+		ret = -EAGAIN;
+	else
+		ret = virtio_device_freeze(vdev);
+	if (!ret) {
+		vscsi_virtio_restore_transport(vdev);
+		ret = virtio_device_restore(vdev);
+	}
+	memalloc_noio_restore(noio);
+	device_unlock(&vdev->dev);
+	return ret;
+#else
+	return -EAGAIN;
+#endif
+}
 
 /* The module! macro of 6.12 has no version key; VSCSI_VERSION comes from Kbuild. */
 MODULE_VERSION(VSCSI_VERSION);
@@ -117,182 +183,6 @@ u32 vscsi_scmd_age_ms(struct scsi_cmnd *sc)
 	return jiffies_to_msecs(jiffies - READ_ONCE(sc->jiffies_at_alloc));
 }
 
-int vscsi_register_virtio_driver(struct virtio_driver *drv, struct module *owner)
-{
-	return __register_virtio_driver(drv, owner);
-}
-
-u16 vscsi_virtio_cread16(struct virtio_device *vdev, unsigned int offset)
-{
-	return virtio_cread16(vdev, offset);
-}
-
-u32 vscsi_virtio_cread32(struct virtio_device *vdev, unsigned int offset)
-{
-	return virtio_cread32(vdev, offset);
-}
-
-void vscsi_virtio_cwrite32(struct virtio_device *vdev, unsigned int offset, u32 val)
-{
-	virtio_cwrite32(vdev, offset, val);
-}
-
-bool vscsi_virtio_has_feature(const struct virtio_device *vdev, unsigned int fbit)
-{
-	return virtio_has_feature(vdev, fbit);
-}
-
-bool vscsi_virtio_has_config_access(const struct virtio_device *vdev)
-{
-	return vdev->config->get != NULL;
-}
-
-/*
- * One affinity set spread over every managed vector, as the kernel's default
- * (default_calc_sets() in kernel/irq/affinity.c) does. Naming the callback
- * keeps irq_calc_affinity_vectors() from reading cpu_possible_mask under the
- * CPU hotplug lock. Queues re-created in a host reset must not wait for that
- * lock: a CPU going offline holds it while blk-mq waits for the CPU's
- * requests, which the error handler owns until its reset returns. Without
- * the lock, the vector count is not capped at the number of possible CPUs;
- * callers keep their request queues within nr_cpu_ids, as C's does.
- */
-static void vscsi_one_affinity_set(struct irq_affinity *affd, unsigned int affvecs)
-{
-	affd->nr_sets = 1;
-	affd->set_size[0] = affvecs;
-}
-
-int vscsi_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
-			  struct virtqueue *vqs[], struct virtqueue_info vqs_info[],
-			  struct irq_affinity *desc)
-{
-	/* A second set would leak the first (re-creation after a reset). */
-	if (!list_empty(&vdev->vqs))
-		return -EBUSY;
-	if (desc && !desc->calc_sets)
-		desc->calc_sets = vscsi_one_affinity_set;
-	return virtio_find_vqs(vdev, nvqs, vqs, vqs_info, desc);
-}
-
-void vscsi_virtio_del_vqs(struct virtio_device *vdev)
-{
-	vdev->config->del_vqs(vdev);
-}
-
-void vscsi_virtio_device_ready(struct virtio_device *vdev)
-{
-	virtio_device_ready(vdev);
-}
-
-bool vscsi_virtio_has_vqs(struct virtio_device *vdev)
-{
-	return !list_empty_careful(&vdev->vqs);
-}
-
-void vscsi_virtio_synchronize_cbs(struct virtio_device *vdev)
-{
-	virtio_synchronize_cbs(vdev);
-}
-
-unsigned int vscsi_memalloc_noio_save(void)
-{
-	return memalloc_noio_save();
-}
-
-void vscsi_memalloc_noio_restore(unsigned int flags)
-{
-	memalloc_noio_restore(flags);
-}
-
-bool vscsi_virtio_needs_reset(struct virtio_device *vdev)
-{
-	return vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_NEEDS_RESET;
-}
-
-/*
- * The PCI transport's part of a restore (virtio_pci_restore() calls
- * pci_set_master() before virtio_device_restore()), which a reset outside
- * system sleep would otherwise skip: a device whose bus mastering was turned
- * off serves none of its queues (QEMU disables it), and a virtio reset does
- * not turn it back on. Said once per reset, as it should never happen.
- */
-static void vscsi_virtio_restore_transport(struct virtio_device *vdev)
-{
-	struct pci_dev *pdev;
-	u16 cmd;
-
-	if (!vdev->dev.parent || !dev_is_pci(vdev->dev.parent))
-		return;
-	pdev = to_pci_dev(vdev->dev.parent);
-	if (pci_read_config_word(pdev, PCI_COMMAND, &cmd) || (cmd & PCI_COMMAND_MASTER))
-		return;
-	dev_warn(&vdev->dev, "bus mastering was off: turning it on again\n");
-	pci_set_master(pdev);
-}
-
-/*
- * Resets the device and initialises it again through the bound driver's
- * freeze and restore callbacks (what suspend and resume do). The device lock
- * keeps remove, bind and system sleep callbacks out meanwhile; it is only
- * tried, since its holder may be waiting for the caller (remove waits for
- * the SCSI error handler). -EAGAIN tells the caller to fall back to
- * something else: the lock is taken, the device is between system sleep
- * callbacks (is_prepared: the PM core does not hold the lock between its
- * freeze and restore), or the kernel has no CONFIG_PM_SLEEP. The caller may
- * be the SCSI error handler of disks that memory reclaim writes to:
- * allocations in here do no I/O.
- */
-int vscsi_virtio_reset_restore(struct virtio_device *vdev)
-{
-#ifdef CONFIG_PM_SLEEP
-	unsigned int noio;
-	int ret;
-
-	if (!device_trylock(&vdev->dev))
-		return -EAGAIN;
-	noio = memalloc_noio_save();
-	if (!vdev->dev.driver)
-		ret = -ENODEV;
-	else if (vdev->dev.power.is_prepared)
-		ret = -EAGAIN;
-	else
-		ret = virtio_device_freeze(vdev);
-	if (!ret) {
-		vscsi_virtio_restore_transport(vdev);
-		ret = virtio_device_restore(vdev);
-	}
-	memalloc_noio_restore(noio);
-	device_unlock(&vdev->dev);
-	return ret;
-#else
-	return -EAGAIN;
-#endif
-}
-
-unsigned long vscsi_spin_lock_irqsave(struct spinlock *lock)
-{
-	unsigned long flags;
-
-	spin_lock_irqsave(lock, flags);
-	return flags;
-}
-
-void vscsi_spin_unlock_irqrestore(struct spinlock *lock, unsigned long flags)
-{
-	spin_unlock_irqrestore(lock, flags);
-}
-
-void vscsi_rcu_read_lock(void)
-{
-	rcu_read_lock();
-}
-
-void vscsi_rcu_read_unlock(void)
-{
-	rcu_read_unlock();
-}
-
 int vscsi_scsi_add_host(struct Scsi_Host *shost, struct device *dev)
 {
 	return scsi_add_host(shost, dev);
@@ -303,11 +193,6 @@ int vscsi_scsi_execute_in(struct scsi_device *sdev, const u8 *cdb, void *buf,
 {
 	return scsi_execute_cmd(sdev, cdb, REQ_OP_DRV_IN, buf, len, timeout,
 				retries, NULL);
-}
-
-void vscsi_init_completion(struct completion *x)
-{
-	init_completion(x);
 }
 
 void vscsi_init_work(struct work_struct *work, work_func_t func)
