@@ -33,6 +33,8 @@ VERSION   := $(shell cat VERSION)
 MODULE_SRCS := Kbuild VERSION drivers include
 MODULE    := $(MODDIR)/virtio_scsi_rs.ko
 KUNIT_MODULE := $(MODDIR)/kunit/virtio_scsi_rs_kunit.ko
+# The virtio-rng sample on the driver's abstractions (built when the kernel has hw_random).
+SAMPLE_MODULE := samples/virtio_rng_rs/virtio_rng_rs.ko
 KMAKE_FLAGS := LLVM=1
 PYTEST_ARGS ?=
 DRIVER    ?= rust
@@ -47,7 +49,7 @@ kdir = $(shell cat $(BUILD)/kdir-debug)
 kdir_dep := kernel-debug
 endif
 
-RUST_SRCS := $(filter-out %/bindings_generated.rs,$(shell find $(MODDIR) tools -name '*.rs' -not -path '*/target/*'))
+RUST_SRCS := $(filter-out %/bindings_generated.rs,$(shell find $(MODDIR) samples tools -name '*.rs' -not -path '*/target/*'))
 
 .PHONY: all deps kernel-debug kernel-perf module rustdoc htmldocs install install-config install-test dkms-source clippy fmt fmt-check unit \
 	initramfs distro vhost-user-scsi guest-test check run bench bench-module profile clean FORCE
@@ -69,11 +71,11 @@ module: $(kdir_dep)
 # root): the module under /lib/modules/<release>/updates/ with depmod run by the kernel's
 # modules_install, /etc/modprobe.d/virtio_scsi_rs.conf (the Rust driver binds virtio device id
 # 8; the C driver stays installed) and /etc/dracut.conf.d/virtio_scsi_rs.conf (dracut puts the
-# module in the initramfs). The KUnit module is not installed.
+# module in the initramfs). The KUnit module and the sample are not installed.
 INSTALL_MOD_PATH ?=
 install: $(kdir_dep) install-config
-	$(MAKE) -C $(kdir) M=$(CURDIR) $(KMAKE_FLAGS) VSCSI_KUNIT=n
-	$(MAKE) -C $(kdir) M=$(CURDIR) $(KMAKE_FLAGS) VSCSI_KUNIT=n modules_install \
+	$(MAKE) -C $(kdir) M=$(CURDIR) $(KMAKE_FLAGS) VSCSI_KUNIT=n VSCSI_SAMPLES=n
+	$(MAKE) -C $(kdir) M=$(CURDIR) $(KMAKE_FLAGS) VSCSI_KUNIT=n VSCSI_SAMPLES=n modules_install \
 		INSTALL_MOD_PATH=$(INSTALL_MOD_PATH)
 
 # The two configuration files alone, for a module that DKMS installs.
@@ -96,8 +98,8 @@ dkms-source:
 install-test: $(kdir_dep)
 	scripts/test-install.sh $(kdir)
 
-# API documentation of the module's crate (abstractions, driver, protocol), every warning an
-# error; HTML under build/rustdoc/.
+# API documentation of the module's crate (abstractions, driver, protocol) and of the sample's,
+# every warning an error; HTML under build/rustdoc/.
 rustdoc: module
 	scripts/rustdoc.sh $(kdir) $(BUILD)/rustdoc
 
@@ -131,9 +133,11 @@ unit: deps
 	cargo test --locked --manifest-path tools/Cargo.toml
 	cd tests && $(PYTHON) -m pytest host $(PYTEST_ARGS)
 
+# The C virtio-rng driver (the sample's baseline) and the sample where the kernel has hw_random.
 initramfs: module
 	scripts/mkinitramfs.sh $(BUILD)/initramfs-debug.cpio \
-		$(kdir)/drivers/scsi/virtio_scsi.ko $(MODULE) $(wildcard $(KUNIT_MODULE))
+		$(kdir)/drivers/scsi/virtio_scsi.ko $(MODULE) $(wildcard $(KUNIT_MODULE)) \
+		$(wildcard $(kdir)/drivers/char/hw_random/virtio-rng.ko $(SAMPLE_MODULE))
 
 # The distro guest's image (Debian bookworm, systemd, dracut) for this kernel and module: the
 # debootstrapped base is cached under $(VSCSI_CACHE)/distro/, the image is assembled in
@@ -174,7 +178,7 @@ BENCH_ARGS ?=
 bench-module: kernel-perf
 	rm -rf $(BENCH_SRC) && mkdir -p $(BENCH_SRC)
 	git ls-files -co --exclude-standard $(MODULE_SRCS) | cpio -pdm --quiet $(BENCH_SRC)
-	$(MAKE) -C $$(cat $(BUILD)/kdir-perf) M=$(BENCH_SRC) $(KMAKE_FLAGS)
+	$(MAKE) -C $$(cat $(BUILD)/kdir-perf) M=$(BENCH_SRC) $(KMAKE_FLAGS) VSCSI_SAMPLES=n
 
 bench: bench-module vhost-user-scsi
 	scripts/mkinitramfs.sh $(BUILD)/initramfs-perf.cpio \

@@ -74,13 +74,15 @@ grep -q "^${made#"$moddir/"}:" "$moddir/modules.dep" ||
 	fail "make install: modules.dep does not name ${made#"$moddir/"}"
 kunit=$(find "$root" -name 'virtio_scsi_rs_kunit.ko*')
 [ -z "$kunit" ] || fail "make install installed the KUnit module: $kunit"
+sample=$(find "$root" -name 'virtio_rng_rs.ko*')
+[ -z "$sample" ] || fail "make install installed the sample: $sample"
 for f in modprobe.d dracut.conf.d; do
 	cmp -s "$top/scripts/install/$f-virtio_scsi_rs.conf" "$root/etc/$f/virtio_scsi_rs.conf" ||
 		fail "make install: /etc/$f/virtio_scsi_rs.conf missing or not the shipped file"
 done
 [ "$(modinfo -b "$root" -k "$rel" -F version virtio_scsi_rs)" = "$ver" ] ||
 	fail "modinfo version of the installed module is not VERSION's $ver"
-ok "make install: ${made#"$moddir/"} in modules.dep, no KUnit module, both conf files"
+ok "make install: ${made#"$moddir/"} in modules.dep, no KUnit module nor sample, both conf files"
 
 # Which modules udev's `modprobe <modalias>` would load for a virtio-scsi
 # controller, with the configuration directory $1.

@@ -9,6 +9,10 @@
 //!
 //! The C bindings are private to this module: the compiler, not review,
 //! keeps them out of the driver.
+//!
+//! `abstractions/hwrng.rs` (hw_random) is not declared here: its one user,
+//! the virtio-rng sample (`samples/virtio_rng_rs/`), builds these files into
+//! its own crate and declares it there.
 
 #[path = "bindings.rs"]
 mod bindings;

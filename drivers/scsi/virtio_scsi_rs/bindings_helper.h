@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Headers whose declarations virtio_scsi_rs needs and `kernel::bindings`
- * lacks. bindgen reads this file; bindgen_parameters selects the items.
+ * Headers whose declarations the abstractions need and `kernel::bindings`
+ * lacks. bindgen reads this file; bindgen_parameters selects the items. The
+ * virtio-rng sample (samples/virtio_rng_rs) uses the same bindings.
  */
 #include <linux/blk-mq-virtio.h>
 #include <linux/debugfs.h>
+#include <linux/hw_random.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>

@@ -218,6 +218,20 @@ impl Completion {
         unsafe { bindings::wait_for_completion(self.inner.get()) };
     }
 
+    /// Sleeps until the completion is signalled or the task gets a fatal
+    /// signal (`wait_for_completion_killable()`), which returns
+    /// `ERESTARTSYS`.
+    // The virtio-rng sample's reads (samples/virtio_rng_rs/); the driver
+    // has no wait a user may want to kill.
+    #[allow(dead_code)]
+    pub(crate) fn wait_killable(&self) -> Result {
+        // SAFETY: By the type invariant the completion is initialised; the
+        // caller is in process context (it may sleep).
+        kernel::error::to_result(unsafe {
+            bindings::wait_for_completion_killable(self.inner.get())
+        })
+    }
+
     /// Sleeps until the completion is signalled or `ms` milliseconds have
     /// passed (`wait_for_completion_timeout()`); `true` if signalled.
     pub(crate) fn wait_timeout_ms(&self, ms: u32) -> bool {
