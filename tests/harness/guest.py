@@ -375,10 +375,10 @@ class Guest:
 
     def reset(self, timeout=120):
         """Brings a guest back to its state after boot, for the next test: every process the tests
-        started is killed, every virtio-scsi driver unloaded (so every SCSI host is gone), /tmp
-        emptied, the disk images the topology created are zeroed, and vhost-user back ends are
-        reset (their LUNs as first set up, fresh, no fault, no pending event). Returns None, or why
-        the guest cannot be reused."""
+        started is killed, every virtio-scsi and virtio-rng driver unloaded (so every SCSI host is
+        gone), /tmp emptied, the disk images the topology created are zeroed, and vhost-user back
+        ends are reset (their LUNs as first set up, fresh, no fault, no pending event). Returns
+        None, or why the guest cannot be reused."""
         if not self.alive():
             return "the guest is not running"
         if self.mutated:
@@ -394,7 +394,7 @@ class Guest:
             "read -r up _ < /proc/uptime; end=$(( ${up%.*} + 60 ))\n"
             "while :; do\n"
             "  left=\n"
-            "  for m in virtio_scsi_rs_kunit virtio_scsi_rs virtio_scsi; do\n"
+            "  for m in virtio_scsi_rs_kunit virtio_scsi_rs virtio_scsi virtio_rng_rs virtio_rng; do\n"
             "    [ -e /sys/module/$m ] && { rmmod $m 2>/dev/null || left=\"$left $m\"; }\n"
             "  done\n"
             "  [ -z \"$left\" ] && break\n"

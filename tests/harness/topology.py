@@ -94,9 +94,20 @@ class VhostUserController:
 
 
 @dataclass
+class Rng:
+    """One virtio-rng-pci device (an entropy source, virtio device id 4), for the virtio-rng
+    sample's tests. props: the device's properties, e.g. QEMU's rate limit (`max-bytes` per
+    `period` milliseconds)."""
+
+    id: str = "rng0"
+    props: dict = field(default_factory=dict)
+
+
+@dataclass
 class Topology:
     controllers: list = field(default_factory=lambda: [Controller()])
     extra_args: list = field(default_factory=list)
+    rngs: list = field(default_factory=list)
 
     def vhost_user(self):
         """The vhost-user-scsi controllers (each needs a back end and shared guest memory)."""
@@ -127,6 +138,8 @@ class Topology:
             args += ["-device", "virtio-scsi-pci," + _join(props)]
             for n, d in enumerate(c.disks):
                 args += _disk_args(c, n, d, workdir)
+        for r in self.rngs:
+            args += ["-device", "virtio-rng-pci," + _join({"id": r.id, **r.props})]
         return args + list(self.extra_args)
 
     def images(self, workdir):

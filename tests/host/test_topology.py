@@ -4,7 +4,7 @@
 import os
 
 from harness import guest
-from harness.topology import Controller, Disk, Topology, VhostUserController
+from harness.topology import Controller, Disk, Rng, Topology, VhostUserController
 
 
 def args_of(topo, tmp_path):
@@ -36,6 +36,13 @@ def test_disks_and_controller_properties(tmp_path):
     assert "scsi-hd,drive=vs0-n1,bus=vs0.0,channel=0,scsi-id=1,lun=2,id=vs0-d1" in a
     assert "node-name=vs0-n2,driver=file,filename=/x.iso,read-only=on" in a
     assert "scsi-cd,drive=vs0-n2,bus=vs0.0,channel=0,scsi-id=2,lun=0,id=vs0-d2" in a
+
+
+def test_rng_devices(tmp_path):
+    topo = Topology(controllers=[], rngs=[Rng(), Rng(id="r1", props={"max-bytes": 1024, "period": 1000})])
+    assert args_of(topo, tmp_path) == [
+        "-device", "virtio-rng-pci,id=rng0", "-device", "virtio-rng-pci,id=r1,max-bytes=1024,period=1000",
+    ]
 
 
 def test_root_port_for_hot_unpluggable_controllers(tmp_path):
