@@ -17,6 +17,7 @@
 #[path = "bindings.rs"]
 mod bindings;
 
+pub(crate) mod blk_mq;
 pub(crate) mod cpu;
 pub(crate) mod device;
 pub(crate) mod params;

@@ -16,11 +16,12 @@ use eh::*;
 use events::*;
 use params::TimeoutPolicy;
 
+use crate::abstractions::blk_mq::{HctxType, QueueMaps};
 use crate::abstractions::cpu;
 use crate::abstractions::device::{dev_err, dev_info, dev_warn};
 use crate::abstractions::scsi::{
-    self, Command, CommandRequest, EhCommand, EhHost, EhResult, HctxType, HeldDevice, HostByte,
-    HostRef, HostTemplate, QueueError, QueueMaps, ScsiDevice, SeqFile, TimeoutAction,
+    self, Command, CommandRequest, EhCommand, EhHost, EhResult, HeldDevice, HostByte, HostRef,
+    HostTemplate, QueueError, ScsiDevice, SeqFile, TimeoutAction,
 };
 use crate::abstractions::sync;
 use crate::abstractions::virtio::{
@@ -432,11 +433,17 @@ impl HostTemplate for VirtioScsi {
             .into_iter()
             .zip(vscsi.io_queues)
         {
-            let virtio = match &dev {
-                Some(dev) if ty != HctxType::Poll => Some((&**dev, VQ_BASE)),
-                _ => None,
-            };
-            maps.map(ty, nr, offset, virtio);
+            // Types the host has no map for (`nr_maps`) are skipped.
+            if let Some(mut map) = maps.get(ty) {
+                if map.set_queues(nr, offset).is_ok() {
+                    match &dev {
+                        Some(dev) if ty != HctxType::Poll => {
+                            virtio::map_queues(&mut map, dev, VQ_BASE)
+                        }
+                        _ => map.spread(),
+                    }
+                }
+            }
             offset += nr;
         }
     }

@@ -16,17 +16,15 @@ mod command;
 mod device;
 mod eh;
 mod host;
-mod queue_maps;
 mod template;
 
 // Items shared between the files of this module.
 #[allow(unused_imports)]
-use {command::*, device::*, eh::*, host::*, queue_maps::*, template::*};
+use {command::*, device::*, eh::*, host::*, template::*};
 
 pub(crate) use crate::abstractions::seq_file::SeqFile;
 pub(crate) use command::{Command, CommandRequest, DataDirection, HostByte};
 pub(crate) use device::{HeldDevice, ScsiDevice, SlaveAllocDevice, BLIST_TRY_VPD_PAGES};
 pub(crate) use eh::{EhCommand, EhResult, TimeoutAction};
 pub(crate) use host::{EhHost, Host, HostBuilder, HostRef, Limits};
-pub(crate) use queue_maps::{HctxType, QueueMaps};
 pub(crate) use template::{HostTemplate, QueueError, Template};

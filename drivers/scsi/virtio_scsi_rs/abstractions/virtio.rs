@@ -5,6 +5,7 @@
 //! C headers: [`include/linux/virtio.h`](srctree/include/linux/virtio.h),
 //! [`include/linux/virtio_config.h`](srctree/include/linux/virtio_config.h).
 
+mod blk_mq;
 mod buffer;
 mod device;
 mod driver;
@@ -15,6 +16,7 @@ mod virtqueue;
 use device::Binding;
 use virtqueue::QueueSet;
 
+pub(crate) use blk_mq::map_queues;
 pub(crate) use buffer::DeviceBuf;
 pub(crate) use device::{Device, DeviceRef, RING_F_INDIRECT_DESC};
 pub(crate) use driver::{virtio_device_table, DeviceId, Driver, DriverDevice, Registration};

@@ -7,6 +7,7 @@
 
 use super::*;
 use crate::abstractions::bindings;
+use crate::abstractions::blk_mq::QueueMaps;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -527,9 +528,11 @@ impl<T: HostTemplate> Adapter<T> {
         // SAFETY: The midlayer passes a live host of this template.
         let data = unsafe { Self::data(shost) };
         // SAFETY: `scsi_map_queues()` calls us from
-        // `blk_mq_update_queue_map()` for the host's tag set; `maps` does
-        // not outlive the call.
-        let mut maps = unsafe { QueueMaps::from_host(shost) };
+        // `blk_mq_update_queue_map()` for the host's tag set (a raw
+        // projection: no reference to the host is created); `maps` does not
+        // outlive the call.
+        let mut maps =
+            unsafe { QueueMaps::from_tag_set(core::ptr::addr_of_mut!((*shost).tag_set)) };
         T::map_queues(data, &mut maps);
     }
 
