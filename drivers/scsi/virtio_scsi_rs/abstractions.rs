@@ -21,6 +21,7 @@ pub(crate) mod blk_mq;
 pub(crate) mod cpu;
 pub(crate) mod device;
 pub(crate) mod params;
+pub(crate) mod scatterlist;
 pub(crate) mod scsi;
 pub(crate) mod seq_file;
 pub(crate) mod sync;

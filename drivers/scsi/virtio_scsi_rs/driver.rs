@@ -19,14 +19,15 @@ use params::TimeoutPolicy;
 use crate::abstractions::blk_mq::{HctxType, QueueMaps};
 use crate::abstractions::cpu;
 use crate::abstractions::device::{dev_err, dev_info, dev_warn};
+use crate::abstractions::scatterlist::Direction;
 use crate::abstractions::scsi::{
-    self, Command, CommandRequest, EhCommand, EhHost, EhResult, HeldDevice, HostByte, HostRef,
-    HostTemplate, QueueError, ScsiDevice, SeqFile, TimeoutAction,
+    self, Command, CommandBufs, CommandRequest, DataDirection, EhCommand, EhHost, EhResult,
+    HeldDevice, HostByte, HostRef, HostTemplate, QueueError, ScsiDevice, SeqFile, TimeoutAction,
 };
 use crate::abstractions::sync;
 use crate::abstractions::virtio::{
-    self, virtio_device_table, DeviceBuf, DeviceId, Exchange, ExchangeRequest, ExchangeSlot, Queue,
-    QueueInfo, WaitError,
+    self, virtio_device_table, DeviceBuf, DeviceId, Exchange, ExchangeRequest, ExchangeSlot,
+    Layout, Lent, LentSgs, Queue, QueueInfo, WaitError,
 };
 use crate::protocol::{
     self, config_offset, feature, Clamp, Config, EventAction, HostLimits, Tmf, TMF_REQ_SIZE,
@@ -81,7 +82,37 @@ struct VqStats {
 }
 
 /// A request virtqueue: SCSI commands go in and come back.
-type ReqQueue = Queue<CommandRequest<VirtioScsi>, VqStats>;
+type ReqQueue = Queue<Lent<CommandRequest<VirtioScsi>, VirtioScsi>, VqStats>;
+
+/// The descriptor layout of a command request (`__virtscsi_add_cmd()`):
+/// the request header, then protection information and data for a write;
+/// the response header, then protection information and data for a read.
+/// Each header is a descriptor of its own (QEMU 7.2 assumes the payload
+/// starts after the first descriptor of each direction), and protection
+/// information goes in front of the data it protects (`pi_bytesout`,
+/// `pi_bytesin` of the T10 PI request header).
+impl Layout<CommandRequest<VirtioScsi>> for VirtioScsi {
+    #[inline(always)]
+    fn sgs<'b>(bufs: CommandBufs<'b>, sgs: &mut LentSgs<'_, 'b>) {
+        // The payload goes behind the header of its direction.
+        let payload = |sgs: &mut LentSgs<'_, 'b>, dir| {
+            if let Some(data) = bufs.data {
+                if let Some(prot) = bufs.prot {
+                    sgs.push(prot, dir);
+                }
+                sgs.push(data, dir);
+            }
+        };
+        sgs.push(bufs.out_hdr, Direction::ToDevice);
+        if bufs.direction == DataDirection::ToDevice {
+            payload(sgs, Direction::ToDevice);
+        }
+        sgs.push(bufs.in_hdr, Direction::FromDevice);
+        if bufs.direction == DataDirection::FromDevice {
+            payload(sgs, Direction::FromDevice);
+        }
+    }
+}
 
 /// Per-adapter state (`struct virtio_scsi` in C), stored in the host's
 /// private data.
@@ -205,7 +236,7 @@ impl VirtioScsi {
                 guard.disable_cb();
             }
             while let Some((req, len)) = guard.get_buf() {
-                self.complete_cmd(req.into_command(), len);
+                self.complete_cmd(req.into_inner().into_command(), len);
                 n += 1;
             }
             if polled || guard.enable_cb() {
@@ -311,7 +342,7 @@ impl HostTemplate for VirtioScsi {
         };
         // Where C has BUG_ON(), fail the command instead.
         if cmd.sg_count() > vscsi.sg_tablesize
-            || cmd.data_direction() == scsi::DataDirection::Bidirectional
+            || cmd.data_direction() == DataDirection::Bidirectional
         {
             return fail_cmd(cmd, HostByte::Error);
         }
@@ -321,8 +352,8 @@ impl HostTemplate for VirtioScsi {
         };
         let (pi_out, pi_in) = if vscsi.t10_pi {
             match cmd.data_direction() {
-                scsi::DataDirection::ToDevice => (cmd.prot_bytes(), 0),
-                scsi::DataDirection::FromDevice => (0, cmd.prot_bytes()),
+                DataDirection::ToDevice => (cmd.prot_bytes(), 0),
+                DataDirection::FromDevice => (0, cmd.prot_bytes()),
                 _ => (0, 0),
             }
         } else {
@@ -347,7 +378,7 @@ impl HostTemplate for VirtioScsi {
         let kick = cmd.is_last();
         let resp = RESP_OFF..RESP_OFF + protocol::CMD_RESP_SIZE;
         let req = match cmd.into_request(REQ_OFF..REQ_OFF + req_len, resp) {
-            Ok(req) => req,
+            Ok(req) => Lent::new(req),
             Err((cmd, _)) => return fail_cmd(cmd, HostByte::Error),
         };
         let mut guard = vq.lock();
@@ -367,7 +398,7 @@ impl HostTemplate for VirtioScsi {
             }
             Err((req, e)) => {
                 drop(guard);
-                let cmd = req.into_command();
+                let cmd = req.into_inner().into_command();
                 if e == EIO && !vscsi.ctrl_vq.lock().is_broken() {
                     // The device broke this ring alone (a head given back
                     // twice, a used index beyond what was made available):

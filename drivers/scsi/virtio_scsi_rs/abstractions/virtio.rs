@@ -10,6 +10,7 @@ mod buffer;
 mod device;
 mod driver;
 mod exchange;
+mod lent;
 mod virtqueue;
 
 // Shared between the files of this module only.
@@ -21,6 +22,7 @@ pub(crate) use buffer::DeviceBuf;
 pub(crate) use device::{Device, DeviceRef, RING_F_INDIRECT_DESC};
 pub(crate) use driver::{virtio_device_table, DeviceId, Driver, DriverDevice, Registration};
 pub(crate) use exchange::{Exchange, ExchangeRequest, ExchangeSlot, WaitError};
+pub(crate) use lent::{Layout, Lent, LentSgs};
 pub(crate) use virtqueue::{Queue, QueueInfo, RawQueue, Request, SgList};
 // Returned by the API, not named by this driver.
 #[allow(unused_imports)]

@@ -276,7 +276,7 @@ impl VirtioScsi {
         for vq in self.req_vqs.iter() {
             let mut n = 0u64;
             vq.detach(|req, used| {
-                let mut cmd = req.into_command();
+                let mut cmd = req.into_inner().into_command();
                 n += 1;
                 match used {
                     Some(len) => self.complete_cmd(cmd, len),

@@ -7,7 +7,7 @@
 
 use super::*;
 use crate::abstractions::bindings;
-use crate::abstractions::virtio::{Request, SgList};
+use crate::abstractions::scatterlist::{Brand, Lend, ScatterList};
 use core::marker::PhantomData;
 use core::mem::size_of;
 use core::ops::Range;
@@ -129,8 +129,9 @@ const _: () = assert!(CMD_STATE_SIZE % 8 == 0);
 /// are never 0.
 ///
 /// Only the abstraction touches them, while it owns the command (in
-/// [`CommandRequest::sgs`]); the virtio core only reads them while adding
-/// the request (it copies what they describe into the ring's descriptors).
+/// [`CommandRequest`]'s [`Lend::bufs`]); a transport only reads them while
+/// the command is lent (a virtqueue copies what they describe into its
+/// descriptors).
 #[repr(C)]
 struct HdrSgs {
     key: u64,
@@ -392,11 +393,13 @@ impl<T: HostTemplate> Command<T> {
         unsafe { bindings::scsi_done(sc) };
     }
 
-    /// Turns the command into a device request whose headers are the
-    /// `out_hdr` and `in_hdr` byte ranges of its private area, followed in
-    /// the command's direction by its protection information (if any) and
-    /// its data. Commands with data both ways are refused (`EINVAL`), as are
-    /// overlapping ranges or ranges outside the area.
+    /// Turns the command into a request to lend to a device: its buffers
+    /// are the `out_hdr` and `in_hdr` byte ranges of its private area (a
+    /// request header and a response header, say), its data and its
+    /// protection information ([`CommandBufs`]); the transport's driver
+    /// puts them in the order its protocol wants. Commands with data both
+    /// ways are refused (`EINVAL`), as are overlapping ranges or ranges
+    /// outside the area.
     pub(crate) fn into_request(
         self,
         out_hdr: Range<usize>,
@@ -444,31 +447,28 @@ impl<T: HostTemplate> Drop for Command<T> {
     }
 }
 
-/// A [`Command`] with its header layout, ready to go on a virtqueue.
+/// A [`Command`] with its header ranges, ready to be lent to a device
+/// ([`Lend`]).
 ///
 /// # Examples
 ///
-/// On a request queue; it turns back into its command when the queue gives it
-/// back:
+/// Made in `queuecommand` from the header ranges of the command's private
+/// area and lent to a virtio request queue (whose driver lays out the
+/// buffers, `virtio::Layout`); it turns back into its command when the queue
+/// gives it back:
 ///
 /// ```ignore
-/// type ReqQueue = Queue<CommandRequest<VirtioScsi>, VqStats>;
+/// type ReqQueue = Queue<Lent<CommandRequest<VirtioScsi>, VirtioScsi>, VqStats>;
+///
+/// let req = match cmd.into_request(REQ_OFF..REQ_OFF + req_len, resp) {
+///     Ok(req) => Lent::new(req),
+///     Err((cmd, _)) => return fail_cmd(cmd, HostByte::Error),
+/// };
+/// vq.lock().add(req)?;
 ///
 /// while let Some((req, used_len)) = vq.lock().get_buf() {
-///     complete_cmd(req.into_command(), used_len);
+///     complete_cmd(req.into_inner().into_command(), used_len);
 /// }
-///
-/// // After a reset, what the device did not answer is retried by the midlayer.
-/// vq.detach(|req, used| {
-///     let mut cmd = req.into_command();
-///     match used {
-///         Some(used_len) => complete_cmd(cmd, used_len),
-///         None => {
-///             cmd.set_result(HostByte::Reset, 0);
-///             cmd.done();
-///         }
-///     }
-/// });
 /// ```
 pub(crate) struct CommandRequest<T: HostTemplate> {
     cmd: Command<T>,
@@ -483,26 +483,51 @@ impl<T: HostTemplate> CommandRequest<T> {
     }
 }
 
-// SAFETY: The headers lie in the command's private area and the data in its
-// scatterlist, all owned by the command until it is completed; the command
-// pointer is the token, and only a `CommandRequest` turns it back.
-unsafe impl<T: HostTemplate> Request for CommandRequest<T> {
-    fn sgs(&mut self, sgs: &mut SgList) {
+/// The buffers of a [`CommandRequest`], as one lending sees them: the
+/// transport's driver decides their order on the wire.
+pub(crate) struct CommandBufs<'b> {
+    /// The `out_hdr` range of the private area.
+    pub(crate) out_hdr: ScatterList<'b>,
+    /// The `in_hdr` range of the private area.
+    pub(crate) in_hdr: ScatterList<'b>,
+    /// The data (`scsi_sglist()`), if the command has any; device-writable
+    /// only for [`DataDirection::FromDevice`].
+    pub(crate) data: Option<ScatterList<'b>>,
+    /// The protection information (`scsi_prot_sglist()`), if any travels
+    /// with the data; device-writable only for
+    /// [`DataDirection::FromDevice`].
+    pub(crate) prot: Option<ScatterList<'b>>,
+    /// The direction of the data (never [`DataDirection::Bidirectional`]).
+    pub(crate) direction: DataDirection,
+}
+
+// SAFETY: The headers lie in the command's private area and the data and
+// protection information in its scatterlists, all owned by the command
+// until it is completed, and the command is neither completed nor touched
+// by the driver while it is a token (it is forgotten, and only
+// `from_token` rebuilds it). Data and protection information are
+// device-writable only for a read (`FromDevice`); the headers are the
+// command's own memory.
+unsafe impl<T: HostTemplate> Lend for CommandRequest<T> {
+    type Bufs<'b> = CommandBufs<'b>;
+
+    #[inline(always)]
+    fn bufs<'b>(&'b mut self, _brand: Brand<'b>) -> CommandBufs<'b> {
         let sc = self.cmd.raw();
         // SAFETY: The private area follows the command (see `private_and_sense`).
         let base = unsafe { cmd_priv(sc) };
-        let dir = self.cmd.data_direction();
+        let direction = self.cmd.data_direction();
+        let reads = direction == DataDirection::FromDevice;
         // SAFETY: The command is owned, so its scatterlist is valid.
         let (data, nents) = unsafe { ((*sc).sdb.table.sgl, (*sc).sdb.table.nents) };
-        let has_data = !data.is_null() && nents != 0;
-        let prot = self.cmd.prot_sgl();
+        let data = NonNull::new(data).filter(|_| nents != 0);
+        let prot = data.and(self.cmd.prot_sgl()).and_then(NonNull::new);
         // SAFETY: The command is owned, so its area is ours.
         let hdr = unsafe { cmd_hdr_sgs(sc) };
         let key = HdrSgs::key(&self.out_hdr, &self.in_hdr);
         // SAFETY: The `HdrSgs` of an owned command is ours to read and
-        // write: the device holds none of it (the virtio core only reads the
-        // scatterlists while adding), and the driver reaches only the area
-        // behind it.
+        // write: no device holds the command (a lent one is a token, not a
+        // `CommandRequest`), and the driver reaches only the area behind it.
         if unsafe { (*hdr).key } != key {
             // The ranges were checked against the private area in
             // `into_request`, which is directly mapped memory the command
@@ -528,32 +553,25 @@ unsafe impl<T: HostTemplate> Request for CommandRequest<T> {
         // SAFETY: As above.
         let hdr_sg = unsafe { core::ptr::addr_of_mut!((*hdr).sg).cast::<bindings::scatterlist>() };
         // The header lists are built for these ranges (above), in the
-        // command's area; the data scatterlist is the midlayer's,
-        // end-marked, and owned by the command. Pushing cannot fail: at
-        // most four lists.
-        // SAFETY: As above.
-        let _ = unsafe { sgs.push_list(hdr_sg, false) };
-        if has_data && dir == DataDirection::ToDevice {
-            // Protection information goes in front of the data it protects.
-            if let Some(prot) = prot {
-                // SAFETY: As above; the protection list is owned likewise.
-                let _ = unsafe { sgs.push_list(prot, false) };
+        // command's area, and stay there while the command is allocated;
+        // the data and protection lists are the midlayer's, end-marked,
+        // owned by the command and unchanged until it completes. All
+        // describe memory the command owns; a device writes data and
+        // protection information only for a read.
+        // SAFETY: As above; the two header lists lie in the area (not
+        // null), one after the other.
+        unsafe {
+            CommandBufs {
+                out_hdr: ScatterList::new(NonNull::new_unchecked(hdr_sg), true),
+                in_hdr: ScatterList::new(NonNull::new_unchecked(hdr_sg.add(1)), true),
+                data: data.map(|sg| ScatterList::new(sg, reads)),
+                prot: prot.map(|sg| ScatterList::new(sg, reads)),
+                direction,
             }
-            // SAFETY: As above.
-            let _ = unsafe { sgs.push_list(data, false) };
-        }
-        // SAFETY: As above.
-        let _ = unsafe { sgs.push_list(hdr_sg.add(1), true) };
-        if has_data && dir == DataDirection::FromDevice {
-            if let Some(prot) = prot {
-                // SAFETY: As above; the protection list is owned likewise.
-                let _ = unsafe { sgs.push_list(prot, true) };
-            }
-            // SAFETY: As above.
-            let _ = unsafe { sgs.push_list(data, true) };
         }
     }
 
+    #[inline(always)]
     fn into_token(self) -> NonNull<kernel::ffi::c_void> {
         let sc = self.cmd.sc;
         // SAFETY: The command is owned, so allocated and initialised.
@@ -564,6 +582,7 @@ unsafe impl<T: HostTemplate> Request for CommandRequest<T> {
         sc.cast()
     }
 
+    #[inline(always)]
     unsafe fn from_token(token: NonNull<kernel::ffi::c_void>) -> Self {
         // SAFETY: The token is a command turned into it by `into_token`
         // (caller contract), still allocated: the device held it.

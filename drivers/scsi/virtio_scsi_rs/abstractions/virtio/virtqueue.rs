@@ -205,6 +205,8 @@ pub(crate) struct SgList {
     /// `lists[..out + ins]` are set (left uninitialised beyond: no
     /// clearing per request).
     lists: [core::mem::MaybeUninit<*mut bindings::scatterlist>; 6],
+    /// [`SgList::REFUSED`] once a push did not fit
+    /// ([`LentSgs::push`](super::LentSgs::push)): the request is refused.
     out: u32,
     ins: u32,
     /// Initialised by `sg_init_one()` when pushed (`local[..nlocal]`).
@@ -213,6 +215,16 @@ pub(crate) struct SgList {
 }
 
 impl SgList {
+    /// A count of device-readable lists no request has: pushing stops, and
+    /// [`QueueGuard::add`] refuses the request (the same test as for an
+    /// empty one).
+    const REFUSED: u32 = 64;
+
+    /// Refuses the request.
+    pub(super) fn refuse(&mut self) {
+        self.out = Self::REFUSED;
+    }
+
     fn new() -> Self {
         Self {
             lists: [core::mem::MaybeUninit::uninit(); 6],
@@ -255,14 +267,15 @@ impl SgList {
     /// `sg` must be a valid, end-marked scatterlist whose entries describe
     /// memory the request owns (see [`Request`]), and it must stay valid
     /// until [`QueueGuard::add`] returns.
-    pub(crate) unsafe fn push_list(
+    pub(super) unsafe fn push_list(
         &mut self,
         sg: *mut bindings::scatterlist,
         device_writes: bool,
     ) -> Result {
         let used = (self.out + self.ins) as usize;
-        if used == self.lists.len() || (!device_writes && self.ins != 0) {
-            // Full, or a device-readable list after a device-writable one.
+        if used >= self.lists.len() || (!device_writes && self.ins != 0) {
+            // Full (or refused), or a device-readable list after a
+            // device-writable one.
             return Err(EINVAL);
         }
         self.lists[used] = core::mem::MaybeUninit::new(sg);
@@ -517,7 +530,7 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
     /// Hands `req` to the device (`virtqueue_add_sgs()`). On failure the
     /// request comes back with the error: `ENOSPC` when the ring is full,
     /// `EIO` when the device is broken, `ENODEV` while the queue is
-    /// detached.
+    /// detached, `EINVAL` when its lists are none or do not fit.
     ///
     /// Called with interrupts off, so descriptor tables are allocated with
     /// `GFP_ATOMIC`.
@@ -527,7 +540,9 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         };
         let mut sgs = SgList::new();
         req.sgs(&mut sgs);
-        if sgs.out + sgs.ins == 0 {
+        // None, or more than fit: refused.
+        let n = sgs.out + sgs.ins;
+        if n == 0 || n as usize > sgs.lists.len() {
             return Err((req, EINVAL));
         }
         let token = req.into_token();
