@@ -18,16 +18,20 @@ use kernel::sync::{Arc, Mutex};
 use kernel::{c_str, fmt, new_mutex};
 
 /// The abstractions, from the driver's source files. The sample uses a few
-/// of the items of `device`, `sync` and `virtio`; the driver's build checks
-/// the others for use. `hwrng` has no other user: it is checked here.
+/// of the items of `device`, `sync` and `virtio` (which needs `blk_mq` and
+/// `scatterlist`); the driver's build checks the others for use. `hwrng` has no other user: it is checked here.
 #[path = "../../drivers/scsi/virtio_scsi_rs/abstractions"]
 mod abstractions {
     #[path = "../bindings.rs"]
     mod bindings;
 
+    #[allow(dead_code, unused_imports)]
+    pub(crate) mod blk_mq;
     #[allow(dead_code, unused_imports, unused_macros)]
     pub(crate) mod device;
     pub(crate) mod hwrng;
+    #[allow(dead_code, unused_imports)]
+    pub(crate) mod scatterlist;
     #[allow(dead_code, unused_imports)]
     pub(crate) mod sync;
     #[allow(dead_code, unused_imports)]
