@@ -15,6 +15,15 @@ use core::ptr::NonNull;
 use kernel::prelude::*;
 
 /// The blk-mq queue types (`enum hctx_type`).
+///
+/// # Examples
+///
+/// ```ignore
+/// if let Some(mut poll) = maps.get(HctxType::Poll) {
+///     poll.set_queues(nr_poll, first_poll)?;
+///     poll.spread();
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub(crate) enum HctxType {
@@ -42,6 +51,28 @@ const MAX_MAPS: usize = bindings::hctx_type_HCTX_MAX_TYPES as usize;
 /// that blk-mq is mapping (`blk_mq_update_queue_map()`: at allocation, or
 /// with the queues frozen), which nothing else reads or writes meanwhile;
 /// the tag set has `nr_hw_queues` hardware queues.
+///
+/// # Examples
+///
+/// A driver's `map_queues` gives each queue type its hardware queues, then
+/// fills the CPU table by interrupt affinity or evenly:
+///
+/// ```ignore
+/// fn map_queues(vscsi: &Self, maps: &mut QueueMaps<'_>) {
+///     let mut offset = 0;
+///     for (ty, nr) in [HctxType::Default, HctxType::Read, HctxType::Poll]
+///         .into_iter()
+///         .zip(vscsi.io_queues)
+///     {
+///         if let Some(mut map) = maps.get(ty) {
+///             if map.set_queues(nr, offset).is_ok() {
+///                 map.spread();
+///             }
+///         }
+///         offset += nr;
+///     }
+/// }
+/// ```
 pub(crate) struct QueueMaps<'a> {
     maps: [*mut bindings::blk_mq_queue_map; MAX_MAPS],
     nr_hw_queues: u32,
@@ -96,6 +127,14 @@ impl QueueMaps<'_> {
 /// For `'a`, `map` is a queue map (with its CPU table allocated) that
 /// nothing else reads or writes, of a tag set with `nr_hw_queues` hardware
 /// queues.
+///
+/// # Examples
+///
+/// ```ignore
+/// let mut map = maps.get(HctxType::Default).ok_or(EINVAL)?;
+/// map.set_queues(2, 0)?; // hardware queues 0 and 1; EINVAL beyond nr_hw_queues
+/// virtio::map_queues(&mut map, &dev, VQ_BASE); // or map.spread()
+/// ```
 pub(crate) struct QueueMap<'a> {
     map: NonNull<bindings::blk_mq_queue_map>,
     nr_hw_queues: u32,

@@ -16,6 +16,16 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 
 /// What a device does with a buffer lent to it.
+///
+/// # Examples
+///
+/// A read's data is lent device-writable, its request header device-readable:
+///
+/// ```ignore
+/// sgs.push(bufs.out_hdr, Direction::ToDevice);
+/// sgs.push(bufs.in_hdr, Direction::FromDevice);
+/// sgs.push(data, Direction::FromDevice);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Direction {
     /// The device reads the buffer (`DMA_TO_DEVICE`).
@@ -29,6 +39,18 @@ pub(crate) enum Direction {
 ///
 /// `'b` is invariant, so a list of another lending (another brand) is not a
 /// `ScatterList<'b>`; and only [`Brand::new`], which is `unsafe`, makes one.
+///
+/// # Examples
+///
+/// Made by a transport for one hand-over, and given to the owner, whose lists
+/// then carry it:
+///
+/// ```ignore
+/// // SAFETY: A fresh brand for this add only; the lists are used before the
+/// // owner becomes a token and not after.
+/// let brand = unsafe { Brand::new() };
+/// let bufs = owner.bufs(brand);
+/// ```
 pub(crate) struct Brand<'b>(PhantomData<fn(&'b ()) -> &'b ()>);
 
 impl Brand<'_> {
@@ -57,6 +79,17 @@ impl Brand<'_> {
 /// memory, while that owner's token is outstanding (the [`Lend`] contract).
 /// If `device_writes` is false, the memory must not be written by a device
 /// (a device only reads it).
+///
+/// # Examples
+///
+/// What a SCSI command lends (`CommandBufs`, in the SCSI abstraction):
+/// its two header lists, and its data list if it has data:
+///
+/// ```ignore
+/// if let Some(data) = bufs.data {
+///     sgs.push(data, Direction::FromDevice); // refused if lent device-readable
+/// }
+/// ```
 #[derive(Clone, Copy)]
 pub(crate) struct ScatterList<'b> {
     sg: NonNull<bindings::scatterlist>,

@@ -15,6 +15,16 @@ use crate::abstractions::blk_mq::QueueMap;
 /// the transport reports no affinity (no per-queue vectors, or virtio-mmio)
 /// the CPUs are spread evenly, as by [`QueueMap::spread`]. A map without
 /// hardware queues ([`QueueMap::queues`] is `None`) is left as it is.
+///
+/// # Examples
+///
+/// ```ignore
+/// if let Some(mut map) = maps.get(HctxType::Default) {
+///     if map.set_queues(nr, 0).is_ok() {
+///         virtio::map_queues(&mut map, &dev, VQ_BASE); // request queues from virtqueue 2
+///     }
+/// }
+/// ```
 pub(crate) fn map_queues(map: &mut QueueMap<'_>, dev: &Device, first_vq: u32) {
     if map.queues().is_none() {
         return;

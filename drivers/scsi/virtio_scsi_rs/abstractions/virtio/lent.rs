@@ -16,6 +16,26 @@ use core::ptr::NonNull;
 
 /// The order in which a driver puts the lists of an owner `L` on a
 /// virtqueue: device-readable lists first, then device-writable ones.
+///
+/// # Examples
+///
+/// virtio-scsi's order (`__virtscsi_add_cmd()`): each payload behind the
+/// header of its direction:
+///
+/// ```ignore
+/// impl Layout<CommandRequest<VirtioScsi>> for VirtioScsi {
+///     fn sgs<'b>(bufs: CommandBufs<'b>, sgs: &mut LentSgs<'_, 'b>) {
+///         sgs.push(bufs.out_hdr, Direction::ToDevice);
+///         if let (DataDirection::ToDevice, Some(data)) = (bufs.direction, bufs.data) {
+///             sgs.push(data, Direction::ToDevice);
+///         }
+///         sgs.push(bufs.in_hdr, Direction::FromDevice);
+///         if let (DataDirection::FromDevice, Some(data)) = (bufs.direction, bufs.data) {
+///             sgs.push(data, Direction::FromDevice);
+///         }
+///     }
+/// }
+/// ```
 pub(crate) trait Layout<L: Lend> {
     /// Pushes `bufs`, the lists of one lending, onto `sgs`.
     fn sgs<'b>(bufs: L::Bufs<'b>, sgs: &mut LentSgs<'_, 'b>);
@@ -23,6 +43,12 @@ pub(crate) trait Layout<L: Lend> {
 
 /// The scatterlists of one request on a virtqueue, as a [`Layout`] fills
 /// them: only lists of the owner being added (of brand `'b`) go in.
+///
+/// # Examples
+///
+/// ```ignore
+/// sgs.push(bufs.in_hdr, Direction::FromDevice);
+/// ```
 pub(crate) struct LentSgs<'s, 'b> {
     list: &'s mut SgList,
     _brand: PhantomData<fn(&'b ()) -> &'b ()>,
@@ -58,6 +84,17 @@ impl<'b> LentSgs<'_, 'b> {
 
 /// An owner lent to a device through a virtqueue, its lists in the order
 /// `O` says: the [`Request`] a [`Queue`] of such owners carries.
+///
+/// # Examples
+///
+/// ```ignore
+/// type ReqQueue = Queue<Lent<CommandRequest<VirtioScsi>, VirtioScsi>, VqStats>;
+///
+/// vq.lock().add(Lent::new(cmd.into_request(req_hdr, resp_hdr)?))?;
+/// while let Some((req, used_len)) = vq.lock().get_buf() {
+///     complete_cmd(req.into_inner().into_command(), used_len);
+/// }
+/// ```
 pub(crate) struct Lent<L, O> {
     owner: L,
     _o: PhantomData<fn() -> O>,
