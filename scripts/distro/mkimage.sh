@@ -37,7 +37,7 @@ ko=$repo/drivers/scsi/virtio_scsi_rs/virtio_scsi_rs.ko
 [ -f "$ko" ] || { log "$ko missing: build the module first (make module)"; exit 1; }
 key=$( {
 	echo "$base"
-	sha256sum "$kdir/arch/x86/boot/bzImage" "$ko" "$here/mkimage.sh" "$here/vscsi-serve.service" \
+	sha256sum "$kdir/arch/x86/boot/bzImage" "$ko" "$here/mkimage.sh" "$here/testvm.sh" "$here/vscsi-serve.service" \
 		"$here/vscsi-serve-start" "$repo/scripts/guest/serve" "$repo"/scripts/install/*
 	find "$kdir" -name '*.ko' -not -path '*/scsi/virtio_scsi_rs/*' -print0 | sort -z | xargs -0 sha256sum
 } | sha256sum | cut -c1-12)
@@ -82,6 +82,11 @@ cat > "$tree/etc/dracut.conf.d/10-vscsi-image.conf" <<'CONF'
 hostonly="no"
 hostonly_cmdline="no"
 CONF
+
+# What a test VM does not start (timers, tty1's getty, unused generators and
+# modprobe@ units, dracut's shutdown pivot, dracut modules of other storage
+# stacks): scripts/distro/testvm.sh says why, item by item.
+"$here/testvm.sh" "$tree"
 
 # A KASAN kernel under TCG on a loaded host is slow: udev took more than systemd's
 # default 90 s to announce ttyS0 once, and the serial getty (the login prompt of

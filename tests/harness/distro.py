@@ -39,7 +39,12 @@ class DistroImage:
         return os.path.join(self.path, f"initramfs-{driver}.img")
 
     def append(self):
-        return f"root=UUID={self.uuid} ro"
+        """The kernel command line of a cloud VM's boot entry, and `fsck.mode=skip`: the boot-time
+        `e2fsck -a` of a clean ext4 only reads its superblock (7 s of the initramfs under TCG, a
+        program start being 0.1 s or more), and after a crash the kernel's mount replays the
+        journal itself ("recovery complete"). The tests check the filesystem with `e2fsck -fn`
+        on the host after the guest powered off, which reads all of it."""
+        return f"root=UUID={self.uuid} ro fsck.mode=skip"
 
     def overlay(self, path):
         """A qcow2 overlay on the image at `path`: the guest writes there, the image stays as
@@ -51,24 +56,17 @@ class DistroImage:
 
     def fsck(self, overlay, workdir):
         """`e2fsck -fn` of the root filesystem as the overlay has it (the guest is off): returns
-        (exit status, output)."""
-        full = os.path.join(workdir, "fsck-disk.raw")
+        (exit status, output). The partition is read straight out of the overlay (a raw node with
+        the partition's offset and size over the qcow2), not the whole disk converted first."""
         part = os.path.join(workdir, "fsck-root.ext4")
+        opts = f"driver=raw,offset={self.part_offset},size={self.part_size},file.driver=qcow2,file.file.filename={overlay}"
         try:
-            subprocess.run(["qemu-img", "convert", "-O", "raw", overlay, full], check=True)
-            mib = 1 << 20
-            subprocess.run(
-                ["dd", f"if={full}", f"of={part}", "bs=1M", f"skip={self.part_offset // mib}",
-                 f"count={self.part_size // mib}", "conv=sparse", "status=none"],
-                check=True,
-            )
-            os.unlink(full)
+            subprocess.run(["qemu-img", "convert", "--image-opts", opts, "-O", "raw", part], check=True)
             r = subprocess.run(["e2fsck", "-fn", part], capture_output=True, text=True)
             return r.returncode, r.stdout + r.stderr
         finally:
-            for f in (full, part):
-                if os.path.exists(f):
-                    os.unlink(f)
+            if os.path.exists(part):
+                os.unlink(part)
 
 
 class DistroGuest(Guest):
