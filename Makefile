@@ -190,12 +190,16 @@ bench: bench-module vhost-user-scsi
 
 # A guest profile (perf in the guest, cpu-clock sampling) of both drivers'
 # 4k random-read path on the perf kernel; reports under build/profile/ (kept ones in
-# tests/bench-results/<date>/profile/).
+# tests/bench-results/<date>/profile/). PROFILE_ARGS=--icount: the guest's clock counts
+# instructions, so the samples fall per instruction (where the instructions per I/O go); as
+# with any cpu-clock profile, samples taken with interrupts off land where they are enabled
+# again (the queue locks' unlock), and idle time (the halt) is to be left out of the shares.
+PROFILE_ARGS ?=
 profile: bench-module
 	VSCSI_EXTRA_TOOLS=/usr/bin/perf scripts/mkinitramfs.sh $(BUILD)/initramfs-profile.cpio \
 		$$(cat $(BUILD)/kdir-perf)/drivers/scsi/virtio_scsi.ko $(BENCH_SRC)/$(MODULE)
 	$(PYTHON) tests/profile.py --kernel $$(cat $(BUILD)/kdir-perf)/arch/x86/boot/bzImage \
-		--initrd $(BUILD)/initramfs-profile.cpio --out $(BUILD)/profile
+		--initrd $(BUILD)/initramfs-profile.cpio --out $(BUILD)/profile $(PROFILE_ARGS)
 
 # DISTRO=1: the distro guest, to a login prompt on the console (root, no password).
 DISTRO ?=

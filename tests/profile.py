@@ -25,11 +25,16 @@ def main():
     ap.add_argument("--initrd", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--icount", action="store_true",
+                    help="run the guest under -icount shift=0: its clock counts instructions, so"
+                         " cpu-clock samples fall per instruction, not per host time")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     os.environ["VSCSI_ACCEL"] = "tcg"
     topo = Topology([Controller(num_queues=1, disks=[Disk(backend="null", size=4 << 30)])])
-    g = Guest(a.kernel, a.initrd, os.path.join(a.out, "logs"), topo, smp=1, mem="2G", append="scsi_mod.scan=manual")
+    qemu_args = ["-icount", "shift=0,sleep=off"] if a.icount else []
+    g = Guest(a.kernel, a.initrd, os.path.join(a.out, "logs"), topo, smp=1, mem="2G", append="scsi_mod.scan=manual",
+              qemu_args=qemu_args)
     g.start()
     try:
         for d in ("c", "rust"):
