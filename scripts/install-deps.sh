@@ -8,7 +8,7 @@ set -euo pipefail
 PKGS=(
 	# Kernel build (LLVM=1)
 	clang lld llvm libclang-dev flex bison bc libelf-dev libssl-dev cpio
-	make gcc python3 rsync kmod xz-utils zstd dwarves
+	make gcc python3 rsync kmod xz-utils zstd lz4 dwarves
 	# Kernel source
 	linux-source-6.12
 	# Guest
