@@ -482,13 +482,13 @@ def stop_fio(g, tags, timeout=60):
 def test_target_lost_under_load(make_guest, target, driver):
     """tgtd stops answering (SIGSTOP: its connections stay, nothing answers) while fio writes and
     verifies on its LUN (scsi-block) and on an emulated disk of another controller.
-    Back within the disk timeout (8 s away, timeout 30 s): I/O resumes and verifies.
-    Away past it (disk timeout 3 s, 30 s away, longer than sd's 6 x 3 s): both drivers wait, per
+    Back within the disk timeout (5 s away, timeout 30 s): I/O resumes and verifies.
+    Away past it (disk timeout 2 s, 20 s away, longer than sd's 6 x 2 s): both drivers wait, per
     their default timeout policy (C resets the timer forever; Rust until a command is stall_limit,
     180 s, old); the emulated disk goes on meanwhile, the LUN's I/O goes on within a bound once the
     target is back, nothing hangs and the driver unloads. Seen with both: libiscsi logs in again when the target
     is back, the target reports a reset (UNIT ATTENTION 29/00), and sd fails the commands older
-    than its retries x timeout with EIO ("timing out command, waited 18s"): fio ends with err=5.
+    than its retries x timeout with EIO ("timing out command, waited 12s"): fio ends with err=5.
     Not tested: Rust with a stall_limit shorter than the outage. Its error handling then escalates
     to a host reset, whose virtio reset QEMU 7.2 serves by draining the LUN's requests with the vCPU
     held in the register write: the guest stops until the target returns (see
@@ -503,24 +503,24 @@ def test_target_lost_under_load(make_guest, target, driver):
     target.pause()
     try:
         wait_ios(g, neighbour, 200, 30, "the neighbour to go on while the target is away")
-        time.sleep(8)
+        time.sleep(5)
     finally:
         target.resume()
     wait_ios(g, lun, 200, 30, "I/O to the LUN to resume")
     logs = stop_fio(g, ["lun", "nb"])
     for tag, log in logs.items():
         assert "err= 0" in log and "verify failed" not in log and "bad magic" not in log, log
-    outcome.append("away 8 s: resumed, verified")
+    outcome.append("away 5 s: resumed, verified")
 
     # Away past the timeout.
-    g.sh(f"echo 3 > /sys/block/{lun}/device/timeout; dmesg -c > /dev/null")
+    g.sh(f"echo 2 > /sys/block/{lun}/device/timeout; dmesg -c > /dev/null")
     g.sh(fio_bg(lun, "lun", "--verify_fatal=0") + "\n" + fio_bg(neighbour, "nb"))
     wait_ios(g, lun, 200, 60, "fio on the LUN")
     target.pause()
     t0 = time.monotonic()
     try:
         wait_ios(g, neighbour, 200, 30, "the neighbour to go on while the target is away")
-        time.sleep(max(0, 30 - (time.monotonic() - t0)))
+        time.sleep(max(0, 20 - (time.monotonic() - t0)))
         # Still going on after the LUN's commands timed out and error handling started.
         neighbour_ok = True
         try:
