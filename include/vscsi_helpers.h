@@ -57,6 +57,8 @@ enum vscsi_timeout_policy {
 unsigned int vscsi_param_timeout_policy(void);
 /* Seconds. */
 unsigned int vscsi_param_stall_limit(void);
+/* Seconds. */
+unsigned int vscsi_param_tmf_timeout(void);
 
 /* linux/spinlock.h */
 unsigned long vscsi_spin_lock_irqsave(struct spinlock *lock);

@@ -57,17 +57,23 @@ def test_bad_module_parameters(make_guest, driver):
     and at run time, and keep their value; good values are taken. (C has neither parameter.)"""
     g = make_guest(Topology([Controller(num_queues=2, disks=[Disk()])]))
     path = "/lib/modules/virtio_scsi_rs.ko"
-    for bad in ("timeout_policy=bogus", "stall_limit=0", "stall_limit=86401", "stall_limit=x"):
+    for bad in ("timeout_policy=bogus", "stall_limit=0", "stall_limit=86401", "stall_limit=x", "tmf_timeout=0",
+                "tmf_timeout=3601"):
         rc, out = g.run(f"insmod {path} {bad}", check=False)
         assert rc != 0, (bad, out)
         assert not g.sh("ls -d /sys/module/virtio_scsi_rs 2>/dev/null || true").strip()
-    log = g.sh("dmesg | grep 'virtio_scsi_rs: \\(timeout_policy\\|stall_limit\\):' || true")
+    log = g.sh("dmesg | grep 'virtio_scsi_rs: \\(timeout_policy\\|stall_limit\\|tmf_timeout\\):' || true")
     assert "'bogus' is not one of stall, wait, abort" in log, log
     assert "'0' is not a number of seconds from 1 to 86400" in log, log
+    assert "tmf_timeout: '3601' is not a number of seconds from 1 to 3600" in log, log
     g.load_driver(driver)
     params = "/sys/module/virtio_scsi_rs/parameters"
-    assert g.sh(f"cat {params}/timeout_policy {params}/stall_limit").split() == ["stall", "180"]
+    assert g.sh(f"cat {params}/timeout_policy {params}/stall_limit {params}/tmf_timeout").split() == [
+        "stall", "180", "30"]
     rc, _ = g.run(f"echo never > {params}/timeout_policy", check=False)
     assert rc != 0
-    g.sh(f"echo wait > {params}/timeout_policy && echo 600 > {params}/stall_limit")
-    assert g.sh(f"cat {params}/timeout_policy {params}/stall_limit").split() == ["wait", "600"]
+    rc, _ = g.run(f"echo 0 > {params}/tmf_timeout", check=False)
+    assert rc != 0
+    g.sh(f"echo wait > {params}/timeout_policy && echo 600 > {params}/stall_limit && echo 10 > {params}/tmf_timeout")
+    assert g.sh(f"cat {params}/timeout_policy {params}/stall_limit {params}/tmf_timeout").split() == [
+        "wait", "600", "10"]

@@ -148,16 +148,22 @@ module_param_cb(timeout_policy, &timeout_policy_ops, NULL, 0644);
 MODULE_PARM_DESC(timeout_policy,
 		 "What a command timeout leads to: stall (default: wait as the C driver does while the command is younger than stall_limit, then error handling), wait (always wait, as the C driver), abort (error handling at the first timeout)");
 
+/* A uint parameter of seconds, from 1 to max: a bad value is refused, with a message. */
+static int seconds_param_set(const char *val, const struct kernel_param *kp, unsigned int max)
+{
+	int ret = param_set_uint_minmax(val, kp, 1, max);
+
+	if (ret)
+		pr_err("virtio_scsi_rs: %s: '%s' is not a number of seconds from 1 to %u\n",
+		       kp->name, val, max);
+	return ret;
+}
+
 static unsigned int stall_limit = 180;
 
 static int stall_limit_set(const char *val, const struct kernel_param *kp)
 {
-	int ret = param_set_uint_minmax(val, kp, 1, 86400);
-
-	if (ret)
-		pr_err("virtio_scsi_rs: stall_limit: '%s' is not a number of seconds from 1 to 86400\n",
-		       val);
-	return ret;
+	return seconds_param_set(val, kp, 86400);
 }
 
 static const struct kernel_param_ops stall_limit_ops = {
@@ -168,6 +174,25 @@ module_param_cb(stall_limit, &stall_limit_ops, &stall_limit, 0644);
 MODULE_PARM_DESC(stall_limit,
 		 "With timeout_policy=stall: seconds a command may be outstanding before error handling starts (default 180, 1 to 86400)");
 
+/*
+ * How long a task management function may take before the error handler
+ * escalates (Rust's own; C waits forever). Read at every TMF.
+ */
+static unsigned int tmf_timeout = 30;
+
+static int tmf_timeout_set(const char *val, const struct kernel_param *kp)
+{
+	return seconds_param_set(val, kp, 3600);
+}
+
+static const struct kernel_param_ops tmf_timeout_ops = {
+	.set = tmf_timeout_set,
+	.get = param_get_uint,
+};
+module_param_cb(tmf_timeout, &tmf_timeout_ops, &tmf_timeout, 0644);
+MODULE_PARM_DESC(tmf_timeout,
+		 "Seconds a task management function (abort, LUN, target reset) may go unanswered before error handling escalates (default 30, 1 to 3600)");
+
 unsigned int vscsi_param_timeout_policy(void)
 {
 	return READ_ONCE(timeout_policy);
@@ -176,6 +201,11 @@ unsigned int vscsi_param_timeout_policy(void)
 unsigned int vscsi_param_stall_limit(void)
 {
 	return READ_ONCE(stall_limit);
+}
+
+unsigned int vscsi_param_tmf_timeout(void)
+{
+	return READ_ONCE(tmf_timeout);
 }
 
 u32 vscsi_scmd_age_ms(struct scsi_cmnd *sc)

@@ -53,6 +53,11 @@ impl UintParam {
         get: bindings::vscsi_param_stall_limit,
     };
 
+    /// `tmf_timeout` (mode 0644), in seconds, from 1 to 3600.
+    pub(crate) const TMF_TIMEOUT: Self = Self {
+        get: bindings::vscsi_param_tmf_timeout,
+    };
+
     /// `timeout_policy=stall` (`VSCSI_TIMEOUT_STALL`).
     pub(crate) const TIMEOUT_STALL: u32 = bindings::vscsi_timeout_policy_VSCSI_TIMEOUT_STALL;
     /// `timeout_policy=wait` (`VSCSI_TIMEOUT_WAIT`).

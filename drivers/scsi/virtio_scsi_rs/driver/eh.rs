@@ -16,7 +16,7 @@ pub(super) struct CtrlStats {
     pub(super) tmf_ok: u64,
     /// ... that the device answered otherwise (or could not be sent).
     pub(super) tmf_failed: u64,
-    /// ... that the device did not answer within [`TMF_TIMEOUT_MS`].
+    /// ... that the device did not answer within `tmf_timeout`.
     pub(super) tmf_timed_out: u64,
     /// TMFs that succeeded while the device still held their command
     /// (reported to the error handler as failed).
@@ -50,7 +50,7 @@ pub(super) enum TmfOutcome {
     Complete,
     /// Rejected, failed, not sent, or taken back by a device reset.
     Failed,
-    /// No answer within [`TMF_TIMEOUT_MS`].
+    /// No answer within `tmf_timeout`.
     TimedOut,
 }
 
@@ -64,10 +64,6 @@ pub(super) type TmfSlot = ExchangeSlot<TMF_REQ_SIZE, TMF_RESP_SIZE>;
 /// commands, TMFs among them; the error handler sends one TMF at a time,
 /// an `SG_SCSI_RESET` ioctl perhaps one more).
 pub(super) const TMF_RESERVE: usize = 2;
-
-/// How long a task management function may take before the error handler
-/// escalates (C waits forever).
-pub(super) const TMF_TIMEOUT_MS: u32 = 30_000;
 
 impl VirtioScsi {
     /// Takes back the control requests the device answered and wakes their
@@ -90,9 +86,11 @@ impl VirtioScsi {
     }
 
     /// Sends a task management function and waits for the answer, at most
-    /// [`TMF_TIMEOUT_MS`] (`virtscsi_tmf()`); then polls the request queues.
+    /// `tmf_timeout` seconds (`virtscsi_tmf()`); then polls the request
+    /// queues.
     pub(super) fn tmf(&self, tmf: Tmf, target: u32, lun: u64, tag: u64) -> EhResult {
-        let outcome = self.send_tmf(tmf, target, lun, tag);
+        let timeout_ms = params::tmf_timeout_ms();
+        let outcome = self.send_tmf(tmf, target, lun, tag, timeout_ms);
         if let Some(empty) = self.tmf_reserve.lock().iter_mut().find(|s| s.is_none()) {
             *empty = TmfSlot::new_noio().ok();
         }
@@ -112,7 +110,7 @@ impl VirtioScsi {
                 tmf.name(),
                 target,
                 lun,
-                TMF_TIMEOUT_MS
+                timeout_ms
             );
         }
         self.poll_requests();
@@ -193,11 +191,18 @@ impl VirtioScsi {
         result
     }
 
-    pub(super) fn send_tmf(&self, tmf: Tmf, target: u32, lun: u64, tag: u64) -> TmfOutcome {
-        // A device that left a TMF unanswered for 30 s answers no other in
-        // time either: fail at once, so that the error handler reaches the
-        // host reset (which takes the TMF back) in seconds, not in 30 s
-        // per timed-out command and reset step.
+    pub(super) fn send_tmf(
+        &self,
+        tmf: Tmf,
+        target: u32,
+        lun: u64,
+        tag: u64,
+        timeout_ms: u32,
+    ) -> TmfOutcome {
+        // A device that left a TMF unanswered for `tmf_timeout` answers no
+        // other in time either: fail at once, so that the error handler
+        // reaches the host reset (which takes the TMF back) in seconds, not
+        // in `tmf_timeout` per timed-out command and reset step.
         if self.tmf_unanswered.load(Ordering::Acquire) {
             return TmfOutcome::Failed;
         }
@@ -226,7 +231,7 @@ impl VirtioScsi {
         if let Some(kick) = kick {
             kick.notify();
         }
-        match exchange.wait(TMF_TIMEOUT_MS) {
+        match exchange.wait(timeout_ms) {
             Err(WaitError::TimedOut) => {
                 self.tmf_unanswered.store(true, Ordering::Release);
                 TmfOutcome::TimedOut

@@ -38,6 +38,12 @@ pub(super) fn stall_limit_ms() -> u32 {
     UintParam::STALL_LIMIT.get().saturating_mul(1000)
 }
 
+/// `tmf_timeout`, in milliseconds: how long a task management function may
+/// take before the error handler escalates (C waits forever).
+pub(super) fn tmf_timeout_ms() -> u32 {
+    UintParam::TMF_TIMEOUT.get().saturating_mul(1000)
+}
+
 /// `virtscsi_poll_queues`: request queues to dedicate to polled I/O, read
 /// at probe.
 pub(super) fn virtscsi_poll_queues() -> u32 {

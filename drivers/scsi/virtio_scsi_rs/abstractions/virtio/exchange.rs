@@ -163,7 +163,7 @@ unsafe impl<const REQ: usize, const RESP: usize> Send for ExchangeInner<REQ, RES
 /// # Examples
 ///
 /// ```ignore
-/// match exchange.wait(TMF_TIMEOUT_MS) {
+/// match exchange.wait(timeout_ms) {
 ///     Ok((resp, _used_len)) if protocol::tmf_succeeded(&resp) => TmfOutcome::Complete,
 ///     Ok(_) | Err(WaitError::Cancelled) => TmfOutcome::Failed,
 ///     Err(WaitError::TimedOut) => TmfOutcome::TimedOut,
