@@ -216,7 +216,7 @@ def fio_verify(dev, tag):
 
 
 # Guest seconds the bus-mastering test gives the stopped disk's I/O to resume.
-RESUME_BOUND = 65
+RESUME_BOUND = 45
 
 
 @pytest.mark.cost(150)
@@ -224,7 +224,8 @@ def test_bus_mastering_stopped_under_io(make_guest, driver, request):
     """Bus mastering of one controller turned off under fio (review finding 5): QEMU serves none
     of that device's queues from then on, a device that stopped answering. By default the Rust
     driver waits as C does until the oldest command is stall_limit old (10 s here, disk timeout
-    3 s), then error handling escalates to a device reset; I/O resumes within the stall limit plus
+    3 s), then error handling (its ABORT TASK unanswered for tmf_timeout, 10 s here) escalates
+    to a device reset; I/O resumes within the stall limit plus
     the bounded escalation and verifies. fio on a disk of another controller runs on throughout,
     with both drivers. C resets its commands' timers forever: its disk hangs."""
     expect_c_failure(request, driver, "eh_timed_out resets the timer forever: I/O to a device that stopped"
@@ -233,7 +234,7 @@ def test_bus_mastering_stopped_under_io(make_guest, driver, request):
     topo = Topology([Controller(id="vs0", disks=[Disk(backend="file", size=64 << 20)]),
                      Controller(id="vs1", disks=[Disk(backend="file", size=48 << 20)])])
     g = make_guest(topo, smp=2)
-    g.load_driver(driver, "stall_limit=10" if driver == "rust" else "")
+    g.load_driver(driver, "stall_limit=10 tmf_timeout=10" if driver == "rust" else "")
     g.wait_for("[ $(ls /sys/class/scsi_disk | wc -l) -eq 2 ]", timeout=60, what="2 disks")
     by_size = {int(g.sh(f"cat /sys/block/{d}/size")) * 512: d
                for d in g.sh("ls -d /sys/block/sd* | xargs -n1 basename").split()}
@@ -249,10 +250,10 @@ def test_bus_mastering_stopped_under_io(make_guest, driver, request):
     before = ios_done(g, neighbour)
     g.wait_for(f"[ $(awk '$3==\"{neighbour}\" {{print $4 + $8}}' /proc/diskstats) -gt {before + 500} ]",
                timeout=30, what="I/O to the other controller's disk to continue")
-    # The stopped disk resumes: stall_limit (10 s) + ABORT TASK's bound (30 s), the LUN and target
-    # resets failing at once (the control queue holds the unanswered abort), the device reset:
-    # about 46 s of guest time. C never resumes; 65 s leaves the Rust driver a margin without
-    # making the expected C failure wait longer than it must.
+    # The stopped disk resumes: stall_limit (10 s) + ABORT TASK's bound (tmf_timeout, 10 s), the
+    # LUN and target resets failing at once (the control queue holds the unanswered abort), the
+    # device reset: about 25 s of guest time. C never resumes; 45 s leaves the Rust driver a
+    # margin without making the expected C failure wait longer than it must.
     before = ios_done(g, stopped)
     rc, _ = g.run(f"read -r up _ < /proc/uptime; end=$(( ${{up%.*}} + {RESUME_BOUND} ));"
                   f" until [ $(awk '$3==\"{stopped}\" {{print $4 + $8}}' /proc/diskstats) -gt {before + 500} ];"

@@ -201,6 +201,13 @@ def abort_at_first_timeout(g, driver):
         g.sh("echo abort > /sys/module/virtio_scsi_rs/parameters/timeout_policy")
 
 
+def short_tmf_timeout(g, driver, seconds=10):
+    """The Rust driver's tmf_timeout (30 s by default) made `seconds`: a TMF the device keeps fails
+    that much sooner, the same escalation follows (C waits for a TMF forever)."""
+    if driver == "rust":
+        g.sh(f"echo {seconds} > /sys/module/virtio_scsi_rs/parameters/tmf_timeout")
+
+
 def read_sha(g, dev, timeout=300):
     """(dd's exit status, sha256 of what it read) for 1 MiB from the start of /dev/`dev`."""
     _, out = g.run(
@@ -323,9 +330,9 @@ RING_FAULTS = ["never-answer", "answer-after-abort", "duplicate-used", "used-idx
 def test_lost_and_broken_answers(make_guest, driver, request):
     """A command the device never gives back, one it gives back only after the ABORT TASK meant
     for it, a head put in the used ring twice, a used index that jumps past what was made
-    available, and a TMF never given back: every read of 1 MiB still ends within 30 s (ten
-    command timeouts), with the device's data or with an error, never with data the device did
-    not send; the LUN reads back once the fault is
+    available, and a TMF never given back (tmf_timeout 10 s): every read of 1 MiB still ends
+    within 30 s (ten command timeouts), with the device's data or with an error, never with data
+    the device did not send; the LUN reads back once the fault is
     gone and its neighbour throughout; rmmod works and the device is left holding nothing.
     VSCSI_RING_FAULTS=a,b runs only those faults (tmf-never-answer among them), to record what a
     driver does with each when an earlier one stops it."""
@@ -343,6 +350,7 @@ def test_lost_and_broken_answers(make_guest, driver, request):
     # in seconds.
     g.sh(f"echo 3 > /sys/block/{bad}/device/timeout")
     abort_at_first_timeout(g, driver)
+    short_tmf_timeout(g, driver)
     problems = []
     chosen = os.environ.get("VSCSI_RING_FAULTS", ",".join(RING_FAULTS + ["tmf-never-answer"])).split(",")
     for fault in [f for f in RING_FAULTS if f in chosen]:
@@ -446,6 +454,7 @@ def test_unbind_while_a_command_and_its_abort_are_stuck(make_guest, driver):
     bad, _, _ = two_luns_with_a_pattern(g, driver)
     g.sh(f"echo 3 > /sys/block/{bad}/device/timeout")
     abort_at_first_timeout(g, driver)
+    short_tmf_timeout(g, driver)
     g.backend("fault never-answer 0 0 1")
     g.sh(f"(dd if=/dev/{bad} of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null; echo $? > /tmp/dd.rc) &")
     wait_held(g)
@@ -453,7 +462,7 @@ def test_unbind_while_a_command_and_its_abort_are_stuck(make_guest, driver):
     g.backend("fault tmf-never-answer all 1")
     wait_held(g, 2)
     g.sh("(cd /sys/bus/virtio/drivers/virtio_scsi_rs && echo virtio* > unbind; echo $? > /tmp/unbind.rc) &")
-    # The abort's 30 s bound, then the escalation: the device and target resets fail at once (the
+    # The abort's bound (tmf_timeout, 10 s), then the escalation: the device and target resets fail at once (the
     # control queue holds an unanswered TMF), the host reset finds the device lock taken.
     g.wait_for("[ -e /tmp/dd.rc ]", timeout=90, what="the stuck read to end")
     kept = held(g)
