@@ -114,9 +114,9 @@ def test_profile(make_guest, driver, profile, cdrom, request):
     # Data: random writes of 4 KiB to 256 KiB read back verified, on two disks at once.
     sda, sdb = block_of(g, 0, 0), block_of(g, 1, 0)
     g.sh(
-        f"{FIO} --filename=/dev/{sda} --rw=randwrite --bsrange=4k-256k --iodepth=16 --size=32m"
+        f"{FIO} --filename=/dev/{sda} --rw=randwrite --bsrange=4k-256k --iodepth=16 --size=16m"
         f" --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap &"
-        f" {FIO} --filename=/dev/{sdb} --rw=randwrite --bs=4k --iodepth=8 --size=8m"
+        f" {FIO} --filename=/dev/{sdb} --rw=randwrite --bs=4k --iodepth=8 --size=4m"
         f" --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap; r=$?; wait $! && exit $r",
         timeout=600,
     )
