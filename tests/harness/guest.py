@@ -615,15 +615,17 @@ class Guest:
             text = ""
         return text
 
-    def collect_reports(self):
+    def collect_reports(self, leaks=True):
         """Returns the unexpected kernel reports since the last call. A live guest is asked for a
-        kmemleak scan and its kernel log; a dead one is judged from its console log."""
+        kmemleak scan (with `leaks`; without, kmemleak forgets what is allocated, unscanned) and
+        its kernel log; a dead one is judged from its console log."""
         text = ""
         if not self.dead and self.proc and self.proc.poll() is None:
+            scan = "echo scan > $k; cat $k; " if leaks else ""
             try:
                 _, text = self.run(
                     "k=/sys/kernel/debug/kmemleak\n"
-                    "if [ -w $k ]; then echo scan > $k; cat $k; echo clear > $k; fi\n"
+                    f"if [ -w $k ]; then {scan}echo clear > $k; fi\n"
                     "dmesg -c",
                     timeout=300,
                     check=False,
@@ -636,7 +638,7 @@ class Guest:
         reports = splat.find_reports(text)
         return self._unexpected(reports)
 
-    def check_reports(self):
-        reports = self.collect_reports()
+    def check_reports(self, leaks=True):
+        reports = self.collect_reports(leaks)
         if reports:
             raise KernelReport(reports, self.console)

@@ -442,8 +442,18 @@ def pytest_runtest_call(item):
             lease.keep = why_not is None
             if why_not:
                 report(f"{item.nodeid}: its guest is not shared further: {why_not}")
-        g.check_reports()
+        g.check_reports(leaks=_scans_leaks(item))
     return result
+
+
+def _scans_leaks(item):
+    """Whether the kernel-report check after `item` asks kmemleak for a scan: not for a case of
+    the C driver alone. The scan looks for leaks of this project's code, the Rust driver's and its
+    abstractions'; a case of the baseline only has kmemleak forget what is allocated (so that the
+    next test on its guest starts clean) and saves the scan, 2.4 s of a 512 MiB guest under TCG.
+    Every other report (WARN, KASAN, lockdep, ...) is looked for after C's cases too."""
+    cs = getattr(item, "callspec", None)
+    return cs is None or cs.params.get("driver") != "c"
 
 
 @pytest.hookimpl(wrapper=True)
