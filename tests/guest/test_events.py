@@ -135,11 +135,18 @@ def test_hot_remove_under_load(make_guest, driver):
     wait_disks(g, 1)
 
     cycles = 50
+    # One command a plug (the disk appears, it is read) and one an unplug: a command is a round
+    # trip through the serial port and a fork of the guest's shell, 0.2 s each under TCG.
+    host = "/sys/class/scsi_host/$(ls /sys/class/scsi_host | tail -1)/device"
+    plugged = (f"read -r up _ < /proc/uptime; end=$(( ${{up%.*}} + 30 ));"
+               f" until d=$(ls {host}/target*:0:5/*:0:5:0/block 2>/dev/null) && [ -b /dev/$d ]; do"
+               f" read -r up _ < /proc/uptime; [ ${{up%.*}} -ge $end ] && exit 1; usleep 50000; done;"
+               f" dd if=/dev/$d of=/dev/null bs=4k count=8 iflag=direct 2>/dev/null")
     for i in range(cycles):
         g.qmp("blockdev-add", **node_args(f"c{i}"))
         g.qmp("device_add", **device_args(f"hd-c{i}", f"c{i}", 5))
-        wait_disks(g, 2)
-        g.sh(f"dd if=/dev/{sd_of(g, 5)} of=/dev/null bs=4k count=8 iflag=direct 2>/dev/null")
+        rc, out = g.run(plugged, timeout=90, check=False)
+        assert rc == 0, f"cycle {i}: the plugged disk did not appear within 30 s, or did not read: {out}"
         g.qmp("device_del", id=f"hd-c{i}")
         wait_disks(g, 1)
         g.qmp("blockdev-del", **{"node-name": f"c{i}"})
