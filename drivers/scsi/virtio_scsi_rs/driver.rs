@@ -106,13 +106,19 @@ impl Layout<CommandRequest<VirtioScsi>> for VirtioScsi {
                 sgs.push(data, dir);
             }
         };
+        // One arm per direction, each pushing in its final order: the
+        // compiler then knows every list's slot and count on each path.
         sgs.push(bufs.out_hdr, Direction::ToDevice);
-        if bufs.direction == DataDirection::ToDevice {
-            payload(sgs, Direction::ToDevice);
-        }
-        sgs.push(bufs.in_hdr, Direction::FromDevice);
-        if bufs.direction == DataDirection::FromDevice {
-            payload(sgs, Direction::FromDevice);
+        match bufs.direction {
+            DataDirection::ToDevice => {
+                payload(sgs, Direction::ToDevice);
+                sgs.push(bufs.in_hdr, Direction::FromDevice);
+            }
+            DataDirection::FromDevice => {
+                sgs.push(bufs.in_hdr, Direction::FromDevice);
+                payload(sgs, Direction::FromDevice);
+            }
+            _ => sgs.push(bufs.in_hdr, Direction::FromDevice),
         }
     }
 }
@@ -325,35 +331,34 @@ impl HostTemplate for VirtioScsi {
             return fail_cmd(cmd, HostByte::Error);
         };
         // Where C has BUG_ON(), fail the command instead.
-        if cmd.sg_count() > vscsi.sg_tablesize
-            || cmd.data_direction() == DataDirection::Bidirectional
-        {
+        let direction = cmd.data_direction();
+        if cmd.sg_count() > vscsi.sg_tablesize || direction == DataDirection::Bidirectional {
             return fail_cmd(cmd, HostByte::Error);
         }
         let (id, lun) = cmd.id_lun();
         let Some(lun) = protocol::encode_lun(id, lun) else {
             return fail_cmd(cmd, HostByte::BadTarget);
         };
-        let (pi_out, pi_in) = if vscsi.t10_pi {
-            match cmd.data_direction() {
-                DataDirection::ToDevice => (cmd.prot_bytes(), 0),
-                DataDirection::FromDevice => (0, cmd.prot_bytes()),
-                _ => (0, 0),
-            }
-        } else {
-            (0, 0)
-        };
-        let (cdb, cdb_len, private) = cmd.cdb_and_private();
         // The tag identifies the command to the device (for ABORT TASK):
         // the blk-mq unique tag, not a kernel address.
         let tag = u64::from(tag);
-        // A header the device does not write must not read as an answer
-        // (the used length cannot tell: vhost-scsi reports 0).
-        protocol::clear_cmd_resp(&mut private[RESP_OFF..]);
-        let hdr = &mut private[REQ_OFF..];
         let req_len = if vscsi.t10_pi {
+            let (pi_out, pi_in) = match direction {
+                DataDirection::ToDevice => (cmd.prot_bytes(), 0),
+                DataDirection::FromDevice => (0, cmd.prot_bytes()),
+                _ => (0, 0),
+            };
+            let (cdb, cdb_len, private) = cmd.cdb_and_private();
+            // A header the device does not write must not read as an
+            // answer (the used length cannot tell: vhost-scsi reports 0).
+            protocol::clear_cmd_resp(&mut private[RESP_OFF..]);
+            let hdr = &mut private[REQ_OFF..];
             protocol::write_cmd_req_pi(hdr, &lun, tag, pi_out, pi_in, cdb, cdb_len)
         } else {
+            let (cdb, cdb_len, private) = cmd.cdb_and_private();
+            // As above.
+            protocol::clear_cmd_resp(&mut private[RESP_OFF..]);
+            let hdr = &mut private[REQ_OFF..];
             protocol::write_cmd_req(hdr, &lun, tag, cdb, cdb_len)
         };
         let Some(req_len) = req_len else {

@@ -71,16 +71,20 @@ pub(crate) enum HostByte {
 ///     _ => (0, 0),
 /// };
 /// ```
+///
+/// The discriminants are the kernel's values, so that reading a command's
+/// direction is a load and a range check, not a table lookup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
 pub(crate) enum DataDirection {
     /// No data.
-    None,
+    None = bindings::dma_data_direction_DMA_NONE,
     /// Data from the initiator to the device (a write).
-    ToDevice,
+    ToDevice = bindings::dma_data_direction_DMA_TO_DEVICE,
     /// Data from the device to the initiator (a read).
-    FromDevice,
+    FromDevice = bindings::dma_data_direction_DMA_FROM_DEVICE,
     /// Both ways.
-    Bidirectional,
+    Bidirectional = bindings::dma_data_direction_DMA_BIDIRECTIONAL,
 }
 
 /// `scsi_cmd_to_rq()`: the request a command is the driver payload of.
@@ -308,10 +312,21 @@ impl<T: HostTemplate> Command<T> {
 
     /// Returns the blk-mq unique tag (`blk_mq_unique_tag()`): the hardware
     /// queue in the upper 16 bits, the tag in the lower.
+    ///
+    /// Read in place, as the exported `blk_mq_unique_tag()` does, to spare
+    /// a call per command.
+    #[inline(always)]
     pub(crate) fn unique_tag(&self) -> u32 {
         // SAFETY: The command is owned (type invariant), so it and the
-        // request it was allocated behind are valid.
-        unsafe { bindings::blk_mq_unique_tag(cmd_to_rq(self.raw())) }
+        // request it was allocated behind are valid; an owned command's
+        // request has been started on a hardware context, which stays
+        // valid while the request is in flight.
+        unsafe {
+            let rq = cmd_to_rq(self.raw());
+            let queue_num = (*(*rq).mq_hctx).queue_num;
+            (queue_num << bindings::BLK_MQ_UNIQUE_TAG_BITS)
+                | ((*rq).tag as u32 & bindings::BLK_MQ_UNIQUE_TAG_MASK)
+        }
     }
 
     /// Returns whether this is the last command of a batch (`SCMD_LAST`):
@@ -406,6 +421,7 @@ impl<T: HostTemplate> Command<T> {
         in_hdr: Range<usize>,
     ) -> Result<CommandRequest<T>, (Self, Error)> {
         let cmd_size = T::CMD_SIZE;
+        let direction = self.data_direction();
         // Ranges within `u16` (a constant test) make `HdrSgs::key` exact.
         let ok = cmd_size <= usize::from(u16::MAX)
             && out_hdr.start < out_hdr.end
@@ -413,14 +429,23 @@ impl<T: HostTemplate> Command<T> {
             && in_hdr.start < in_hdr.end
             && in_hdr.end <= cmd_size
             && (out_hdr.end <= in_hdr.start || in_hdr.end <= out_hdr.start)
-            && self.data_direction() != DataDirection::Bidirectional;
+            && direction != DataDirection::Bidirectional;
         if !ok {
             return Err((self, EINVAL));
         }
+        // Read once, here, for `bufs`: the lists do not change while the
+        // command is owned.
+        // SAFETY: The command is owned, so its scatterlist is valid.
+        let (data, nents) = unsafe { ((*self.raw()).sdb.table.sgl, (*self.raw()).sdb.table.nents) };
+        let data = NonNull::new(data).filter(|_| nents != 0);
+        let prot = data.and(self.prot_sgl()).and_then(NonNull::new);
         Ok(CommandRequest {
             cmd: self,
             out_hdr,
             in_hdr,
+            direction,
+            data,
+            prot,
         })
     }
 
@@ -474,7 +499,17 @@ pub(crate) struct CommandRequest<T: HostTemplate> {
     cmd: Command<T>,
     out_hdr: Range<usize>,
     in_hdr: Range<usize>,
+    /// The command's direction, data list (`None` without data) and
+    /// protection information list (`None` without either), as
+    /// [`Command::into_request`] read them.
+    direction: DataDirection,
+    data: Option<NonNull<bindings::scatterlist>>,
+    prot: Option<NonNull<bindings::scatterlist>>,
 }
+
+// SAFETY: As for `Command`: the list pointers are the command's own, valid
+// for as long as it is owned, on any CPU.
+unsafe impl<T: HostTemplate> Send for CommandRequest<T> {}
 
 impl<T: HostTemplate> CommandRequest<T> {
     /// Returns the command back, for completion.
@@ -516,12 +551,8 @@ unsafe impl<T: HostTemplate> Lend for CommandRequest<T> {
         let sc = self.cmd.raw();
         // SAFETY: The private area follows the command (see `private_and_sense`).
         let base = unsafe { cmd_priv(sc) };
-        let direction = self.cmd.data_direction();
+        let (direction, data, prot) = (self.direction, self.data, self.prot);
         let reads = direction == DataDirection::FromDevice;
-        // SAFETY: The command is owned, so its scatterlist is valid.
-        let (data, nents) = unsafe { ((*sc).sdb.table.sgl, (*sc).sdb.table.nents) };
-        let data = NonNull::new(data).filter(|_| nents != 0);
-        let prot = data.and(self.cmd.prot_sgl()).and_then(NonNull::new);
         // SAFETY: The command is owned, so its area is ours.
         let hdr = unsafe { cmd_hdr_sgs(sc) };
         let key = HdrSgs::key(&self.out_hdr, &self.in_hdr);
@@ -589,8 +620,8 @@ unsafe impl<T: HostTemplate> Lend for CommandRequest<T> {
         unsafe { cmd_state(token.as_ptr().cast()) }
             .in_device
             .store(false, Ordering::Release);
-        // The header ranges are not needed after the device is done; keep
-        // empty ones.
+        // The header ranges and lists are not needed after the device is
+        // done; keep empty ones.
         // INVARIANT: The token is a command owned by the request that was
         // turned into it (caller contract).
         Self {
@@ -600,6 +631,9 @@ unsafe impl<T: HostTemplate> Lend for CommandRequest<T> {
             },
             out_hdr: 0..0,
             in_hdr: 0..0,
+            direction: DataDirection::None,
+            data: None,
+            prot: None,
         }
     }
 }

@@ -204,15 +204,24 @@ pub(crate) unsafe trait Request: Sized {
 pub(crate) struct SgList {
     /// `lists[..out + ins]` are set (left uninitialised beyond: no
     /// clearing per request).
-    lists: [core::mem::MaybeUninit<*mut bindings::scatterlist>; 6],
+    lists: NonNull<SgSlots>,
     /// [`SgList::REFUSED`] once a push did not fit
     /// ([`LentSgs::push`](super::LentSgs::push)): the request is refused.
     out: u32,
     ins: u32,
     /// Initialised by `sg_init_one()` when pushed (`local[..nlocal]`).
-    local: [core::mem::MaybeUninit<bindings::scatterlist>; 2],
+    local: NonNull<SgLocal>,
     nlocal: usize,
 }
+
+/// Storage for an [`SgList`]'s list pointers, in [`QueueGuard::add`]'s
+/// frame. Kept apart from the counts, as the virtio core gets a pointer to
+/// it: the compiler then keeps the counts in registers, and folds them on
+/// every path of a request's `sgs`.
+type SgSlots = [core::mem::MaybeUninit<*mut bindings::scatterlist>; 6];
+/// Storage for an [`SgList`]'s single-entry lists, in [`QueueGuard::add`]'s
+/// frame.
+type SgLocal = [core::mem::MaybeUninit<bindings::scatterlist>; 2];
 
 impl SgList {
     /// A count of device-readable lists no request has: pushing stops, and
@@ -225,12 +234,16 @@ impl SgList {
         self.out = Self::REFUSED;
     }
 
-    fn new() -> Self {
+    /// An empty list on `lists` and `local`, which must stay valid and
+    /// otherwise unused while the list is (only [`QueueGuard::add`] makes
+    /// one, on storage of its frame, and no `SgList` can be moved out of
+    /// the `&mut` a request gets: there is no other value to put back).
+    fn new(lists: &mut SgSlots, local: &mut SgLocal) -> Self {
         Self {
-            lists: [core::mem::MaybeUninit::uninit(); 6],
+            lists: NonNull::from(lists),
             out: 0,
             ins: 0,
-            local: [core::mem::MaybeUninit::uninit(); 2],
+            local: NonNull::from(local),
             nlocal: 0,
         }
     }
@@ -247,16 +260,23 @@ impl SgList {
         len: u32,
         device_writes: bool,
     ) -> Result {
-        if self.nlocal == self.local.len() {
+        if self.nlocal >= 2 {
             return Err(EINVAL);
         }
-        let sg = self.local[self.nlocal].as_mut_ptr();
+        // SAFETY: `local` is valid storage of `QueueGuard::add`'s frame,
+        // reached only through this list (`SgList::new`); `nlocal < 2`.
+        let sg = unsafe {
+            self.local
+                .as_ptr()
+                .cast::<bindings::scatterlist>()
+                .add(self.nlocal)
+        };
         // SAFETY: `sg` points to writable memory for one scatterlist, which
         // `sg_init_one()` initialises whole; the caller guarantees `buf`.
         unsafe { bindings::sg_init_one(sg, buf.cast(), len) };
         self.nlocal += 1;
-        // SAFETY: `sg` lives in `self.local` and `self` is not moved while
-        // the list is in use (`QueueGuard::add` keeps it on its stack).
+        // SAFETY: `sg` lives in `self.local`, storage on the stack of
+        // `QueueGuard::add`, which outlives the list's use.
         unsafe { self.push_list(sg, device_writes) }
     }
 
@@ -273,12 +293,20 @@ impl SgList {
         device_writes: bool,
     ) -> Result {
         let used = (self.out + self.ins) as usize;
-        if used >= self.lists.len() || (!device_writes && self.ins != 0) {
+        if used >= 6 || (!device_writes && self.ins != 0) {
             // Full (or refused), or a device-readable list after a
             // device-writable one.
             return Err(EINVAL);
         }
-        self.lists[used] = core::mem::MaybeUninit::new(sg);
+        // SAFETY: `lists` is valid storage of `QueueGuard::add`'s frame,
+        // reached only through this list (`SgList::new`); `used < 6`.
+        unsafe {
+            self.lists
+                .as_ptr()
+                .cast::<*mut bindings::scatterlist>()
+                .add(used)
+                .write(sg)
+        };
         if device_writes {
             self.ins += 1;
         } else {
@@ -538,11 +566,14 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         let Some(vq) = self.vq() else {
             return Err((req, ENODEV));
         };
-        let mut sgs = SgList::new();
+        let mut lists: SgSlots = [core::mem::MaybeUninit::uninit(); 6];
+        let mut local: SgLocal = [core::mem::MaybeUninit::uninit(); 2];
+        let mut sgs = SgList::new(&mut lists, &mut local);
         req.sgs(&mut sgs);
         // None, or more than fit: refused.
-        let n = sgs.out + sgs.ins;
-        if n == 0 || n as usize > sgs.lists.len() {
+        let (out, ins) = (sgs.out, sgs.ins);
+        let n = out + ins;
+        if n == 0 || n as usize > lists.len() {
             return Err((req, EINVAL));
         }
         let token = req.into_token();
@@ -555,9 +586,9 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         let ret = unsafe {
             bindings::virtqueue_add_sgs(
                 vq,
-                sgs.lists.as_mut_ptr().cast::<*mut bindings::scatterlist>(),
-                sgs.out,
-                sgs.ins,
+                lists.as_mut_ptr().cast::<*mut bindings::scatterlist>(),
+                out,
+                ins,
                 token.as_ptr(),
                 bindings::GFP_ATOMIC,
             )
