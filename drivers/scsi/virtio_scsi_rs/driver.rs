@@ -244,7 +244,7 @@ impl VirtioScsi {
             if !polled {
                 guard.disable_cb();
             }
-            while let Some((req, len)) = guard.get_buf() {
+            for (req, len) in guard.used() {
                 self.complete_cmd(req.into_inner().into_command(), len);
                 n += 1;
             }

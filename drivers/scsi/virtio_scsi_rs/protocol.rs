@@ -420,9 +420,13 @@ pub(crate) fn clear_cmd_resp(buf: &mut [u8]) {
 #[inline(always)]
 pub(crate) fn cmd_resp_plain_ok(buf: &[u8]) -> Option<u8> {
     let hdr = buf.get(..CMD_RESP_FIXED)?;
-    // `sense_len` and `resid` together.
-    let counts = le64(&hdr[..8]);
-    (counts == 0 && hdr[11] == response::OK).then_some(hdr[10])
+    // `sense_len` and `resid` together, then `status_qualifier`, `status`
+    // and `response`: two loads (whole arrays, which the compiler does not
+    // split into bytes) and one test.
+    let counts = u64::from_le_bytes(hdr[..8].try_into().ok()?);
+    let tail = u32::from_le_bytes(hdr[8..].try_into().ok()?);
+    const _: () = assert!(response::OK == 0);
+    (counts | u64::from(tail >> 24) == 0).then_some((tail >> 16) as u8)
 }
 
 /// Parses a response header from `buf` (the response area of the command,

@@ -641,6 +641,17 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         Some((unsafe { R::from_token(token) }, len))
     }
 
+    /// Takes back the requests the device completed, in order, with the
+    /// number of bytes it wrote to each ([`QueueGuard::get_buf`] until the
+    /// ring has none). The virtqueue is looked up once for the whole batch.
+    #[inline(always)]
+    pub(crate) fn used(&mut self) -> Used<'_, 'a, R, D> {
+        Used {
+            vq: self.vq(),
+            _guard: self,
+        }
+    }
+
     /// Returns whether the queue is attached and broken
     /// (`virtqueue_is_broken()`): the device broke the ring, or the whole
     /// device was marked broken (a surprise removal).
@@ -666,6 +677,35 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
             Some(vq) => unsafe { bindings::virtqueue_enable_cb(vq) },
             None => true,
         }
+    }
+}
+
+/// The requests a device completed on a locked [`Queue`], as
+/// [`QueueGuard::used`] takes them back.
+///
+/// # Invariants
+///
+/// `vq` is the virtqueue attached to the queue whose guard is borrowed, or
+/// `None` if it is detached; the borrow keeps it locked and attached.
+pub(crate) struct Used<'g, 'a, R: Request, D> {
+    vq: Option<*mut bindings::virtqueue>,
+    _guard: &'g mut QueueGuard<'a, R, D>,
+}
+
+impl<R: Request, D> Iterator for Used<'_, '_, R, D> {
+    type Item = (R, u32);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(R, u32)> {
+        let vq = self.vq?;
+        let mut len = 0u32;
+        // SAFETY: The queue is attached and locked (type invariant); `len`
+        // is a valid out pointer.
+        let token = unsafe { bindings::virtqueue_get_buf(vq, &mut len) };
+        let token = NonNull::new(token.cast::<kernel::ffi::c_void>())?;
+        // SAFETY: Every buffer on this queue was added as an `R` (the
+        // queue's invariant); the ring returns each token once.
+        Some((unsafe { R::from_token(token) }, len))
     }
 }
 
