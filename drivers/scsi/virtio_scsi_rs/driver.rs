@@ -335,10 +335,13 @@ impl HostTemplate for VirtioScsi {
         if cmd.sg_count() > vscsi.sg_tablesize || direction == DataDirection::Bidirectional {
             return fail_cmd(cmd, HostByte::Error);
         }
-        let (id, lun) = cmd.id_lun();
-        let Some(lun) = protocol::encode_lun(id, lun) else {
+        // The LUN field, encoded once per device by `slave_alloc`; 0 for
+        // an address the format cannot carry.
+        let lun = cmd.device_word();
+        if lun == 0 {
             return fail_cmd(cmd, HostByte::BadTarget);
-        };
+        }
+        let lun = lun.to_le_bytes();
         // The tag identifies the command to the device (for ABORT TASK):
         // the blk-mq unique tag, not a kernel address.
         let tag = u64::from(tag);
@@ -431,8 +434,15 @@ impl HostTemplate for VirtioScsi {
 
     /// `virtscsi_device_alloc()`: hosts may advertise transfer limits of
     /// passed-through targets in VPD pages, so always read them.
+    ///
+    /// The device's LUN field is encoded here, once, rather than for every
+    /// command (a device's target and LUN never change): `queuecommand`
+    /// reads it back, 0 (no valid field starts with a 0 byte) for an
+    /// address the format cannot carry, whose commands fail.
     fn slave_alloc(sdev: &scsi::SlaveAllocDevice) -> Result {
         sdev.add_bflags(scsi::BLIST_TRY_VPD_PAGES);
+        let (_, id, lun) = sdev.address();
+        sdev.set_word(protocol::encode_lun(id, lun).map_or(0, u64::from_le_bytes));
         Ok(())
     }
 

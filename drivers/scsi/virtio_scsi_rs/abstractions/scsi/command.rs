@@ -224,8 +224,8 @@ pub(super) unsafe fn cmd_priv(sc: *mut bindings::scsi_cmnd) -> *mut u8 {
 /// fn queuecommand(vscsi: &Self, mut cmd: Command<Self>) -> Result<(), QueueError<Self>> {
 ///     let tag = cmd.unique_tag();
 ///     let hwq = (tag >> 16) as usize;
-///     let (id, lun) = cmd.id_lun();
-///     let lun = protocol::encode_lun(id, lun).ok_or(EINVAL)?;
+///     // Encoded by `slave_alloc` (`SlaveAllocDevice::set_word`).
+///     let lun = cmd.device_word().to_le_bytes();
 ///     let is_last = cmd.is_last();
 ///     let (cdb, cdb_len, private) = cmd.cdb_and_private();
 ///     let req = protocol::write_cmd_req(&mut private[..64], &lun, u64::from(tag), cdb, cdb_len);
@@ -301,13 +301,15 @@ impl<T: HostTemplate> Command<T> {
         }
     }
 
-    /// Returns the target id and LUN of the command's device.
-    pub(crate) fn id_lun(&self) -> (u32, u64) {
+    /// Returns the word the driver stored in the command's device when it
+    /// was set up ([`SlaveAllocDevice::set_word`]), or 0 if it stored none.
+    pub(crate) fn device_word(&self) -> u64 {
         // SAFETY: The command is valid and owned; its device outlives it.
-        unsafe {
-            let sdev = (*self.raw()).device;
-            ((*sdev).id, (*sdev).lun)
-        }
+        // `hostdata` is only written in `slave_alloc` (by
+        // `SlaveAllocDevice::set_word`) or before it (`scsi_alloc_sdev()`),
+        // before the device gets its first command; it is read as a plain
+        // value, never dereferenced.
+        unsafe { (*(*self.raw()).device).hostdata as usize as u64 }
     }
 
     /// Returns the blk-mq unique tag (`blk_mq_unique_tag()`): the hardware

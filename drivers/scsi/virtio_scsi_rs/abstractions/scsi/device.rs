@@ -126,6 +126,20 @@ impl SlaveAllocDevice {
         unsafe { &*ptr.cast::<Self>() }
     }
 
+    /// Stores a word of the driver's in the device, for
+    /// [`Command::device_word`](super::Command::device_word) to read on
+    /// every command: `hostdata`, which the midlayer leaves to the host
+    /// driver (`scsi_alloc_sdev()` sets it from its caller, usually to
+    /// NULL, before `slave_alloc`), used as a value, never as a pointer.
+    pub(crate) fn set_word(&self, word: u64) {
+        // A pointer holds the whole word.
+        const _: () = assert!(core::mem::size_of::<usize>() >= core::mem::size_of::<u64>());
+        // SAFETY: By the type invariant nobody else accesses the device
+        // while `self` lives (the type is not `Sync`); the device gets no
+        // command before `slave_alloc` returns.
+        unsafe { (*self.0.raw()).hostdata = word as usize as *mut kernel::ffi::c_void };
+    }
+
     /// Adds blacklist flags (`BLIST_*`) to the device (`sdev_bflags`).
     pub(crate) fn add_bflags(&self, flags: u64) {
         // SAFETY: By the type invariant nobody else accesses the flags
