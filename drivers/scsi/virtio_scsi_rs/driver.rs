@@ -178,9 +178,11 @@ impl VirtioScsi {
     #[inline(always)]
     fn complete_cmd(&self, mut cmd: Command<Self>, used_len: u32) {
         // The common answer (OK, no sense, no residual) needs no parsing.
+        // The residual stays as the midlayer set it before handing the
+        // command over, 0 (`scsi_queue_rq()`, `scsi_eh_prep_cmnd()`), as
+        // in C.
         if let Some(status) = protocol::cmd_resp_plain_ok(&cmd.private_and_sense().0[RESP_OFF..]) {
             cmd.set_result(HostByte::Ok, status);
-            cmd.set_resid(0);
             cmd.done();
             return;
         }
@@ -240,16 +242,19 @@ impl VirtioScsi {
         if interrupt {
             guard.data().interrupts += 1;
         }
-        loop {
-            if !polled {
-                guard.disable_cb();
-            }
-            for (req, len) in guard.used() {
-                self.complete_cmd(req.into_inner().into_command(), len);
-                n += 1;
-            }
-            if polled || guard.enable_cb() {
-                break;
+        {
+            let mut used = guard.used();
+            loop {
+                if !polled {
+                    used.disable_cb();
+                }
+                for (req, len) in &mut used {
+                    self.complete_cmd(req.into_inner().into_command(), len);
+                    n += 1;
+                }
+                if polled || used.enable_cb() {
+                    break;
+                }
             }
         }
         let stats = guard.data();

@@ -384,12 +384,13 @@ struct QueueInner<D> {
 ///
 /// // Reap, in the interrupt callback.
 /// let mut guard = vq.lock();
+/// let mut used = guard.used();
 /// loop {
-///     guard.disable_cb();
-///     while let Some((req, used_len)) = guard.get_buf() {
+///     used.disable_cb();
+///     for (req, used_len) in &mut used {
 ///         complete_cmd(req.into_command(), used_len);
 ///     }
-///     if guard.enable_cb() {
+///     if used.enable_cb() {
 ///         break;
 ///     }
 /// }
@@ -660,24 +661,6 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         self.vq()
             .is_some_and(|vq| unsafe { bindings::virtqueue_is_broken(vq) })
     }
-
-    /// Disables completion callbacks (`virtqueue_disable_cb()`).
-    pub(crate) fn disable_cb(&mut self) {
-        if let Some(vq) = self.vq() {
-            // SAFETY: The queue is attached and locked.
-            unsafe { bindings::virtqueue_disable_cb(vq) };
-        }
-    }
-
-    /// Re-enables completion callbacks; `false` means more buffers arrived
-    /// meanwhile and must be reaped first (`virtqueue_enable_cb()`).
-    pub(crate) fn enable_cb(&mut self) -> bool {
-        match self.vq() {
-            // SAFETY: The queue is attached and locked.
-            Some(vq) => unsafe { bindings::virtqueue_enable_cb(vq) },
-            None => true,
-        }
-    }
 }
 
 /// The requests a device completed on a locked [`Queue`], as
@@ -690,6 +673,29 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
 pub(crate) struct Used<'g, 'a, R: Request, D> {
     vq: Option<*mut bindings::virtqueue>,
     _guard: &'g mut QueueGuard<'a, R, D>,
+}
+
+impl<R: Request, D> Used<'_, '_, R, D> {
+    /// Disables completion callbacks (`virtqueue_disable_cb()`).
+    #[inline(always)]
+    pub(crate) fn disable_cb(&mut self) {
+        if let Some(vq) = self.vq {
+            // SAFETY: The queue is attached and locked (type invariant).
+            unsafe { bindings::virtqueue_disable_cb(vq) };
+        }
+    }
+
+    /// Re-enables completion callbacks; `false` means more buffers arrived
+    /// meanwhile and must be reaped first (`virtqueue_enable_cb()`). `true`
+    /// while the queue is detached.
+    #[inline(always)]
+    pub(crate) fn enable_cb(&mut self) -> bool {
+        match self.vq {
+            // SAFETY: The queue is attached and locked (type invariant).
+            Some(vq) => unsafe { bindings::virtqueue_enable_cb(vq) },
+            None => true,
+        }
+    }
 }
 
 impl<R: Request, D> Iterator for Used<'_, '_, R, D> {
