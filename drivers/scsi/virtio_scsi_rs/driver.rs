@@ -22,7 +22,7 @@ use probe::*;
 use crate::abstractions::blk_mq::{HctxType, QueueMaps};
 use crate::abstractions::cpu;
 use crate::abstractions::device::{dev_err, dev_info, dev_warn};
-use crate::abstractions::scatterlist::Direction;
+use crate::abstractions::scatterlist::{Direction, ScatterList};
 use crate::abstractions::scsi::{
     self, Command, CommandBufs, CommandRequest, DataDirection, EhCommand, EhHost, EhResult,
     HeldDevice, HostByte, HostRef, HostTemplate, QueueError, ScsiDevice, SeqFile, TimeoutAction,
@@ -97,29 +97,37 @@ type ReqQueue = Queue<Lent<CommandRequest<VirtioScsi>, VirtioScsi>, VqStats>;
 impl Layout<CommandRequest<VirtioScsi>> for VirtioScsi {
     #[inline(always)]
     fn sgs<'b>(bufs: CommandBufs<'b>, sgs: &mut LentSgs<'_, 'b>) {
-        // The payload goes behind the header of its direction.
-        let payload = |sgs: &mut LentSgs<'_, 'b>, dir| {
-            if let Some(data) = bufs.data {
-                if let Some(prot) = bufs.prot {
-                    sgs.push(prot, dir);
-                }
-                sgs.push(data, dir);
-            }
-        };
         // One arm per direction, each pushing in its final order: the
         // compiler then knows every list's slot and count on each path.
         sgs.push(bufs.out_hdr, Direction::ToDevice);
         match bufs.direction {
             DataDirection::ToDevice => {
-                payload(sgs, Direction::ToDevice);
+                push_payload(sgs, bufs.data, bufs.prot, Direction::ToDevice);
                 sgs.push(bufs.in_hdr, Direction::FromDevice);
             }
             DataDirection::FromDevice => {
                 sgs.push(bufs.in_hdr, Direction::FromDevice);
-                payload(sgs, Direction::FromDevice);
+                push_payload(sgs, bufs.data, bufs.prot, Direction::FromDevice);
             }
             _ => sgs.push(bufs.in_hdr, Direction::FromDevice),
         }
+    }
+}
+
+/// The payload of a command request (data, protection information in
+/// front), behind the header of its direction.
+#[inline(always)]
+fn push_payload<'b>(
+    sgs: &mut LentSgs<'_, 'b>,
+    data: Option<ScatterList<'b>>,
+    prot: Option<ScatterList<'b>>,
+    dir: Direction,
+) {
+    if let Some(data) = data {
+        if let Some(prot) = prot {
+            sgs.push(prot, dir);
+        }
+        sgs.push(data, dir);
     }
 }
 
@@ -210,6 +218,100 @@ impl VirtioScsi {
             }
         }
         cmd.done();
+    }
+
+    /// The rest of `queuecommand`, for a request header with T10 PI fields
+    /// (`PI`) or without: one copy per format, each knowing its header's
+    /// length (and so the header lists' key) at compile time.
+    #[inline(always)]
+    fn submit<const PI: bool>(
+        &self,
+        vq: &ReqQueue,
+        mut cmd: Command<Self>,
+        direction: DataDirection,
+        lun: &[u8; 8],
+        tag: u64,
+    ) -> Result<(), QueueError<Self>> {
+        let req_len = if PI {
+            let (pi_out, pi_in) = match direction {
+                DataDirection::ToDevice => (cmd.prot_bytes(), 0),
+                DataDirection::FromDevice => (0, cmd.prot_bytes()),
+                _ => (0, 0),
+            };
+            let (cdb, cdb_len, private) = cmd.cdb_and_private();
+            // A header the device does not write must not read as an
+            // answer (the used length cannot tell: vhost-scsi reports 0).
+            protocol::clear_cmd_resp(&mut private[RESP_OFF..]);
+            let hdr = &mut private[REQ_OFF..];
+            protocol::write_cmd_req_pi(hdr, lun, tag, pi_out, pi_in, cdb, cdb_len)
+        } else {
+            let (cdb, cdb_len, private) = cmd.cdb_and_private();
+            // As above.
+            protocol::clear_cmd_resp(&mut private[RESP_OFF..]);
+            let hdr = &mut private[REQ_OFF..];
+            protocol::write_cmd_req(hdr, lun, tag, cdb, cdb_len)
+        };
+        let Some(req_len) = req_len else {
+            return fail_cmd(cmd, HostByte::Error);
+        };
+        let kick = cmd.is_last();
+        let resp = RESP_OFF..RESP_OFF + protocol::CMD_RESP_SIZE;
+        let req = match cmd.into_request(REQ_OFF..REQ_OFF + req_len, resp) {
+            Ok(req) => Lent::new(req),
+            Err((cmd, _)) => return fail_cmd(cmd, HostByte::Error),
+        };
+        let mut guard = vq.lock();
+        match guard.add_kick_prepare(req, kick) {
+            Ok(kick) => {
+                let stats = guard.data();
+                stats.submitted += 1;
+                if kick.is_some() {
+                    stats.kicks += 1;
+                }
+                drop(guard);
+                if let Some(kick) = kick {
+                    kick.notify();
+                }
+                Ok(())
+            }
+            Err((req, e)) => {
+                drop(guard);
+                self.add_failed(vq, req.into_inner().into_command(), e, tag)
+            }
+        }
+    }
+
+    /// What becomes of a command its request queue refused.
+    #[cold]
+    fn add_failed(
+        &self,
+        vq: &ReqQueue,
+        cmd: Command<Self>,
+        e: Error,
+        tag: u64,
+    ) -> Result<(), QueueError<Self>> {
+        if e == EIO && !self.ctrl_vq.lock().is_broken() {
+            // The device broke this ring alone (a head given back twice, a
+            // used index beyond what was made available): its commands
+            // never complete. The error handler's host reset sets up new
+            // rings; hand it the command.
+            if !self.warned_broken_ring.swap(true, Ordering::Relaxed) {
+                dev_err!(
+                    &self.vdev,
+                    "request queue {} broken by the device: error handling resets it\n",
+                    tag >> 16
+                );
+            }
+            return fail_cmd(cmd, HostByte::TimeOut);
+        }
+        // Broken device, or queues gone after a failed restore: nothing
+        // would ever complete the command. Between freeze and restore, and
+        // with a full ring, it waits.
+        if e == EIO || (e == ENODEV && !self.reset_under_way(vq)) {
+            fail_cmd(cmd, HostByte::BadTarget)
+        } else {
+            Err(QueueError::HostBusy(cmd))
+        }
     }
 
     fn warn_bad_response(&self) {
@@ -330,7 +432,7 @@ impl HostTemplate for VirtioScsi {
     const DEBUGFS_FILE: Option<&'static CStr> = Some(c_str!("queues"));
 
     /// `virtscsi_queuecommand()`.
-    fn queuecommand(vscsi: &Self, mut cmd: Command<Self>) -> Result<(), QueueError<Self>> {
+    fn queuecommand(vscsi: &Self, cmd: Command<Self>) -> Result<(), QueueError<Self>> {
         let tag = cmd.unique_tag();
         let Some(vq) = vscsi.req_vqs.get((tag >> 16) as usize) else {
             return fail_cmd(cmd, HostByte::Error);
@@ -350,75 +452,10 @@ impl HostTemplate for VirtioScsi {
         // The tag identifies the command to the device (for ABORT TASK):
         // the blk-mq unique tag, not a kernel address.
         let tag = u64::from(tag);
-        let req_len = if vscsi.t10_pi {
-            let (pi_out, pi_in) = match direction {
-                DataDirection::ToDevice => (cmd.prot_bytes(), 0),
-                DataDirection::FromDevice => (0, cmd.prot_bytes()),
-                _ => (0, 0),
-            };
-            let (cdb, cdb_len, private) = cmd.cdb_and_private();
-            // A header the device does not write must not read as an
-            // answer (the used length cannot tell: vhost-scsi reports 0).
-            protocol::clear_cmd_resp(&mut private[RESP_OFF..]);
-            let hdr = &mut private[REQ_OFF..];
-            protocol::write_cmd_req_pi(hdr, &lun, tag, pi_out, pi_in, cdb, cdb_len)
+        if vscsi.t10_pi {
+            vscsi.submit::<true>(vq, cmd, direction, &lun, tag)
         } else {
-            let (cdb, cdb_len, private) = cmd.cdb_and_private();
-            // As above.
-            protocol::clear_cmd_resp(&mut private[RESP_OFF..]);
-            let hdr = &mut private[REQ_OFF..];
-            protocol::write_cmd_req(hdr, &lun, tag, cdb, cdb_len)
-        };
-        let Some(req_len) = req_len else {
-            return fail_cmd(cmd, HostByte::Error);
-        };
-        let kick = cmd.is_last();
-        let resp = RESP_OFF..RESP_OFF + protocol::CMD_RESP_SIZE;
-        let req = match cmd.into_request(REQ_OFF..REQ_OFF + req_len, resp) {
-            Ok(req) => Lent::new(req),
-            Err((cmd, _)) => return fail_cmd(cmd, HostByte::Error),
-        };
-        let mut guard = vq.lock();
-        match guard.add(req) {
-            Ok(()) => {
-                let kick = if kick { guard.kick_prepare() } else { None };
-                let stats = guard.data();
-                stats.submitted += 1;
-                if kick.is_some() {
-                    stats.kicks += 1;
-                }
-                drop(guard);
-                if let Some(kick) = kick {
-                    kick.notify();
-                }
-                Ok(())
-            }
-            Err((req, e)) => {
-                drop(guard);
-                let cmd = req.into_inner().into_command();
-                if e == EIO && !vscsi.ctrl_vq.lock().is_broken() {
-                    // The device broke this ring alone (a head given back
-                    // twice, a used index beyond what was made available):
-                    // its commands never complete. The error handler's
-                    // host reset sets up new rings; hand it the command.
-                    if !vscsi.warned_broken_ring.swap(true, Ordering::Relaxed) {
-                        dev_err!(
-                            &vscsi.vdev,
-                            "request queue {} broken by the device: error handling resets it\n",
-                            tag >> 16
-                        );
-                    }
-                    return fail_cmd(cmd, HostByte::TimeOut);
-                }
-                // Broken device, or queues gone after a failed restore:
-                // nothing would ever complete the command. Between freeze
-                // and restore, and with a full ring, it waits.
-                if e == EIO || (e == ENODEV && !vscsi.reset_under_way(vq)) {
-                    fail_cmd(cmd, HostByte::BadTarget)
-                } else {
-                    Err(QueueError::HostBusy(cmd))
-                }
-            }
+            vscsi.submit::<false>(vq, cmd, direction, &lun, tag)
         }
     }
 

@@ -293,7 +293,14 @@ impl<T: HostTemplate> Command<T> {
     /// Returns the direction of the data transfer.
     pub(crate) fn data_direction(&self) -> DataDirection {
         // SAFETY: The command is valid and owned (type invariant).
-        match unsafe { (*self.raw()).sc_data_direction } {
+        let raw = unsafe { (*self.raw()).sc_data_direction };
+        // The kernel's four values are 0 to 3, the discriminants: the two
+        // low bits pick one without a range check (a value the kernel does
+        // not define, which the midlayer never stores, still reads as one
+        // of the four), so that the compiler sees one value where callers
+        // test the direction several times.
+        const _: () = assert!(bindings::dma_data_direction_DMA_NONE == 3);
+        match raw & 3 {
             bindings::dma_data_direction_DMA_TO_DEVICE => DataDirection::ToDevice,
             bindings::dma_data_direction_DMA_FROM_DEVICE => DataDirection::FromDevice,
             bindings::dma_data_direction_DMA_BIDIRECTIONAL => DataDirection::Bidirectional,

@@ -563,10 +563,42 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
     ///
     /// Called with interrupts off, so descriptor tables are allocated with
     /// `GFP_ATOMIC`.
-    pub(crate) fn add(&mut self, mut req: R) -> Result<(), (R, Error)> {
+    #[inline(always)]
+    pub(crate) fn add(&mut self, req: R) -> Result<(), (R, Error)> {
         let Some(vq) = self.vq() else {
             return Err((req, ENODEV));
         };
+        // SAFETY: The queue is attached and locked, so `vq` is live.
+        unsafe { Self::add_on(vq, req) }
+    }
+
+    /// [`QueueGuard::add`], then, if `kick` and it succeeded,
+    /// [`QueueGuard::kick_prepare`], with the virtqueue looked up once.
+    #[inline(always)]
+    pub(crate) fn add_kick_prepare(
+        &mut self,
+        req: R,
+        kick: bool,
+    ) -> Result<Option<Kick<'a>>, (R, Error)> {
+        let Some(attached) = self.guard.attached.as_ref() else {
+            return Err((req, ENODEV));
+        };
+        // SAFETY: The queue is attached and locked, so `vq` is live.
+        unsafe { Self::add_on(attached.vq.as_ptr(), req) }?;
+        Ok(if kick {
+            Self::kick_prepare_on(attached)
+        } else {
+            None
+        })
+    }
+
+    /// The body of [`QueueGuard::add`].
+    ///
+    /// # Safety
+    ///
+    /// `vq` is the virtqueue attached to this guard's queue.
+    #[inline(always)]
+    unsafe fn add_on(vq: *mut bindings::virtqueue, mut req: R) -> Result<(), (R, Error)> {
         let mut lists: SgSlots = [core::mem::MaybeUninit::uninit(); 6];
         let mut local: SgLocal = [core::mem::MaybeUninit::uninit(); 2];
         let mut sgs = SgList::new(&mut lists, &mut local);
@@ -581,9 +613,10 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         // `sgs.lists` holds `out + ins` valid, terminated scatterlists (the
         // `SgList` push contracts), alive until the call returns; the core
         // reads no more entries than that.
-        // SAFETY: The queue is attached and locked, so `vq` is live; the
-        // buffers stay valid until the token comes back (`Request`
-        // contract).
+        // SAFETY: The queue is attached and locked, so `vq` is live (the
+        // caller's contract: it is the attached virtqueue of the locked
+        // queue); the buffers stay valid until the token comes back
+        // (`Request` contract).
         let ret = unsafe {
             bindings::virtqueue_add_sgs(
                 vq,
@@ -606,7 +639,14 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
     /// one for what was added (`virtqueue_kick_prepare()`).
     #[inline(always)]
     pub(crate) fn kick_prepare(&mut self) -> Option<Kick<'a>> {
-        let attached = self.guard.attached.as_ref()?;
+        Self::kick_prepare_on(self.guard.attached.as_ref()?)
+    }
+
+    /// The body of [`QueueGuard::kick_prepare`], for the attached
+    /// virtqueue of this guard's queue (which the reference, borrowed from
+    /// the guard, can only be).
+    #[inline(always)]
+    fn kick_prepare_on(attached: &Attached) -> Option<Kick<'a>> {
         let vq = attached.vq.as_ptr();
         // SAFETY: The queue is attached and locked.
         if !unsafe { bindings::virtqueue_kick_prepare(vq) } {
