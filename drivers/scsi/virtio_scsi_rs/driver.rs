@@ -432,6 +432,7 @@ impl HostTemplate for VirtioScsi {
     const DEBUGFS_FILE: Option<&'static CStr> = Some(c_str!("queues"));
 
     /// `virtscsi_queuecommand()`.
+    #[inline(always)]
     fn queuecommand(vscsi: &Self, cmd: Command<Self>) -> Result<(), QueueError<Self>> {
         let tag = cmd.unique_tag();
         let Some(vq) = vscsi.req_vqs.get((tag >> 16) as usize) else {

@@ -327,12 +327,13 @@ fn write_req_common(
         .get(..CDB_FIELD_SIZE)?;
     // Word by word, the bytes past `cdb_len` masked off: no call to memcpy
     // and memset for a few bytes each.
-    for ((to, from), mask) in cdb_area
-        .chunks_exact_mut(8)
-        .zip(cdb.chunks_exact(8))
-        .zip(mask.chunks_exact(8))
-    {
-        to.copy_from_slice(&(le64(from) & le64(mask)).to_le_bytes());
+    // Indexed rather than through iterator adapters, which the compiler
+    // may leave out of line where the writer is inlined into a large
+    // caller.
+    for i in 0..CDB_FIELD_SIZE / 8 {
+        let w = 8 * i..8 * i + 8;
+        let word = le64(&cdb[w.clone()]) & le64(&mask[w.clone()]);
+        cdb_area[w].copy_from_slice(&word.to_le_bytes());
     }
     hdr[0..8].copy_from_slice(lun);
     hdr[8..16].copy_from_slice(&tag.to_le_bytes());
@@ -346,6 +347,7 @@ fn write_req_common(
 /// at least [`CMD_REQ_SIZE`] bytes: the first `cdb_len` bytes of the CDB
 /// field `cdb`, zero-padded to 32 bytes. Returns the header length, or
 /// `None` if `buf` is short or `cdb_len` is over 32.
+#[inline(always)]
 pub(crate) fn write_cmd_req(
     buf: &mut [u8],
     lun: &[u8; 8],
@@ -362,6 +364,7 @@ pub(crate) fn write_cmd_req(
 /// [`CMD_REQ_PI_SIZE`] bytes): the fields of [`write_cmd_req`] with
 /// `pi_bytesout` and `pi_bytesin` between `crn` and the CDB, as the Linux
 /// UAPI header, QEMU and vhost-scsi lay them out. Returns the header length.
+#[inline(always)]
 pub(crate) fn write_cmd_req_pi(
     buf: &mut [u8],
     lun: &[u8; 8],

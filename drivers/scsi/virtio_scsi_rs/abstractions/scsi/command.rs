@@ -424,6 +424,7 @@ impl<T: HostTemplate> Command<T> {
     /// puts them in the order its protocol wants. Commands with data both
     /// ways are refused (`EINVAL`), as are overlapping ranges or ranges
     /// outside the area.
+    #[inline(always)]
     pub(crate) fn into_request(
         self,
         out_hdr: Range<usize>,
