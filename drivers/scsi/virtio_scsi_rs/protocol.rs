@@ -429,7 +429,7 @@ pub(crate) fn cmd_resp_plain_ok(buf: &[u8]) -> Option<u8> {
     let counts = u64::from_le_bytes(hdr[..8].try_into().ok()?);
     let tail = u32::from_le_bytes(hdr[8..].try_into().ok()?);
     const _: () = assert!(response::OK == 0);
-    (counts | u64::from(tail >> 24) == 0).then_some((tail >> 16) as u8)
+    (counts | u64::from(tail & 0xff00_0000) == 0).then_some(hdr[10])
 }
 
 /// Parses a response header from `buf` (the response area of the command,

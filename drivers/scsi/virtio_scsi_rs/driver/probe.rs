@@ -228,16 +228,15 @@ impl virtio::Driver for VirtioScsi {
     /// `virtscsi_req_done()` and friends, in hard-IRQ context.
     fn vq_done(host: &scsi::Host<VirtioScsi>, index: u32) {
         let vscsi = host.data();
-        match index {
-            0 => vscsi.ctrl_done(),
-            1 => {
-                host.queue_work();
+        // Request queues first: nearly every interrupt is theirs.
+        if let Some(i) = index.checked_sub(VQ_BASE) {
+            if let Some(vq) = vscsi.req_vqs.get(i as usize) {
+                vscsi.reap_interrupt(vq);
             }
-            _ => {
-                if let Some(vq) = vscsi.req_vqs.get((index - VQ_BASE) as usize) {
-                    vscsi.reap_interrupt(vq);
-                }
-            }
+        } else if index == 0 {
+            vscsi.ctrl_done();
+        } else {
+            host.queue_work();
         }
     }
 }

@@ -745,9 +745,12 @@ impl<R: Request, D> Iterator for Used<'_, '_, R, D> {
     fn next(&mut self) -> Option<(R, u32)> {
         let vq = self.vq?;
         let mut len = 0u32;
+        // `virtqueue_get_buf()` is this call behind a wrapper of its own,
+        // one call more per command.
         // SAFETY: The queue is attached and locked (type invariant); `len`
-        // is a valid out pointer.
-        let token = unsafe { bindings::virtqueue_get_buf(vq, &mut len) };
+        // is a valid out pointer; no context is asked for (null), as
+        // `virtqueue_get_buf()` asks none.
+        let token = unsafe { bindings::virtqueue_get_buf_ctx(vq, &mut len, core::ptr::null_mut()) };
         let token = NonNull::new(token.cast::<kernel::ffi::c_void>())?;
         // SAFETY: Every buffer on this queue was added as an `R` (the
         // queue's invariant); the ring returns each token once.
