@@ -669,17 +669,10 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
     }
 
     /// Takes back the next request the device completed, with the number
-    /// of bytes it wrote (`virtqueue_get_buf()`).
+    /// of bytes it wrote (`virtqueue_get_buf()`): the first item of
+    /// [`QueueGuard::used`].
     pub(crate) fn get_buf(&mut self) -> Option<(R, u32)> {
-        let vq = self.vq()?;
-        let mut len = 0u32;
-        // SAFETY: The queue is attached and locked; `len` is a valid out
-        // pointer.
-        let token = unsafe { bindings::virtqueue_get_buf(vq, &mut len) };
-        let token = NonNull::new(token.cast::<kernel::ffi::c_void>())?;
-        // SAFETY: Every buffer on this queue was added as an `R` (type
-        // invariant); the ring returns each token once.
-        Some((unsafe { R::from_token(token) }, len))
+        self.used().next()
     }
 
     /// Takes back the requests the device completed, in order, with the
