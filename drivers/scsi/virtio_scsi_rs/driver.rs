@@ -232,23 +232,19 @@ impl VirtioScsi {
         lun: &[u8; 8],
         tag: u64,
     ) -> Result<(), QueueError<Self>> {
+        let (pi_out, pi_in) = match direction {
+            DataDirection::ToDevice if PI => (cmd.prot_bytes(), 0),
+            DataDirection::FromDevice if PI => (0, cmd.prot_bytes()),
+            _ => (0, 0),
+        };
+        let (cdb, cdb_len, private) = cmd.cdb_and_private();
+        // A header the device does not write must not read as an answer
+        // (the used length cannot tell: vhost-scsi reports 0).
+        protocol::clear_cmd_resp(&mut private[RESP_OFF..]);
+        let hdr = &mut private[REQ_OFF..];
         let req_len = if PI {
-            let (pi_out, pi_in) = match direction {
-                DataDirection::ToDevice => (cmd.prot_bytes(), 0),
-                DataDirection::FromDevice => (0, cmd.prot_bytes()),
-                _ => (0, 0),
-            };
-            let (cdb, cdb_len, private) = cmd.cdb_and_private();
-            // A header the device does not write must not read as an
-            // answer (the used length cannot tell: vhost-scsi reports 0).
-            protocol::clear_cmd_resp(&mut private[RESP_OFF..]);
-            let hdr = &mut private[REQ_OFF..];
             protocol::write_cmd_req_pi(hdr, lun, tag, pi_out, pi_in, cdb, cdb_len)
         } else {
-            let (cdb, cdb_len, private) = cmd.cdb_and_private();
-            // As above.
-            protocol::clear_cmd_resp(&mut private[RESP_OFF..]);
-            let hdr = &mut private[REQ_OFF..];
             protocol::write_cmd_req(hdr, lun, tag, cdb, cdb_len)
         };
         let Some(req_len) = req_len else {
