@@ -49,6 +49,11 @@ ROWS = [
 POLL_ROW = ("hipri_qd32", "4k random read, io_uring hipri, poll queue, QD32",
             "--rw=randread --bs=4k --iodepth=32 --ioengine=io_uring --hipri", "iops")
 BACKENDS = ("null", "file")
+# The disk's queue limits recorded at each driver's first bind (they decide the request shape).
+QUEUE_LIMITS = ("max_sectors_kb", "max_hw_sectors_kb", "max_segments", "max_segment_size", "nr_requests")
+# The multiqueue part: one job per vCPU (2 vCPUs) on null-co, with 1 and then 2 request queues.
+MQ_ROW = ("randread_qd32_2j", "4k random read, QD32, 2 jobs (1 per vCPU)",
+          "--rw=randread --bs=4k --iodepth=32 --numjobs=2", "iops")
 # Rows run on the vhost-user-scsi back end (tools/vhost-user-scsi), with 1 and 2 request queues.
 VHOST_USER_ROWS = ("randread_qd32_1j", "randread_qd32_2j", "randwrite_qd32")
 # Rows of the icount part (--icount-rows): id, description, fio arguments, divisor of
@@ -56,6 +61,7 @@ VHOST_USER_ROWS = ("randread_qd32_1j", "randread_qd32_2j", "randwrite_qd32")
 # device: half as many keep the run short). The QD1 row scatters by several percent from run to
 # run: whether fio sleeps before each completion arrives depends on the host's timing, and a
 # context switch more or less per I/O is hundreds of instructions.
+DRIVER_NAMES = {"c": "C", "rust": "Rust", "blk": "virtio-blk"}
 ICOUNT_ROWS = {
     "randread_qd32": ("randread_qd32", "4k random read, QD32", "--rw=randread --bs=4k --iodepth=32", 1),
     "randwrite_qd32": ("randwrite_qd32", "4k random write, QD32", "--rw=randwrite --bs=4k --iodepth=32", 1),
@@ -108,6 +114,8 @@ class Bench:
         os.makedirs(self.out, exist_ok=True)
         self.commands = []
         self.rows = []
+        self.limits = {}  # driver -> the disk's queue limits, read at its first bind
+        self.scaling = []  # multiqueue scaling: per driver, IOPS with 2 request queues over 1
 
     def guest(self, name, topo, smp=2, append="", qemu_args=(), accel=None):
         logdir = os.path.join(self.out, "logs", name)
@@ -146,6 +154,10 @@ class Bench:
         g.sh("echo '0 0 0' > $(ls -d /sys/class/scsi_host/host* | tail -1)/scan")
         g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
         g.sh("echo none > /sys/block/sda/queue/scheduler")
+        if driver not in self.limits:
+            q = "/sys/block/sda/queue"
+            vals = g.sh(f"cat {' '.join(f'{q}/{k}' for k in QUEUE_LIMITS)}").split()
+            self.limits[driver] = dict(zip(QUEUE_LIMITS, vals))
 
     def unbind(self, g, driver):
         g.sh(f"echo {self.scsi_dev} > /sys/bus/virtio/drivers/{DRIVERS[driver][0]}/unbind")
@@ -158,15 +170,24 @@ class Bench:
         cmd = (f"fio --name=b --filename={dev} --direct=1 {engine} {fio_args} --time_based"
                f" --runtime={a.runtime} --ramp_time={a.ramp} --group_reporting --percentile_list=50:99"
                " --output-format=json")
-        out = g.sh(cmd, timeout=a.runtime * 10 + 120)
-        job = json.loads(out[out.index("{"):])["jobs"][0]
-        io = job["write"] if job["write"]["io_bytes"] > job["read"]["io_bytes"] else job["read"]
+        stat = f"cat /sys/block/{os.path.basename(dev)}/stat"
+        out = g.sh(f"{stat}; {cmd}; {stat}", timeout=a.runtime * 10 + 120)
+        lines = out.strip().splitlines()
+        before, after = lines[0].split(), lines[-1].split()
+        job = json.loads("\n".join(lines[1:-1]))["jobs"][0]
+        write = job["write"]["io_bytes"] > job["read"]["io_bytes"]
+        io = job["write"] if write else job["read"]
+        # The requests the block layer sent the device over the run (ramp included): their mean
+        # size and the bios merged into them, from the disk's stat (reads: fields 0-2, writes 4-6).
+        base = 4 if write else 0
+        reqs, merges, sectors = (int(after[base + i]) - int(before[base + i]) for i in range(3))
+        shape = {"kb_per_req": sectors / 2 / reqs if reqs else 0.0, "merges_per_req": merges / reqs if reqs else 0.0}
         if measure == "iops":
-            return {"iops": io["iops"]}
+            return {"iops": io["iops"], **shape}
         if measure == "bw":
-            return {"mb_s": io["bw_bytes"] / 1e6}
+            return {"mb_s": io["bw_bytes"] / 1e6, **shape}
         pct = io["clat_ns"]["percentile"]
-        return {"p50_us": pct["50.000000"] / 1e3, "p99_us": pct["99.000000"] / 1e3}
+        return {"p50_us": pct["50.000000"] / 1e3, "p99_us": pct["99.000000"] / 1e3, **shape}
 
     # --- configurations --------------------------------------------------------------------------
 
@@ -192,6 +213,21 @@ class Bench:
             g.stop()
         for rid, desc, fio_args, measure in rows:
             self.rows.append(self.summarise(f"{rid}{tag}", desc, backend, measure, samples[rid]))
+
+    def run_mq(self):
+        """Multiqueue scaling: MQ_ROW (one fio job per vCPU, 2 vCPUs) on null-co with 1 and then 2
+        request queues, Rust against C in each guest; then, per driver, the median IOPS with 2
+        queues over that with 1 (the two configurations are different boots, so unpaired). With
+        one queue both vCPUs submit to it under its lock; with two each has its own."""
+        medians = {}
+        for nq in (1, 2):
+            self.run_backend("null", [MQ_ROW], num_queues=nq, tag=f"_mq{nq}q")
+            medians[nq] = self.rows[-1]
+            self.rows[-1]["backend"] = f"null, {nq} queue{'s' if nq > 1 else ''}"
+        for d in ("c", "rust", "blk"):
+            one, two = medians[1][f"{d}_iops"], medians[2][f"{d}_iops"]
+            if one and two:
+                self.scaling.append({"driver": d, "iops_1q": one, "iops_2q": two, "scaling": two / one})
 
     def run_vhost_user(self, num_queues):
         """ROWS of VHOST_USER_ROWS on our vhost-user-scsi back end (one null LUN, `num_queues`
@@ -272,8 +308,8 @@ class Bench:
         m, lo, hi = ci(ratios)
         row.update({"ratio": m, "ci_low": lo, "ci_high": hi, "n": len(ratios)})
         for d in ("c", "rust", "blk"):
-            for k in keys:
-                vals = [x[k] for x in s[d]]
+            for k in keys + ["kb_per_req", "merges_per_req"]:
+                vals = [x[k] for x in s[d] if k in x]
                 row[f"{d}_{k}"] = statistics.median(vals) if vals else None
         return row
 
@@ -352,7 +388,7 @@ class Bench:
     # --- output ----------------------------------------------------------------------------------
 
     def write(self):
-        meta = {"kernel": self.args.kernel, "reps": self.args.reps, "runtime_s": self.args.runtime,
+        meta = {"kernel": self.args.kernel, "queue_limits": self.limits, "mq_scaling": self.scaling, "reps": self.args.reps, "runtime_s": self.args.runtime,
                 "ramp_s": self.args.ramp, "icount_ios": self.args.icount_ios, "argv": sys.argv,
                 "ratio": "> 1 means the Rust driver is better (IOPS, MB/s: Rust/C; latency, instructions, "
                          "seconds: C/Rust); CI: 95 % t interval over paired repetitions"}
@@ -364,6 +400,26 @@ class Bench:
         for r in self.rows:
             lines.append(f"| {r['description']} | {r['backend']} | {fmt(r, 'c')} | {fmt(r, 'rust')} | {fmt(r, 'blk')} |"
                          f" {r['ratio']:.3f} ({r['ci_low']:.3f}–{r['ci_high']:.3f}) | {r['n']} |")
+        if self.scaling:
+            lines += ["", "Multiqueue scaling (" + MQ_ROW[1] + ", null-co): median IOPS with 2 request queues over 1:",
+                      "", "| driver | 1 queue | 2 queues | 2 / 1 |", "|---|---|---|---|"]
+            for x in self.scaling:
+                lines.append(f"| {DRIVER_NAMES[x['driver']]} | {x['iops_1q']:,.0f} | {x['iops_2q']:,.0f} |"
+                             f" {x['scaling']:.3f} |")
+        shaped = [r for r in self.rows if r.get("c_kb_per_req") is not None]
+        if shaped:
+            lines += ["", "Requests sent to the device (medians; kB per request, bios merged per request):", "",
+                      "| row | back end | C | Rust | virtio-blk |", "|---|---|---|---|---|"]
+            for r in shaped:
+                cells = []
+                for d in ("c", "rust", "blk"):
+                    kb = r.get(f"{d}_kb_per_req")
+                    cells.append("–" if kb is None else f"{kb:.1f} kB, {r[f'{d}_merges_per_req']:.2f}")
+                lines.append(f"| {r['description']} | {r['backend']} | " + " | ".join(cells) + " |")
+        if self.limits:
+            lines += ["", "Queue limits of the disk at bind: "
+                      + "; ".join(f"{DRIVER_NAMES[d]}: " + ", ".join(f"{k} {v}" for k, v in lim.items())
+                                  for d, lim in sorted(self.limits.items()))]
         costs = [r for r in self.rows if "backend_us_per_io" in r]
         if costs:
             lines += ["", "The vhost-user-scsi back end's own cost (median over both drivers' runs):", "",
@@ -422,7 +478,7 @@ def main():
     ap.add_argument("--icount-rows", default="randread_qd32",
                     help=f"comma-separated rows of the icount part, of: {', '.join(ICOUNT_ROWS)}")
     ap.add_argument("--scan-reps", type=int, default=3)
-    ap.add_argument("--only", default="null,file,poll,vhost-user,icount,scan", help="comma-separated parts to run")
+    ap.add_argument("--only", default="null,file,poll,mq,vhost-user,icount,scan", help="comma-separated parts to run")
     ap.add_argument("--resummarise", metavar="RESULTS_JSON",
                     help="recompute the tables of an earlier run from its samples, run nothing")
     a = ap.parse_args()
@@ -442,6 +498,10 @@ def main():
     if "poll" in parts:
         print("== poll queues", flush=True)
         b.run_backend("null", [POLL_ROW], params="virtscsi_poll_queues=1", tag="_poll")
+        b.write()
+    if "mq" in parts:
+        print("== multiqueue scaling", flush=True)
+        b.run_mq()
         b.write()
     if "vhost-user" in parts:
         for num_queues in (1, 2):
