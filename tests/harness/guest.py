@@ -141,6 +141,10 @@ class _LineSocket:
 class Guest:
     """One QEMU guest. Use `start()`, then `run()`, `qmp()`, `check_reports()`, `stop()`."""
 
+    # A harness/cpus.py CpuGate that `start` takes the guest's vCPU slots from and `stop` gives
+    # them back to (set by the pytest plugin on xdist workers; None: no limit).
+    cpu_gate = None
+
     def __init__(
         self, kernel, initrd, logdir, topology=None, smp=2, mem="1G", append="", qemu_args=(), interactive=False
     ):
@@ -177,6 +181,7 @@ class Guest:
         # and a panic (panic=-1) then ends it. A guest that reboots (the distro guest) clears it.
         self.no_reboot = True
         self.boot_reports_fail = True
+        self._cpu_slots = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -256,8 +261,18 @@ class Guest:
             raise AssertionError(f"back end {controller}: {command!r} -> {answer!r}")
         return answer
 
+    def cpu_slots(self):
+        """The host threads the guest keeps busy: its vCPUs and its vhost-user back ends."""
+        return self.smp + len(self.topology.vhost_user())
+
+    def reserve_cpus(self):
+        """Waits for the guest's vCPU slots (see `cpu_gate`); `start` does it if not done."""
+        if self.cpu_gate is not None and not self._cpu_slots:
+            self._cpu_slots = self.cpu_gate.acquire(self.cpu_slots(), self.logdir)
+
     def start(self, boot_timeout=180):
         os.makedirs(self.logdir, exist_ok=True)
+        self.reserve_cpus()
         # Unix socket paths are limited to 108 bytes: keep them short.
         self._sockdir = tempfile.mkdtemp(prefix="vscsi-")
         ctl_path = os.path.join(self._sockdir, "ctl")
@@ -317,6 +332,7 @@ class Guest:
         """Powers the guest off (or kills it if it does not answer)."""
         if self.proc is None:
             self._stop_backends(timeout=0)
+            self._release_cpus()
             return
         try:
             if self.proc.poll() is None and self.ctl and not self.dead:
@@ -338,6 +354,12 @@ class Guest:
             self.qemu_log.close()
             if self._sockdir:
                 shutil.rmtree(self._sockdir, ignore_errors=True)
+            self._release_cpus()
+
+    def _release_cpus(self):
+        if self._cpu_slots:
+            self.cpu_gate.release(self._cpu_slots)
+            self._cpu_slots = 0
 
     def alive(self):
         return not self.dead and self.proc is not None and self.proc.poll() is None

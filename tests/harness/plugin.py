@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from .cpus import gate_for_run
 from .guest import STUCK_AFTER_REPORT, BootFailure, Guest
 from .iscsi import Tgtd
 from .topology import Topology
@@ -103,6 +104,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's group (added by this plugin)")
     global _stats
     _stats = _Stats()
+    Guest.cpu_gate = gate_for_run(report)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -389,6 +391,9 @@ def _boot(item, logdir, cls, kernel, initrd, topology, **kw):
             if attempt == 1:
                 raise AssertionError(str(e)) from None
             continue
+        except BaseException:
+            g.stop(timeout=0)
+            raise
         return g
 
 

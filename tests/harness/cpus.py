@@ -1,0 +1,116 @@
+# SPDX-License-Identifier: GPL-2.0
+"""A limit on the vCPUs that the guests of one test run keep running at once, across its
+pytest-xdist workers.
+
+Under TCG each vCPU is a host thread that wants a whole core. Two workers on two cores each
+running a guest with two vCPUs put four busy threads on two cores: a vCPU whose thread waits for
+the core holds up the others in IPIs and expedited grace periods, and both tests take much longer
+than they would one after the other (a hot-remove run beside an I/O test took 177 s, alone
+about 110 s). A guest takes as many slots as it has vCPUs, plus one for each vhost-user back end
+(a busy thread of its own during I/O), and waits for them when booting; the run has the host's
+cores plus one (a guest with one vCPU still runs beside one with two).
+
+State: one JSON file per run (the slots held by each worker process and the queue of waiting
+ones), changed under an exclusive flock. A worker that already holds slots (a test with two
+guests) never waits, so that no two workers wait for each other; a worker that died is forgotten.
+Waiting is first come, first served and bounded: past `MAX_WAIT` the guest boots anyway (the run
+only gets slower) and the wait is reported.
+"""
+
+import fcntl
+import json
+import os
+import time
+
+MAX_WAIT = 900  # seconds
+POLL = 0.2
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+class CpuGate:
+    def __init__(self, path, limit, report=None):
+        self.path = path
+        self.limit = limit
+        self.report = report or (lambda line: None)
+
+    def _update(self, change):
+        """Runs `change(state)` under the lock on the state file and writes the state back;
+        returns what `change` returns."""
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with open(self.path) as f:
+                    state = json.load(f)
+            except (OSError, ValueError):
+                state = {"held": {}, "queue": []}
+            for pid in [p for p in state["held"] if not _alive(int(p))]:
+                del state["held"][pid]
+            state["queue"] = [p for p in state["queue"] if _alive(int(p))]
+            result = change(state)
+            with open(self.path + ".tmp", "w") as f:
+                json.dump(state, f)
+            os.replace(self.path + ".tmp", self.path)
+            return result
+
+    def acquire(self, slots, what):
+        """Takes `slots` (at most the limit) for a guest about to boot; returns the number taken,
+        for `release`."""
+        slots = max(1, min(slots, self.limit))
+        me = str(os.getpid())
+        start = time.monotonic()
+
+        def try_take(state):
+            held = state["held"]
+            mine = held.get(me, 0)
+            others = sum(n for p, n in held.items() if p != me)
+            first = not state["queue"] or state["queue"][0] == me
+            timed_out = time.monotonic() - start > MAX_WAIT
+            if mine or (first and others + slots <= self.limit) or timed_out:
+                held[me] = mine + slots
+                if me in state["queue"]:
+                    state["queue"].remove(me)
+                return True
+            if me not in state["queue"]:
+                state["queue"].append(me)
+            return False
+
+        while not self._update(try_take):
+            time.sleep(POLL)
+        waited = time.monotonic() - start
+        if waited > MAX_WAIT:
+            self.report(f"{what}: booted after {waited:.0f} s without the {slots} vCPU slot(s) it waits for")
+        return slots
+
+    def release(self, slots):
+        me = str(os.getpid())
+
+        def give_back(state):
+            left = state["held"].get(me, 0) - slots
+            if left > 0:
+                state["held"][me] = left
+            else:
+                state["held"].pop(me, None)
+
+        self._update(give_back)
+
+
+def gate_for_run(report):
+    """The run's gate, or None: only workers of a pytest-xdist run share the host (without
+    workers, one guest runs at a time but for tests with several). VSCSI_VCPU_LIMIT sets the
+    limit (0: none)."""
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not uid or not os.environ.get("PYTEST_XDIST_WORKER"):
+        return None
+    limit = int(os.environ.get("VSCSI_VCPU_LIMIT", (os.cpu_count() or 1) + 1))
+    if limit <= 0:
+        return None
+    return CpuGate(os.path.join("/tmp", f"vscsi-vcpus-{uid}.json"), limit, report)
