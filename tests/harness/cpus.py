@@ -37,10 +37,12 @@ def _alive(pid):
 
 
 class CpuGate:
-    def __init__(self, path, limit, report=None):
+    def __init__(self, path, limit, report=None, waited=None):
         self.path = path
         self.limit = limit
         self.report = report or (lambda line: None)
+        # Called with the seconds each acquire waited (the run's time budget adds them up).
+        self.waited = waited or (lambda seconds: None)
 
     def _update(self, change):
         """Runs `change(state)` under the lock on the state file and writes the state back;
@@ -86,6 +88,7 @@ class CpuGate:
         while not self._update(try_take):
             time.sleep(POLL)
         waited = time.monotonic() - start
+        self.waited(waited)
         if waited > MAX_WAIT:
             self.report(f"{what}: booted after {waited:.0f} s without the {slots} vCPU slot(s) it waits for")
         return slots
@@ -103,7 +106,7 @@ class CpuGate:
         self._update(give_back)
 
 
-def gate_for_run(report):
+def gate_for_run(report, waited=None):
     """The run's gate, or None: only workers of a pytest-xdist run share the host (without
     workers, one guest runs at a time but for tests with several). VSCSI_VCPU_LIMIT sets the
     limit (0: none)."""
@@ -113,4 +116,4 @@ def gate_for_run(report):
     limit = int(os.environ.get("VSCSI_VCPU_LIMIT", (os.cpu_count() or 1) + 1))
     if limit <= 0:
         return None
-    return CpuGate(os.path.join("/tmp", f"vscsi-vcpus-{uid}.json"), limit, report)
+    return CpuGate(os.path.join("/tmp", f"vscsi-vcpus-{uid}.json"), limit, report, waited)

@@ -57,6 +57,12 @@ def expect_c_failure(request, driver, reason):
         request.applymarker(pytest.mark.xfail(strict=True, reason=f"C driver: {reason}"))
 
 
+def _cpu_waited(seconds):
+    """Adds the seconds a guest of the current test waited for vCPU slots to its report."""
+    if _current is not None and seconds > 0.05:
+        _current.user_properties.append(("vscsi-cpu-wait", seconds))
+
+
 def report(line):
     """Adds a line to the measurements printed at the end of the run (scan times and the like).
     The line travels with the test's report, so it reaches the end of the run from any worker."""
@@ -104,7 +110,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's group (added by this plugin)")
     global _stats
     _stats = _Stats()
-    Guest.cpu_gate = gate_for_run(report)
+    Guest.cpu_gate = gate_for_run(report, _cpu_waited)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -157,6 +163,7 @@ class _Stats:
         self.boots = 0
         self.retries = 0
         self.reused = 0
+        self.cpu_wait = 0.0
         self.measurements = []
 
 
@@ -177,6 +184,8 @@ def pytest_runtest_logreport(report):
             stats.retries += value
         elif key == "vscsi-reused":
             stats.reused += value
+        elif key == "vscsi-cpu-wait":
+            stats.cpu_wait += value
         elif key == "vscsi-measurement":
             stats.measurements.append(value)
 
@@ -197,7 +206,7 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.write_line(
         f"wall {wall:.0f} s ({wall / 60:.1f} min) for {len(guest_tests)} guest test cases;"
         f" test time {sum(guest_tests.values()):.0f} s; boots {stats.boots}, boots retried {stats.retries},"
-        f" guests reused {stats.reused}"
+        f" guests reused {stats.reused}; waited for vCPU slots {stats.cpu_wait:.0f} s (in the test time)"
     )
     terminalreporter.write_line("slowest cases:")
     for nodeid, seconds in sorted(guest_tests.items(), key=lambda kv: -kv[1])[:10]:

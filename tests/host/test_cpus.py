@@ -44,11 +44,14 @@ def _state(path):
 def test_a_guest_that_does_not_fit_waits_for_the_release(tmp_path):
     path = str(tmp_path / "gate.json")
     holder, log = _holder(path, 2, 1.0)
-    gate = cpus.CpuGate(path, 3)
+    waits = []
+    gate = cpus.CpuGate(path, 3, waited=waits.append)
+    t0 = time.monotonic()
     n = gate.acquire(2, "second")  # 2 + 2 > 3: waits for the holder
     got = time.monotonic()
     holder.join(10)
     assert got >= _released_at(log)
+    assert len(waits) == 1 and 0 < waits[0] <= got - t0
     assert _state(path)["held"] == {str(os.getpid()): 2}
     gate.release(n)
     assert _state(path)["held"] == {}
