@@ -174,7 +174,8 @@ class Bench:
         out = g.sh(f"{stat}; {cmd}; {stat}", timeout=a.runtime * 10 + 120)
         lines = out.strip().splitlines()
         before, after = lines[0].split(), lines[-1].split()
-        job = json.loads("\n".join(lines[1:-1]))["jobs"][0]
+        body = "\n".join(lines[1:-1])  # fio may print a warning before its JSON
+        job = json.loads(body[body.index("{"):])["jobs"][0]
         write = job["write"]["io_bytes"] > job["read"]["io_bytes"]
         io = job["write"] if write else job["read"]
         # The requests the block layer sent the device over the run (ramp included): their mean
@@ -191,7 +192,7 @@ class Bench:
 
     # --- configurations --------------------------------------------------------------------------
 
-    def run_backend(self, backend, rows, params="", smp=2, num_queues=2, tag=""):
+    def run_backend(self, backend, rows, params="", smp=2, num_queues=2, tag="", label=None):
         size = 4 << 30
         disk = Disk(backend=backend, size=size, read_zeroes=True)
         topo = Topology([Controller(num_queues=num_queues, disks=[disk])],
@@ -212,7 +213,7 @@ class Bench:
         finally:
             g.stop()
         for rid, desc, fio_args, measure in rows:
-            self.rows.append(self.summarise(f"{rid}{tag}", desc, backend, measure, samples[rid]))
+            self.rows.append(self.summarise(f"{rid}{tag}", desc, label or backend, measure, samples[rid]))
 
     def run_mq(self):
         """Multiqueue scaling: MQ_ROW (one fio job per vCPU, 2 vCPUs) on null-co with 1 and then 2
@@ -221,9 +222,9 @@ class Bench:
         one queue both vCPUs submit to it under its lock; with two each has its own."""
         medians = {}
         for nq in (1, 2):
-            self.run_backend("null", [MQ_ROW], num_queues=nq, tag=f"_mq{nq}q")
+            self.run_backend("null", [MQ_ROW], num_queues=nq, tag=f"_mq{nq}q",
+                             label=f"null, {nq} queue{'s' if nq > 1 else ''}")
             medians[nq] = self.rows[-1]
-            self.rows[-1]["backend"] = f"null, {nq} queue{'s' if nq > 1 else ''}"
         for d in ("c", "rust", "blk"):
             one, two = medians[1][f"{d}_iops"], medians[2][f"{d}_iops"]
             if one and two:
@@ -388,8 +389,8 @@ class Bench:
     # --- output ----------------------------------------------------------------------------------
 
     def write(self):
-        meta = {"kernel": self.args.kernel, "queue_limits": self.limits, "mq_scaling": self.scaling, "reps": self.args.reps, "runtime_s": self.args.runtime,
-                "ramp_s": self.args.ramp, "icount_ios": self.args.icount_ios, "argv": sys.argv,
+        meta = {"kernel": self.args.kernel, "reps": self.args.reps, "runtime_s": self.args.runtime,
+                "queue_limits": self.limits, "mq_scaling": self.scaling, "ramp_s": self.args.ramp, "icount_ios": self.args.icount_ios, "argv": sys.argv,
                 "ratio": "> 1 means the Rust driver is better (IOPS, MB/s: Rust/C; latency, instructions, "
                          "seconds: C/Rust); CI: 95 % t interval over paired repetitions"}
         with open(os.path.join(self.out, "results.json"), "w") as f:

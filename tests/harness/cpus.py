@@ -5,8 +5,8 @@ pytest-xdist workers.
 Under TCG each vCPU is a host thread that wants a whole core. Two workers on two cores each
 running a guest with two vCPUs put four busy threads on two cores: a vCPU whose thread waits for
 the core holds up the others in IPIs and expedited grace periods, and both tests take much longer
-than they would one after the other (a hot-remove run beside an I/O test took 177 s, alone
-about 110 s). A guest takes as many slots as it has vCPUs, plus one for each vhost-user back end
+than they would one after the other (in a full run the hot-remove cases took 177 s and 165 s
+beside the I/O tests' two-vCPU guests, 85 s and 99 s in the next run with this limit). A guest takes as many slots as it has vCPUs, plus one for each vhost-user back end
 (a busy thread of its own during I/O), at most the limit less one, and waits for them when
 booting; the run has the host's cores plus one (a guest with one vCPU still runs beside one with
 two).
@@ -65,8 +65,8 @@ class CpuGate:
             return result
 
     def acquire(self, slots, what):
-        """Takes `slots` (at most the limit) for a guest about to boot; returns the number taken,
-        for `release`."""
+        """Takes `slots` (at most the limit less one) for a guest about to boot; returns the number
+        taken, for `release`."""
         # A guest never needs the whole limit: waiting for the other worker to power off every
         # guest, the idle one kept for its group's next test included, cost a vhost-user case
         # with two vCPUs and its back end 330 s of waiting in a run.
