@@ -531,9 +531,11 @@ impl<T: HostTemplate> CommandRequest<T> {
 /// The buffers of a [`CommandRequest`], as one lending sees them: the
 /// transport's driver decides their order on the wire.
 pub(crate) struct CommandBufs<'b> {
-    /// The `out_hdr` range of the private area.
+    /// The `out_hdr` range of the private area: what the driver tells the
+    /// device, so device-readable only.
     pub(crate) out_hdr: ScatterList<'b>,
-    /// The `in_hdr` range of the private area.
+    /// The `in_hdr` range of the private area: the device's answer,
+    /// device-writable.
     pub(crate) in_hdr: ScatterList<'b>,
     /// The data (`scsi_sglist()`), if the command has any; device-writable
     /// only for [`DataDirection::FromDevice`].
@@ -551,8 +553,8 @@ pub(crate) struct CommandBufs<'b> {
 // until it is completed, and the command is neither completed nor touched
 // by the driver while it is a token (it is forgotten, and only
 // `from_token` rebuilds it). Data and protection information are
-// device-writable only for a read (`FromDevice`); the headers are the
-// command's own memory.
+// device-writable only for a read (`FromDevice`), the request header
+// never, the response header always; all are the command's own memory.
 unsafe impl<T: HostTemplate> Lend for CommandRequest<T> {
     type Bufs<'b> = CommandBufs<'b>;
 
@@ -597,13 +599,13 @@ unsafe impl<T: HostTemplate> Lend for CommandRequest<T> {
         // command's area, and stay there while the command is allocated;
         // the data and protection lists are the midlayer's, end-marked,
         // owned by the command and unchanged until it completes. All
-        // describe memory the command owns; a device writes data and
-        // protection information only for a read.
+        // describe memory the command owns; a device writes the response
+        // header, and data and protection information only for a read.
         // SAFETY: As above; the two header lists lie in the area (not
         // null), one after the other.
         unsafe {
             CommandBufs {
-                out_hdr: ScatterList::new(NonNull::new_unchecked(hdr_sg), true),
+                out_hdr: ScatterList::new(NonNull::new_unchecked(hdr_sg), false),
                 in_hdr: ScatterList::new(NonNull::new_unchecked(hdr_sg.add(1)), true),
                 data: data.map(|sg| ScatterList::new(sg, reads)),
                 prot: prot.map(|sg| ScatterList::new(sg, reads)),
