@@ -10,10 +10,12 @@ a report still fails the test that caused it; a guest whose test failed, died, c
 over QMP or could not be reset is powered off, and the next test boots a fresh one.
 """
 
+import fcntl
 import json
 import os
 import re
 import shutil
+import tempfile
 import time
 
 import pytest
@@ -68,6 +70,28 @@ def report(line):
     The line travels with the test's report, so it reaches the end of the run from any worker."""
     if _current is not None:
         _current.user_properties.append(("vscsi-measurement", line))
+
+
+def run_table(name, key, value):
+    """Records `value` under `key` in the run's table `name` and returns the whole table as it
+    is now: for the cases of one test that compare their results (each driver's, say) when
+    pytest-xdist may run them on different workers at the same time. The table is a JSON file
+    under /tmp that every worker of the run sees (by the run's id), changed under a lock; the case
+    that finds the table complete compares."""
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+    path = os.path.join(tempfile.gettempdir(), f"vscsi-{name}-{uid}.json")
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path) as f:
+                table = json.load(f)
+        except (OSError, ValueError):
+            table = {}
+        table[key] = value
+        with open(path + ".tmp", "w") as f:
+            json.dump(table, f)
+        os.replace(path + ".tmp", path)
+    return table
 
 
 def _cache_dir():
@@ -164,6 +188,7 @@ class _Stats:
         self.retries = 0
         self.reused = 0
         self.cpu_wait = 0.0
+        self.waits = {}  # per test: seconds its guests waited for vCPU slots
         self.measurements = []
 
 
@@ -186,6 +211,7 @@ def pytest_runtest_logreport(report):
             stats.reused += value
         elif key == "vscsi-cpu-wait":
             stats.cpu_wait += value
+            stats.waits[nodeid] = stats.waits.get(nodeid, 0.0) + value
         elif key == "vscsi-measurement":
             stats.measurements.append(value)
 
@@ -217,7 +243,9 @@ def pytest_terminal_summary(terminalreporter, config):
                 known = json.load(f)
         except (OSError, ValueError):
             known = {}
-        known.update({k: round(v, 1) for k, v in guest_tests.items()})
+        # A test's cost for the next run's order is its own time: what it waited for vCPU slots
+        # depends on what ran beside it.
+        known.update({k: round(v - stats.waits.get(k, 0.0), 1) for k, v in guest_tests.items()})
         os.makedirs(os.path.dirname(_durations_path()), exist_ok=True)
         with open(_durations_path() + ".tmp", "w") as f:
             json.dump(known, f, indent=0, sort_keys=True)
