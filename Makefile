@@ -147,8 +147,10 @@ distro: module
 
 # Guest tests run on GUEST_JOBS pytest-xdist workers (one guest each at a time), a guest group
 # (tests sharing guests) on one worker, the longest groups first; GUEST_JOBS=0 runs them in this
-# process. See Documentation/testing.rst.
-GUEST_JOBS ?= 2
+# process. Three on two cores: many tests wait on the guest (timeouts, a back end), and the vCPU
+# limit of tests/harness/cpus.py keeps the busy ones from crowding the cores. See
+# Documentation/testing.rst.
+GUEST_JOBS ?= 3
 guest_xdist = $(if $(filter 0,$(GUEST_JOBS)),,-n $(GUEST_JOBS) --dist loadgroup --no-loadscope-reorder)
 # The vhost-user-scsi back end the guest tests put behind vhost-user-scsi-pci controllers.
 vhost-user-scsi: deps
