@@ -8,8 +8,10 @@ the core holds up the others in IPIs and expedited grace periods, and both tests
 than they would one after the other (in a full run the hot-remove cases took 177 s and 165 s
 beside the I/O tests' two-vCPU guests, 85 s and 99 s in the next run with this limit). A guest takes as many slots as it has vCPUs, plus one for each vhost-user back end
 (a busy thread of its own during I/O), at most the limit less one, and waits for them when
-booting; the run has the host's cores plus one (a guest with one vCPU still runs beside one with
-two).
+booting; the run has the host's cores plus two (three one-vCPU guests, or one with two beside
+two with one, or two with two, run at once: many tests spend much of their time waiting on the
+guest, a command timeout or a back end holding a request, with their slots held and the cores
+idle).
 
 State: one JSON file per run (the slots held by each worker process and the queue of waiting
 ones), changed under an exclusive flock. A worker that already holds slots (a test with two
@@ -117,7 +119,7 @@ def gate_for_run(report, waited=None):
     uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     if not uid or not os.environ.get("PYTEST_XDIST_WORKER"):
         return None
-    limit = int(os.environ.get("VSCSI_VCPU_LIMIT", (os.cpu_count() or 1) + 1))
+    limit = int(os.environ.get("VSCSI_VCPU_LIMIT", (os.cpu_count() or 1) + 2))
     if limit <= 0:
         return None
     return CpuGate(os.path.join("/tmp", f"vscsi-vcpus-{uid}.json"), limit, report, waited)
