@@ -10,17 +10,15 @@ a report still fails the test that caused it; a guest whose test failed, died, c
 over QMP or could not be reset is powered off, and the next test boots a fresh one.
 """
 
-import fcntl
 import json
 import os
 import re
 import shutil
-import tempfile
 import time
 
 import pytest
 
-from .cpus import gate_for_run
+from .cpus import gate_for_run, run_file, update_json
 from .guest import STUCK_AFTER_REPORT, BootFailure, Guest
 from .iscsi import Tgtd
 from .topology import Topology
@@ -75,23 +73,14 @@ def report(line):
 def run_table(name, key, value):
     """Records `value` under `key` in the run's table `name` and returns the whole table as it
     is now: for the cases of one test that compare their results (each driver's, say) when
-    pytest-xdist may run them on different workers at the same time. The table is a JSON file
-    under /tmp that every worker of the run sees (by the run's id), changed under a lock; the case
-    that finds the table complete compares."""
-    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
-    path = os.path.join(tempfile.gettempdir(), f"vscsi-{name}-{uid}.json")
-    with open(path + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            with open(path) as f:
-                table = json.load(f)
-        except (OSError, ValueError):
-            table = {}
+    pytest-xdist may run them on different workers at the same time (a file of the run, as the
+    vCPU gate's state is); the case that finds the table complete compares."""
+
+    def put(table):
         table[key] = value
-        with open(path + ".tmp", "w") as f:
-            json.dump(table, f)
-        os.replace(path + ".tmp", path)
-    return table
+        return dict(table)
+
+    return update_json(run_file(name), put)
 
 
 def _cache_dir():
