@@ -494,9 +494,8 @@ impl HostTemplate for VirtioScsi {
     /// affinity of their vectors (after the config, control and event
     /// ones); polled queues have no interrupt and are spread by blk-mq.
     fn map_queues(vscsi: &Self, maps: &mut QueueMaps<'_>) {
-        // Unbound (a remap after remove, which does not happen): the
-        // default spread.
-        let dev = vscsi.vdev.access();
+        // Request queues detached (a remap during a reset, which does not
+        // happen): the default spread.
         let mut offset = 0;
         for (ty, nr) in [HctxType::Default, HctxType::Read, HctxType::Poll]
             .into_iter()
@@ -505,10 +504,8 @@ impl HostTemplate for VirtioScsi {
             // Types the host has no map for (`nr_maps`) are skipped.
             if let Some(mut map) = maps.get(ty) {
                 if map.set_queues(nr, offset).is_ok() {
-                    match &dev {
-                        Some(dev) if ty != HctxType::Poll => {
-                            virtio::map_queues(&mut map, dev, VQ_BASE)
-                        }
+                    match vscsi.req_vqs.get(offset as usize) {
+                        Some(vq) if ty != HctxType::Poll => virtio::map_queues(&mut map, vq),
                         _ => map.spread(),
                     }
                 }

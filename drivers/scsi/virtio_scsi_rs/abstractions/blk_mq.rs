@@ -133,7 +133,7 @@ impl QueueMaps<'_> {
 /// ```ignore
 /// let mut map = maps.get(HctxType::Default).ok_or(EINVAL)?;
 /// map.set_queues(2, 0)?; // hardware queues 0 and 1; EINVAL beyond nr_hw_queues
-/// virtio::map_queues(&mut map, &dev, VQ_BASE); // or map.spread()
+/// virtio::map_queues(&mut map, &req_vqs[0]); // or map.spread()
 /// ```
 pub(crate) struct QueueMap<'a> {
     map: NonNull<bindings::blk_mq_queue_map>,

@@ -115,6 +115,7 @@ impl<T: Driver> DriverDevice<'_, T> {
         // them, so nothing may fail before it holds them.
         let set = UniqueArc::<QueueSet>::new_uninit(GFP_KERNEL)?;
         let mut raw = KVec::with_capacity(n, GFP_KERNEL)?;
+        let nvqs = u32::try_from(n)?;
         // The callbacks are `vq_callback`, which tolerates running before the
         // driver data is set.
         // SAFETY: The device is valid (type invariant); `vqs` and `infos`
@@ -122,7 +123,7 @@ impl<T: Driver> DriverDevice<'_, T> {
         to_result(unsafe {
             bindings::vscsi_virtio_find_vqs(
                 self.as_raw(),
-                u32::try_from(n)?,
+                nvqs,
                 vqs.as_mut_ptr(),
                 infos.as_mut_ptr(),
                 &mut desc,
@@ -130,8 +131,11 @@ impl<T: Driver> DriverDevice<'_, T> {
         })?;
         // From here on, dropping the last `RawQueue` resets the device and
         // deletes its virtqueues, including on the error path below.
+        // INVARIANT: Every queue has a name (`QueueInfo::name`), so the
+        // transport numbers them `0..n` (unnamed ones would get no index).
         let init = pin_init!(QueueSet {
             vdev: self.as_raw(),
+            nvqs,
             reset: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             reset_done <- Completion::new(),

@@ -43,12 +43,15 @@ pub(crate) struct QueueInfo {
 /// # Invariants
 ///
 /// `vdev` is a device whose virtqueues were created by `find_vqs` and not
-/// yet deleted; it stays bound until this set is dropped. `reset_done` is
+/// yet deleted; it stays bound until this set is dropped. The device has
+/// `nvqs` virtqueues, all named, so their indices on the device
+/// (`virtqueue::index`) are `0..nvqs`. `reset_done` is
 /// signalled (for all waiters) once the reset that `reset` claims is done.
 /// Once `stopping` is set, no [`Kick`] is prepared on the set's queues.
 #[pin_data(PinnedDrop)]
 pub(super) struct QueueSet {
     pub(super) vdev: *mut bindings::virtio_device,
+    pub(super) nvqs: u32,
     pub(super) reset: AtomicBool,
     pub(super) stopping: AtomicBool,
     #[pin]
@@ -442,6 +445,19 @@ impl<R: Request, D> Queue<R, D> {
             Some(vq) => unsafe { bindings::virtqueue_get_vring_size(vq) },
             None => 0,
         }
+    }
+
+    /// Returns the set of the attached virtqueue and that virtqueue's index
+    /// on the device (`virtqueue::index`), `None` while detached. While the
+    /// set is held, the device's virtqueues are not deleted.
+    pub(super) fn set_and_index(&self) -> Option<(Arc<QueueSet>, u32)> {
+        let inner = self.lock.lock();
+        let a = inner.attached.as_ref()?;
+        // SAFETY: `a.vq` is a live virtqueue of `a.set` (`Attached`
+        // invariant), kept so by the lock; its index is written once, when
+        // it is created.
+        let index = unsafe { (*a.vq.as_ptr()).index };
+        Some((a.set.clone(), index))
     }
 
     /// Gives up the virtqueue: resets the device (once for all the queues
