@@ -291,7 +291,15 @@ def test_random_faults_under_fio(make_guest, driver, request):
     """A seeded mix of the command faults on one LUN (set VSCSI_FAULT_SEED to replay one) while
     fio writes and verifies there and on a healthy neighbour: the neighbour verifies clean; on
     the faulty LUN a command fails or carries the device's data, so fio finds I/O errors at
-    worst, never a block that verifies wrong; at least 200 faults are committed."""
+    worst, never a block that verifies wrong; at least 200 faults are committed.
+
+    How many commands reach the faulty LUN is not fixed: the error handler's test commands draw
+    faults too, and a series of them can end in the midlayer setting the device offline ("not
+    ready after error recovery": with C, which has no target or host reset, after a few dozen
+    faults), after which fio's commands fail in the guest. (One CI run of the Rust case
+    committed only 122 faults in its single round.) The faulty LUN is therefore
+    written and verified in rounds (at most ``ROUNDS``) until the faults are committed, and a
+    device found offline is set running again between rounds, as an administrator would."""
     expect_c_failure(
         request, driver, "WARN_ON(sense_len > VIRTIO_SCSI_SENSE_SIZE) on every response with a long sense_len"
     )
@@ -306,20 +314,41 @@ def test_random_faults_under_fio(make_guest, driver, request):
         f"{FIO} --rw=randwrite --bs=4k --iodepth=8 --size=8m --verify=crc32c --do_verify=1"
         " --verify_fatal=1 --norandommap --output-format=normal"
     )
+    bad_fio = f"{fio} --filename=/dev/{bad} --continue_on_error=io"
     _, out = g.run(
-        f"{fio} --filename=/dev/{bad} --continue_on_error=io > /tmp/bad.out 2>&1 &"
-        f" {fio} --filename=/dev/{good} > /tmp/good.out 2>&1; good=$?; wait $!; bad=$?;"
-        " cat /tmp/bad.out; echo good=$good bad=$bad",
+        f"{bad_fio} > /tmp/bad.out 2>&1 & {fio} --filename=/dev/{good} > /tmp/good.out 2>&1;"
+        " good=$?; wait $!; bad=$?; cat /tmp/good.out /tmp/bad.out; echo good=$good bad=$bad",
         timeout=900,
         check=False,
     )
+    assert "good=0" in out, out
+    outs, rounds = [out], []
+
+    def faults():
+        return int(g.backend("stats").split(" faults ")[1].split()[0])
+
+    state = f"/sys/block/{bad}/device/state"
+    for _ in range(ROUNDS - 1):
+        rounds.append((faults(), g.sh(f"cat {state}").strip()))
+        if rounds[-1][0] >= 200:
+            break
+        _, out = g.run(f"echo running > {state}; {bad_fio} 2>&1; echo bad=$?", timeout=900, check=False)
+        outs.append(out)
     g.backend("fault clear")
     stats = g.backend("stats")
-    faults = int(stats.split(" faults ")[1].split()[0])
-    report(f"{driver}: random faults (seed {seed}): {stats}; fio exit status: {out.split()[-1]}")
-    assert "good=0" in out, out
-    assert not re.search(r"verify failed|bad magic|bad header|verify: ", out), out
-    assert faults >= 200, stats
+    log = g.sh("dmesg | grep -E 'offline|host reset|timing out' | tail -n 5 || true")
+    report(
+        f"{driver}: random faults (seed {seed}): {stats}; after each round (faults, device state):"
+        f" {rounds}; fio exit status: {[o.split()[-1] for o in outs]}; {log.splitlines()}"
+    )
+    for out in outs:
+        assert not re.search(r"verify failed|bad magic|bad header|verify: ", out), out
+    total = int(stats.split(" faults ")[1].split()[0])
+    assert total >= 200, (stats, rounds)
+
+
+# Rounds of fio on the faulty LUN that may be needed to commit 200 faults.
+ROUNDS = 4
 
 
 # Faults in how the device gives requests back rather than in what it answers. Each is committed
