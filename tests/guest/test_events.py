@@ -103,20 +103,14 @@ def test_capacity_change(make_guest, driver, request, hotplug):
 
 
 FIO_VERIFY = ("fio --name=v --filename=/dev/{dev} --direct=1 --ioengine=libaio --rw=randwrite --bs=4k"
-              " --iodepth=8 --size=32m --verify=crc32c --verify_fatal=1 --verify_backlog=256"
-              " --time_based --runtime={runtime}")
-
-
-def assert_verify_clean(log):
-    """fio stopped by SIGINT exits 128, so judge its report: no error, no verify failure."""
-    assert "err= 0" in log and "verify failed" not in log and "bad magic" not in log, log
+              " --iodepth=8 --size=32m --verify=crc32c --verify_fatal=1 --verify_backlog=256 --time_based")
 
 
 @pytest.mark.cost(260)
 def test_hot_remove_under_load(make_guest, driver):
     """Unplug a disk while fio runs on it and on a neighbour: the removed disk's I/O ends with
     errors within 30 s, the neighbour's verify passes; then 50 plug/unplug cycles while the
-    neighbour keeps verifying."""
+    neighbour keeps verifying (fio rounds of 5 s, each checking its data and exiting 0)."""
     topo = Topology([Controller(num_queues=2, disks=[Disk(backend="file", size=64 << 20),
                                                      Disk(backend="null", size=GiB, target=1)])])
     g = make_guest(topo, smp=2, scan="all")  # hot-added LUN 0s: see test_hot_add_one
@@ -126,7 +120,7 @@ def test_hot_remove_under_load(make_guest, driver):
     neighbour = sd_of(g, 0)
     g.sh(f"(fio --name=r --filename=/dev/{victim} --direct=1 --ioengine=libaio --rw=randread --bs=4k"
          f" --iodepth=16 --time_based --runtime=600 > /tmp/victim.log 2>&1; echo $? > /tmp/victim.rc) &")
-    g.sh(f"({FIO_VERIFY.format(dev=neighbour, runtime=600)} > /tmp/n.log 2>&1; echo $? > /tmp/n.rc) &")
+    g.start_fio_rounds("n", FIO_VERIFY.format(dev=neighbour))
     g.wait_for(f"[ $(awk '$3==\"{victim}\" {{print $4}}' /proc/diskstats) -gt 100 ]",
                what="fio running on the victim")
     g.qmp("device_del", id="vs0-d1")
@@ -150,12 +144,15 @@ def test_hot_remove_under_load(make_guest, driver):
         g.qmp("device_del", id=f"hd-c{i}")
         wait_disks(g, 1)
         g.qmp("blockdev-del", **{"node-name": f"c{i}"})
-    # The neighbour never stopped: stop it and require a clean verify.
-    assert not g.sh("ls /tmp/n.rc 2>/dev/null || true").strip(), g.sh("cat /tmp/n.log")
-    g.sh("killall -INT fio || true")
-    g.wait_for("[ -e /tmp/n.rc ]", timeout=60, what="neighbour fio to finish")
-    assert_verify_clean(g.sh("cat /tmp/n.log"))
-    report(f"{driver}: hot-remove under load + {cycles} plug/unplug cycles: neighbour verify clean")
+    # The neighbour's rounds never failed, and its I/O still moves: stop them, the last one clean.
+    assert not g.sh("ls /tmp/n.rc 2>/dev/null || true").strip(), g.sh("cat /tmp/n.rc /tmp/n.log")
+    writes = f"$(awk '$3==\"{neighbour}\" {{print $8}}' /proc/diskstats)"
+    done = int(g.sh(f"echo {writes}"))
+    g.wait_for(f"[ {writes} -gt {done + 100} ]", what="the neighbour's writes to go on",
+               diagnose=g.io_state(neighbour, log="/tmp/n.log"))
+    rounds = g.stop_fio_rounds("n", neighbour)
+    report(f"{driver}: hot-remove under load + {cycles} plug/unplug cycles: neighbour verified clean"
+           f" in {rounds} fio rounds")
 
 
 def test_controller_removed_under_io(make_guest, driver):

@@ -474,7 +474,8 @@ def wait_ios(g, dev, more, timeout, what):
 
 def stop_fio(g, tags, timeout=60):
     g.sh("killall -INT fio 2>/dev/null || true")
-    g.wait_for(" && ".join(f"[ -e /tmp/{t}.rc ]" for t in tags), timeout=timeout, what="fio to finish")
+    g.wait_for(" && ".join(f"[ -e /tmp/{t}.rc ]" for t in tags), timeout=timeout, what="fio to finish",
+               diagnose=g.io_state("sd*", log=f"/tmp/{tags[0]}.log"))
     return {t: g.sh(f"cat /tmp/{t}.rc /tmp/{t}.log") for t in tags}
 
 

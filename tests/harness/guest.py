@@ -543,9 +543,10 @@ class Guest:
         """Runs a script that must succeed; returns its output."""
         return self.run(script, **kw)[1]
 
-    def wait_for(self, condition, timeout=30, what=None):
+    def wait_for(self, condition, timeout=30, what=None, diagnose=None):
         """Polls a shell condition in the guest until it holds; fails after `timeout` seconds of
-        guest time."""
+        guest time. On a timeout the output of the `diagnose` script, if given, joins the error
+        (the guest's state when the wait gave up)."""
         rc, out = self.run(
             f"read -r up _ < /proc/uptime; end=$(( ${{up%.*}} + {int(timeout)} ));"
             f" until {condition}; do read -r up _ < /proc/uptime; [ ${{up%.*}} -ge $end ] && exit 1; usleep 50000; done",
@@ -553,7 +554,44 @@ class Guest:
             check=False,
         )
         if rc != 0:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what or condition}")
+            state = ""
+            if diagnose:
+                state = "\n" + self.run(f"( {diagnose} ) 2>&1", timeout=60, check=False)[1]
+            raise AssertionError(f"timed out after {timeout}s waiting for: {what or condition}{state}")
+
+    def start_fio_rounds(self, tag, job, seconds=5):
+        """Starts `job` (a fio command line, time-based without a runtime) in the background, in
+        rounds of `seconds` until `stop_fio_rounds(tag)`. Each round ends by itself and must exit
+        0 (a verify job checks its data at its end); the first that does not ends the loop, its
+        log kept in /tmp/<tag>.log. No signal stops fio: fio 3.33 does unsafe work in its
+        SIGINT handler and was seen to hang after one."""
+        self.sh(f"(rm -f /tmp/{tag}.stop /tmp/{tag}.rc; n=0; rc=0; while [ ! -e /tmp/{tag}.stop ]; do"
+                f" n=$((n + 1)); {job} --runtime={seconds} > /tmp/{tag}.log 2>&1 || {{ rc=$?; break; }}; done;"
+                f" echo $rc $n > /tmp/{tag}.rc) &")
+
+    def stop_fio_rounds(self, tag, dev, timeout=60):
+        """Ends a `start_fio_rounds` loop after its current round; requires that round and every
+        one before it to have exited 0. Returns the number of rounds."""
+        self.sh(f"touch /tmp/{tag}.stop")
+        self.wait_for(f"[ -e /tmp/{tag}.rc ]", timeout=timeout, what=f"fio rounds '{tag}' to end",
+                      diagnose=self.io_state(dev, log=f"/tmp/{tag}.log"))
+        rc, rounds = (int(w) for w in self.sh(f"cat /tmp/{tag}.rc").split())
+        assert rc == 0, f"fio round {rounds} of '{tag}' exited {rc}:\n" + self.sh(f"cat /tmp/{tag}.log")
+        return rounds
+
+    @staticmethod
+    def io_state(dev, log=None):
+        """A `diagnose` script for a wait on I/O: the fio processes and where they sleep, the
+        in-flight counts of the disk `dev` (a name or a glob), blk-mq's state of its queues, the Rust driver's queue counters,
+        and the tail of a log file."""
+        tail = f"echo '== {log}'; tail -n 30 {log};" if log else ""
+        return (f"{tail} for p in $(pidof fio); do echo \"== fio $p $(cut -d' ' -f3 /proc/$p/stat)"
+                f" $(cat /proc/$p/wchan)\"; cat /proc/$p/stack; done;"
+                f" for b in /sys/block/{dev}; do d=${{b##*/}};"
+                f" echo \"== $d state $(cat $b/device/state) inflight $(cat $b/inflight)\";"
+                f" (cd /sys/kernel/debug/block/$d && grep -H . state hctx*/state hctx*/dispatch hctx*/busy"
+                f" hctx*/ctx_map hctx*/tags_bitmap hctx*/dispatched 2>/dev/null); done;"
+                f" cat /sys/kernel/debug/virtio_scsi_rs/host*/queues 2>/dev/null; true")
 
     # --- drivers ---------------------------------------------------------------------------------
 
