@@ -565,17 +565,24 @@ class Guest:
         0 (a verify job checks its data at its end); the first that does not ends the loop, its
         log kept in /tmp/<tag>.log. No signal stops fio: fio 3.33 does unsafe work in its
         SIGINT handler and was seen to hang after one."""
-        self.sh(f"(rm -f /tmp/{tag}.stop /tmp/{tag}.rc; n=0; rc=0; while [ ! -e /tmp/{tag}.stop ]; do"
+        self.sh(f"rm -f /tmp/{tag}.stop /tmp/{tag}.rc; (n=0; rc=0; while [ ! -e /tmp/{tag}.stop ]; do"
                 f" n=$((n + 1)); {job} --runtime={seconds} > /tmp/{tag}.log 2>&1 || {{ rc=$?; break; }}; done;"
                 f" echo $rc $n > /tmp/{tag}.rc) &")
 
-    def stop_fio_rounds(self, tag, dev, timeout=60):
-        """Ends a `start_fio_rounds` loop after its current round; requires that round and every
-        one before it to have exited 0. Returns the number of rounds."""
+    def end_fio_rounds(self, tag, dev, timeout=60):
+        """Ends a `start_fio_rounds` loop after its current round, or finds it ended by a round
+        that failed; returns (the last round's exit status, the number of rounds). The last
+        round's log is /tmp/<tag>.log."""
         self.sh(f"touch /tmp/{tag}.stop")
         self.wait_for(f"[ -e /tmp/{tag}.rc ]", timeout=timeout, what=f"fio rounds '{tag}' to end",
                       diagnose=self.io_state(dev, log=f"/tmp/{tag}.log"))
         rc, rounds = (int(w) for w in self.sh(f"cat /tmp/{tag}.rc").split())
+        return rc, rounds
+
+    def stop_fio_rounds(self, tag, dev, timeout=60):
+        """`end_fio_rounds`, requiring every round to have exited 0. Returns the number of
+        rounds."""
+        rc, rounds = self.end_fio_rounds(tag, dev, timeout)
         assert rc == 0, f"fio round {rounds} of '{tag}' exited {rc}:\n" + self.sh(f"cat /tmp/{tag}.log")
         return rounds
 
