@@ -209,7 +209,6 @@ od -An -tu2 -j4 -N2 $pci/config
 """
 
 
-
 # Guest seconds the bus-mastering test gives the stopped disk's I/O to resume.
 RESUME_BOUND = 45
 

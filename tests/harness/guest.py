@@ -556,7 +556,10 @@ class Guest:
         if rc != 0:
             state = ""
             if diagnose:
-                state = "\n" + self.run(f"( {diagnose} ) 2>&1", timeout=60, check=False)[1]
+                try:
+                    state = "\n" + self.run(f"( {diagnose} ) 2>&1", timeout=60, check=False)[1]
+                except GuestError as e:  # the timeout stays the error; the diagnosis is extra
+                    state = f"\n(no diagnosis: {e})"
             raise AssertionError(f"timed out after {timeout}s waiting for: {what or condition}{state}")
 
     def start_fio_rounds(self, tag, job, seconds=5):
@@ -564,7 +567,7 @@ class Guest:
         rounds of `seconds` until `stop_fio_rounds(tag)`. Each round ends by itself and must exit
         0 (a verify job checks its data at its end); the first that does not ends the loop, its
         log kept in /tmp/<tag>.log. No signal stops fio: fio 3.33 does unsafe work in its
-        SIGINT handler and was seen to hang after one."""
+        SIGINT handler, and a signalled fio once did not exit (Documentation/testing.rst)."""
         self.sh(f"rm -f /tmp/{tag}.stop /tmp/{tag}.rc; (n=0; rc=0; while [ ! -e /tmp/{tag}.stop ]; do"
                 f" n=$((n + 1)); {job} --runtime={seconds} > /tmp/{tag}.log 2>&1 || {{ rc=$?; break; }}; done;"
                 f" echo $rc $n > /tmp/{tag}.rc) &")
@@ -589,8 +592,8 @@ class Guest:
     @staticmethod
     def io_state(dev, log=None):
         """A `diagnose` script for a wait on I/O: the fio processes and where they sleep, the
-        in-flight counts of the disk `dev` (a name or a glob), blk-mq's state of its queues, the Rust driver's queue counters,
-        and the tail of a log file."""
+        in-flight counts of the disk `dev` (a name or a glob), blk-mq's state of its queues, the
+        Rust driver's queue counters, and the tail of a log file."""
         tail = f"echo '== {log}'; tail -n 30 {log};" if log else ""
         return (f"{tail} for p in $(pidof fio); do echo \"== fio $p $(cut -d' ' -f3 /proc/$p/stat)"
                 f" $(cat /proc/$p/wchan)\"; cat /proc/$p/stack; done;"
