@@ -237,15 +237,17 @@ impl VirtioScsi {
             DataDirection::FromDevice if PI => (0, cmd.prot_bytes()),
             _ => (0, 0),
         };
-        let (cdb, cdb_len, private) = cmd.cdb_and_private();
+        // The CDB field goes whole (`protocol::write_cmd_req`): past the
+        // command's length the midlayer left it zero.
+        let (cdb, _, private) = cmd.cdb_and_private();
         // A header the device does not write must not read as an answer
         // (the used length cannot tell: vhost-scsi reports 0).
         protocol::clear_cmd_resp(&mut private[RESP_OFF..]);
         let hdr = &mut private[REQ_OFF..];
         let req_len = if PI {
-            protocol::write_cmd_req_pi(hdr, lun, tag, pi_out, pi_in, cdb, cdb_len)
+            protocol::write_cmd_req_pi(hdr, lun, tag, pi_out, pi_in, cdb)
         } else {
-            protocol::write_cmd_req(hdr, lun, tag, cdb, cdb_len)
+            protocol::write_cmd_req(hdr, lun, tag, cdb)
         };
         let Some(req_len) = req_len else {
             return fail_cmd(cmd, HostByte::Error);

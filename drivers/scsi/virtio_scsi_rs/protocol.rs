@@ -289,28 +289,15 @@ pub(crate) fn decode_lun(lun: &[u8; 8]) -> Option<(u32, u64)> {
 /// `struct scsi_cmnd`), which is also the field of the request header.
 pub(crate) const CDB_FIELD_SIZE: usize = CDB_SIZE as usize;
 
-/// 32 bytes `0xff`, then 32 zeros: the 32 bytes from `32 - len` are the mask
-/// that keeps the first `len` bytes of a CDB field.
-static CDB_MASK: [u8; 2 * CDB_FIELD_SIZE] = {
-    let mut m = [0; 2 * CDB_FIELD_SIZE];
-    let mut i = 0;
-    while i < CDB_FIELD_SIZE {
-        m[i] = 0xff;
-        i += 1;
-    }
-    m
-};
-
-/// The little-endian `u64` of a chunk of 8 bytes.
-#[inline(always)]
-fn le64(b: &[u8]) -> u64 {
-    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-}
-
 /// Writes the fields shared by both request header formats (LUN, tag,
-/// SIMPLE task attribute, priority and CRN 0) and the first `cdb_len` bytes
-/// of the CDB field `cdb` at `cdb_off`, zero-padded to 32 bytes. Returns
-/// `None` if `hdr` is short or `cdb_len` is over 32.
+/// SIMPLE task attribute, priority and CRN 0) and the CDB field `cdb`,
+/// whole, at `cdb_off`. Returns `None` if `hdr` is short.
+///
+/// The field goes as it is, not cut to the command's length and
+/// zero-padded: the midlayer clears it before each command is built
+/// (`scsi_prepare_cmd()`, `scsi_initialize_rq()` for passthrough,
+/// `scsi_eh_prep_cmnd()` for the error handler's own), so the bytes past
+/// the command are zero already, as the C driver sends them.
 #[inline(always)]
 fn write_req_common(
     hdr: &mut [u8],
@@ -318,23 +305,9 @@ fn write_req_common(
     tag: u64,
     cdb_off: usize,
     cdb: &[u8; CDB_FIELD_SIZE],
-    cdb_len: usize,
 ) -> Option<()> {
-    let cdb_area = hdr.get_mut(cdb_off..cdb_off + CDB_FIELD_SIZE)?;
-    // `None` if `cdb_len` is over 32.
-    let mask = CDB_MASK
-        .get(CDB_FIELD_SIZE.checked_sub(cdb_len)?..)?
-        .get(..CDB_FIELD_SIZE)?;
-    // Word by word, the bytes past `cdb_len` masked off: no call to memcpy
-    // and memset for a few bytes each.
-    // Indexed rather than through iterator adapters, which the compiler
-    // may leave out of line where the writer is inlined into a large
-    // caller.
-    for i in 0..CDB_FIELD_SIZE / 8 {
-        let w = 8 * i..8 * i + 8;
-        let word = le64(&cdb[w.clone()]) & le64(&mask[w.clone()]);
-        cdb_area[w].copy_from_slice(&word.to_le_bytes());
-    }
+    hdr.get_mut(cdb_off..cdb_off + CDB_FIELD_SIZE)?
+        .copy_from_slice(cdb);
     hdr[0..8].copy_from_slice(lun);
     hdr[8..16].copy_from_slice(&tag.to_le_bytes());
     hdr[16] = TASK_ATTR_SIMPLE;
@@ -344,19 +317,18 @@ fn write_req_common(
 }
 
 /// Writes a command request header (without PI) into `buf`, which must be
-/// at least [`CMD_REQ_SIZE`] bytes: the first `cdb_len` bytes of the CDB
-/// field `cdb`, zero-padded to 32 bytes. Returns the header length, or
-/// `None` if `buf` is short or `cdb_len` is over 32.
+/// at least [`CMD_REQ_SIZE`] bytes, with the CDB field `cdb` (see
+/// [`write_req_common`]). Returns the header length, or `None` if `buf` is
+/// short.
 #[inline(always)]
 pub(crate) fn write_cmd_req(
     buf: &mut [u8],
     lun: &[u8; 8],
     tag: u64,
     cdb: &[u8; CDB_FIELD_SIZE],
-    cdb_len: usize,
 ) -> Option<usize> {
     let hdr = buf.get_mut(..CMD_REQ_SIZE)?;
-    write_req_common(hdr, lun, tag, 19, cdb, cdb_len)?;
+    write_req_common(hdr, lun, tag, 19, cdb)?;
     Some(CMD_REQ_SIZE)
 }
 
@@ -372,10 +344,9 @@ pub(crate) fn write_cmd_req_pi(
     pi_bytesout: u32,
     pi_bytesin: u32,
     cdb: &[u8; CDB_FIELD_SIZE],
-    cdb_len: usize,
 ) -> Option<usize> {
     let hdr = buf.get_mut(..CMD_REQ_PI_SIZE)?;
-    write_req_common(hdr, lun, tag, 27, cdb, cdb_len)?;
+    write_req_common(hdr, lun, tag, 27, cdb)?;
     hdr[19..23].copy_from_slice(&pi_bytesout.to_le_bytes());
     hdr[23..27].copy_from_slice(&pi_bytesin.to_le_bytes());
     Some(CMD_REQ_PI_SIZE)
@@ -1161,10 +1132,9 @@ pub(crate) mod selftest {
         Ok(())
     }
 
-    /// A CDB field holding `cdb`, the bytes after it not zero (the header
-    /// must carry zeros there all the same).
+    /// A CDB field holding `cdb`, zeros after it (as the midlayer keeps it).
     fn cdb_field(cdb: &[u8]) -> [u8; CDB_FIELD_SIZE] {
-        let mut f = [0x55; CDB_FIELD_SIZE];
+        let mut f = [0; CDB_FIELD_SIZE];
         f[..cdb.len()].copy_from_slice(cdb);
         f
     }
@@ -1174,22 +1144,19 @@ pub(crate) mod selftest {
         let lun = [1, 2, 0x40, 5, 0, 0, 0, 0];
         let cdb = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
         let f = cdb_field(&cdb);
-        check!(write_cmd_req(&mut buf, &lun, 0x0102_0304_0506_0708, &f, cdb.len()) == Some(51));
+        check!(write_cmd_req(&mut buf, &lun, 0x0102_0304_0506_0708, &f) == Some(51));
         check!(buf[0..8] == lun);
         check!(buf[8..16] == [8, 7, 6, 5, 4, 3, 2, 1]);
         check!(buf[16..19] == [0, 0, 0]);
         check!(buf[19..29] == cdb);
         check!(buf[29..51].iter().all(|&b| b == 0));
         check!(buf[51..].iter().all(|&b| b == 0xaa));
-        check!(write_cmd_req(&mut buf[..50], &lun, 0, &f, cdb.len()).is_none());
-        check!(write_cmd_req(&mut buf, &lun, 0, &f, 33).is_none());
-        // Every length, word boundaries included: the CDB, then zeros.
-        for len in 0..=CDB_FIELD_SIZE {
-            let f = [0x5a; CDB_FIELD_SIZE];
-            check!(write_cmd_req(&mut buf, &lun, 0, &f, len) == Some(51));
-            check!(buf[19..19 + len].iter().all(|&b| b == 0x5a));
-            check!(buf[19 + len..51].iter().all(|&b| b == 0));
-        }
+        check!(write_cmd_req(&mut buf[..50], &lun, 0, &f).is_none());
+        // The field goes whole, every byte in its place.
+        let f: [u8; CDB_FIELD_SIZE] = core::array::from_fn(|i| i as u8 + 1);
+        check!(write_cmd_req(&mut buf, &lun, 0, &f) == Some(51));
+        check!(buf[19..51] == f);
+        check!(buf[51..].iter().all(|&b| b == 0xaa));
         Ok(())
     }
 
@@ -1198,7 +1165,7 @@ pub(crate) mod selftest {
         let lun = [1, 2, 0x40, 5, 0, 0, 0, 0];
         let cdb = [0x2a, 0, 0, 0, 0, 8, 0, 0, 1, 0];
         let f = cdb_field(&cdb);
-        let n = write_cmd_req_pi(&mut buf, &lun, 7, 0x0102_0304, 0, &f, cdb.len());
+        let n = write_cmd_req_pi(&mut buf, &lun, 7, 0x0102_0304, 0, &f);
         check!(n == Some(59));
         check!(buf[0..8] == lun);
         check!(buf[8..16] == [7, 0, 0, 0, 0, 0, 0, 0]);
@@ -1208,7 +1175,7 @@ pub(crate) mod selftest {
         check!(buf[27..37] == cdb);
         check!(buf[37..59].iter().all(|&b| b == 0));
         check!(buf[59..].iter().all(|&b| b == 0xaa));
-        check!(write_cmd_req_pi(&mut buf[..58], &lun, 0, 0, 0, &f, cdb.len()).is_none());
+        check!(write_cmd_req_pi(&mut buf[..58], &lun, 0, 0, 0, &f).is_none());
         // Fits in the driver's request area in front of the response.
         check!(CMD_REQ_PI_SIZE <= 64);
         Ok(())

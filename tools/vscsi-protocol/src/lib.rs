@@ -61,7 +61,7 @@ mod against_virtio_bindings {
         field[..cdb.len()].copy_from_slice(&cdb);
         let mut b = [0xaau8; 64];
         assert_eq!(
-            write_cmd_req(&mut b, &lun, 0x1122, &field, cdb.len()),
+            write_cmd_req(&mut b, &lun, 0x1122, &field),
             Some(CMD_REQ_SIZE)
         );
         let o = offset_of!(vb::virtio_scsi_cmd_req, lun);
@@ -78,7 +78,7 @@ mod against_virtio_bindings {
 
         let mut b = [0xaau8; 64];
         assert_eq!(
-            write_cmd_req_pi(&mut b, &lun, 7, 0x10, 0x20, &field, cdb.len()),
+            write_cmd_req_pi(&mut b, &lun, 7, 0x10, 0x20, &field),
             Some(CMD_REQ_PI_SIZE)
         );
         let o = offset_of!(vb::virtio_scsi_cmd_req_pi, pi_bytesout);

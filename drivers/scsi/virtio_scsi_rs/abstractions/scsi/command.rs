@@ -227,8 +227,8 @@ pub(super) unsafe fn cmd_priv(sc: *mut bindings::scsi_cmnd) -> *mut u8 {
 ///     // Encoded by `slave_alloc` (`SlaveAllocDevice::set_word`).
 ///     let lun = cmd.device_word().to_le_bytes();
 ///     let is_last = cmd.is_last();
-///     let (cdb, cdb_len, private) = cmd.cdb_and_private();
-///     let req = protocol::write_cmd_req(&mut private[..64], &lun, u64::from(tag), cdb, cdb_len);
+///     let (cdb, _, private) = cmd.cdb_and_private();
+///     let req = protocol::write_cmd_req(&mut private[..64], &lun, u64::from(tag), cdb);
 ///     let Some(req_len) = req else {
 ///         cmd.set_result(HostByte::Error, 0);
 ///         cmd.done();
@@ -273,7 +273,8 @@ impl<T: HostTemplate> Command<T> {
 
     /// Returns the CDB field (`cmnd`, 32 bytes), the length of the CDB in
     /// it (at most 32) and the private area, together (they do not
-    /// overlap).
+    /// overlap). The field is zero past the CDB: the midlayer clears it
+    /// before it builds each command.
     pub(crate) fn cdb_and_private(&mut self) -> (&[u8; 32], usize, &mut [u8]) {
         // SAFETY: The `T::CMD_SIZE` bytes behind an owned command belong to
         // it and, while we own it, to us alone; the CDB lies inside the
@@ -463,12 +464,12 @@ impl<T: HostTemplate> Command<T> {
     ///
     /// `sc` must be a command the midlayer handed to the driver and that is
     /// not completed nor owned by another `Command`.
-    pub(super) unsafe fn from_raw(sc: *mut bindings::scsi_cmnd) -> Option<Self> {
+    pub(super) unsafe fn from_raw(sc: NonNull<bindings::scsi_cmnd>) -> Self {
         // INVARIANT: The caller guarantees the command is ours.
-        NonNull::new(sc).map(|sc| Self {
+        Self {
             sc,
             _p: PhantomData,
-        })
+        }
     }
 }
 

@@ -429,12 +429,15 @@ impl<T: HostTemplate> Adapter<T> {
     ) -> i32 {
         // SAFETY: The midlayer passes a live host of this template.
         let data = unsafe { Self::data(shost) };
-        if sc.is_null() {
-            return 0;
-        }
+        // SAFETY: The midlayer passes a command it allocated
+        // (`scsi_dispatch_cmd()` dereferences it before the call).
+        let sc = unsafe { NonNull::new_unchecked(sc) };
         // SAFETY: A command of a host of this template, allocated and
         // initialised by the midlayer.
-        if unsafe { cmd_state(sc) }.in_device.load(Ordering::Acquire) {
+        if unsafe { cmd_state(sc.as_ptr()) }
+            .in_device
+            .load(Ordering::Acquire)
+        {
             // The error handler took back a command the device still holds
             // and issues it again (its TEST UNIT READY, a retry): a second
             // request on one private area would alias it while the device
@@ -448,12 +451,10 @@ impl<T: HostTemplate> Adapter<T> {
         }
         // SAFETY: The midlayer hands the command over to us, and no device
         // holds it.
-        let Some(cmd) = (unsafe { Command::from_raw(sc) }) else {
-            return 0;
-        };
+        let cmd = unsafe { Command::from_raw(sc) };
         match T::queuecommand(data, cmd) {
             Ok(()) => 0,
-            Err(QueueError::HostBusy(cmd)) if cmd.raw() == sc => {
+            Err(QueueError::HostBusy(cmd)) if cmd.raw() == sc.as_ptr() => {
                 // The midlayer keeps the command and requeues it.
                 core::mem::forget(cmd);
                 bindings::SCSI_MLQUEUE_HOST_BUSY as i32
