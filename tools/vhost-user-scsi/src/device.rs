@@ -114,6 +114,9 @@ pub struct Stats {
     pub events_dropped: AtomicU64,
     /// Requests that could not be parsed.
     pub malformed: AtomicU64,
+    /// Commands whose CDB field was not zero past the command
+    /// ([`crate::scsi::cdb_tail_clear`]).
+    pub cdb_tail: AtomicU64,
     /// Blocks whose protection information a write checked.
     pub pi_checked: AtomicU64,
     /// Writes refused for protection information that failed a check.
@@ -358,6 +361,7 @@ impl Device {
             &s.events,
             &s.events_dropped,
             &s.malformed,
+            &s.cdb_tail,
             &s.pi_checked,
             &s.pi_errors,
         ] {
@@ -435,6 +439,11 @@ impl Device {
             (offset_of!(virtio_scsi_cmd_req, cdb), 0, 0)
         };
         let cdb = &req[cdb_off..cdb_off + VIRTIO_SCSI_CDB_SIZE as usize];
+        if !crate::scsi::cdb_tail_clear(cdb)
+            && self.stats.cdb_tail.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            eprintln!("vhost-user-scsi: a CDB field not zero past the command: {cdb:02x?}");
+        }
         // Protection information precedes the data in each direction
         // (virtio 5.6.6.1). A LUN formatted with it takes and gives tuples;
         // for the others it is skipped (out) or zeroed (in).
@@ -848,6 +857,7 @@ mod tests {
             let dev = device(profile, &mem);
             let chain = vq.build_desc_chain(&read_chain(&mem, 108, 512)).unwrap();
             assert_eq!(dev.command(chain), Give::plain(used), "{profile:?}");
+            assert_eq!(dev.stats.cdb_tail.load(Ordering::Relaxed), 0);
             let r = resp(&mem);
             assert_eq!((r[10], r[11]), (0, 0));
             assert_eq!(&r[0..8], &[0; 8]);

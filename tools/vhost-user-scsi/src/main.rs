@@ -259,13 +259,14 @@ fn control_command(dev: &Device, initial: &LunSpecs, line: &str) -> Result<Strin
             let s = &dev.stats;
             let g = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             return Ok(format!(
-                "ok commands {} tmfs {} events {} events_dropped {} malformed {} faults {} held {} \
-                 pi_checked {} pi_errors {}",
+                "ok commands {} tmfs {} events {} events_dropped {} malformed {} cdb_tail {} \
+                 faults {} held {} pi_checked {} pi_errors {}",
                 g(&s.commands),
                 g(&s.tmfs),
                 g(&s.events),
                 g(&s.events_dropped),
                 g(&s.malformed),
+                g(&s.cdb_tail),
                 dev.plan.lock().unwrap().committed,
                 dev.held(),
                 g(&s.pi_checked),
@@ -413,8 +414,8 @@ mod tests {
         );
         assert_eq!(
             cmd("stats").unwrap(),
-            "ok commands 0 tmfs 0 events 0 events_dropped 0 malformed 0 faults 0 held 0 \
-             pi_checked 0 pi_errors 0"
+            "ok commands 0 tmfs 0 events 0 events_dropped 0 malformed 0 cdb_tail 0 faults 0 \
+             held 0 pi_checked 0 pi_errors 0"
         );
     }
 

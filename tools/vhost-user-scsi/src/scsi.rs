@@ -359,6 +359,21 @@ fn cdb_len(opcode: u8) -> Option<usize> {
     }
 }
 
+/// Whether the bytes of a CDB field past the command are zero, as the
+/// driver should send them (the spec does not require it; the tests count
+/// the commands that break it). The length is that of the operation code's
+/// group, or of a variable-length CDB (its additional length, byte 7); the
+/// groups without a standard length are not checked.
+pub fn cdb_tail_clear(cdb: &[u8]) -> bool {
+    let len = match cdb.first() {
+        Some(&0x7f) => cdb.get(7).map(|&n| 8 + usize::from(n)),
+        Some(&opcode) => cdb_len(opcode),
+        None => None,
+    };
+    len.and_then(|n| cdb.get(n..))
+        .is_none_or(|tail| tail.iter().all(|&b| b == 0))
+}
+
 /// Every logical unit of the device, by (target, LUN).
 #[derive(Debug, Default)]
 pub struct Targets {
@@ -987,6 +1002,27 @@ fn mode_sense(unit: &Lun, cdb: &[u8], alloc: usize) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cdb_tails() {
+        let mut f = [0u8; 32];
+        f[..10].copy_from_slice(&[0x28, 0, 0, 0, 0, 3, 0, 0, 1, 0]);
+        assert!(cdb_tail_clear(&f));
+        f[10] = 1;
+        assert!(!cdb_tail_clear(&f));
+        // TEST UNIT READY is 6 bytes; byte 5 is its own.
+        let mut f = [0u8; 32];
+        f[5] = 0x80;
+        assert!(cdb_tail_clear(&f));
+        f[6] = 1;
+        assert!(!cdb_tail_clear(&f));
+        // A variable-length CDB of 8 + 24 bytes fills the field.
+        let mut f = [0xffu8; 32];
+        (f[0], f[7]) = (0x7f, 24);
+        assert!(cdb_tail_clear(&f));
+        // A vendor-specific group is not checked.
+        assert!(cdb_tail_clear(&[0xc0; 32]));
+    }
 
     fn targets() -> Targets {
         let t = Targets::default();
