@@ -52,7 +52,7 @@ endif
 RUST_SRCS := $(filter-out %/bindings_generated.rs,$(shell find $(MODDIR) samples tools -name '*.rs' -not -path '*/target/*'))
 
 .PHONY: all deps kernel-debug kernel-perf module rustdoc htmldocs install install-config install-test dkms-source clippy fmt fmt-check unit \
-	initramfs distro vhost-user-scsi guest-test check run bench bench-module profile clean FORCE
+	initramfs distro vhost-user-scsi guest-test check run bench bench-module profile insn-profile clean FORCE
 
 all: module
 
@@ -202,6 +202,24 @@ profile: bench-module
 		$$(cat $(BUILD)/kdir-perf)/drivers/scsi/virtio_scsi.ko $(BENCH_SRC)/$(MODULE)
 	$(PYTHON) tests/profile.py --kernel $$(cat $(BUILD)/kdir-perf)/arch/x86/boot/bzImage \
 		--initrd $(BUILD)/initramfs-profile.cpio --out $(BUILD)/profile $(PROFILE_ARGS)
+
+# Guest instructions per I/O, per function, of both drivers in one one-vCPU icount guest:
+# every executed instruction counted by a QEMU TCG plugin (tests/plugins/insn_count.c), the
+# counts symbolised by tests/insn_profile.py; reports under build/insn-profile/. INSN_ARGS passes
+# options (--fio, --ios; --annotate to read a function of a run).
+INSN_PLUGIN := $(BUILD)/insn_count.so
+INSN_ARGS ?=
+$(INSN_PLUGIN): tests/plugins/insn_count.c
+	@mkdir -p $(BUILD)
+	gcc -O2 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden -o $@ $< -lpthread
+
+insn-profile: bench-module $(INSN_PLUGIN)
+	scripts/mkinitramfs.sh $(BUILD)/initramfs-perf.cpio \
+		$$(cat $(BUILD)/kdir-perf)/drivers/scsi/virtio_scsi.ko \
+		$$(cat $(BUILD)/kdir-perf)/drivers/block/virtio_blk.ko \
+		$(BENCH_SRC)/$(MODULE)
+	$(PYTHON) tests/insn_profile.py --kernel $$(cat $(BUILD)/kdir-perf)/arch/x86/boot/bzImage \
+		--initrd $(BUILD)/initramfs-perf.cpio --plugin $(INSN_PLUGIN) --out $(BUILD)/insn-profile $(INSN_ARGS)
 
 # DISTRO=1: the distro guest, to a login prompt on the console (root, no password).
 DISTRO ?=

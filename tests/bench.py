@@ -30,7 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness.guest import DRIVERS, Guest  # noqa: E402
+from harness.guest import DRIVERS, Guest, load_both_unbound  # noqa: E402
 from harness.topology import Controller, Disk, Topology, VhostUserController  # noqa: E402
 
 # Two-sided 95 % t quantiles by degrees of freedom.
@@ -141,19 +141,10 @@ class Bench:
 
     def setup(self, g, params="", blk=True):
         """Loads all drivers; the SCSI device starts unbound."""
-        for d in ("c", "rust"):
-            g.sh(f"insmod {DRIVERS[d][1]} {params}")
+        self.scsi_dev = load_both_unbound(g, params)
         if blk:
             g.sh("insmod /lib/modules/virtio_blk.ko")
             g.wait_for("[ -b /dev/vda ]", what="/dev/vda")
-        self.scsi_dev = None
-        for d in ("c", "rust"):
-            name = DRIVERS[d][0]
-            out = g.sh(f"cd /sys/bus/virtio/drivers/{name} && ls -d virtio* 2>/dev/null || true").split()
-            if out:
-                self.scsi_dev = out[0]
-                g.sh(f"echo {self.scsi_dev} > /sys/bus/virtio/drivers/{name}/unbind")
-        assert self.scsi_dev, "no virtio-scsi device bound"
 
     def bind(self, g, driver):
         name = DRIVERS[driver][0]

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness.guest import DRIVERS, Guest  # noqa: E402
+from harness.guest import DRIVERS, Guest, load_both_unbound  # noqa: E402
 from harness.topology import Controller, Disk, Topology  # noqa: E402
 
 
@@ -37,14 +37,7 @@ def main():
               qemu_args=qemu_args)
     g.start()
     try:
-        for d in ("c", "rust"):
-            g.sh(f"insmod {DRIVERS[d][1]}")
-        dev = None
-        for d in ("c", "rust"):
-            out = g.sh(f"cd /sys/bus/virtio/drivers/{DRIVERS[d][0]} && ls -d virtio* 2>/dev/null || true").split()
-            if out:
-                dev = out[0]
-                g.sh(f"echo {dev} > /sys/bus/virtio/drivers/{DRIVERS[d][0]}/unbind")
+        dev = load_both_unbound(g)
         for d in ("c", "rust"):
             name = DRIVERS[d][0]
             g.sh(f"echo {dev} > /sys/bus/virtio/drivers/{name}/bind")

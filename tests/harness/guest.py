@@ -40,6 +40,23 @@ DRIVERS = {
 }
 
 
+def load_both_unbound(g, params=""):
+    """Loads both drivers (with module parameters `params`) and unbinds the virtio-scsi device
+    from the one that took it, so that a benchmark can bind each in turn; returns the device's
+    name on the virtio bus."""
+    for d in ("c", "rust"):
+        g.sh(f"insmod {DRIVERS[d][1]} {params}".rstrip())
+    dev = None
+    for name, _ in DRIVERS.values():
+        found = g.sh(f"cd /sys/bus/virtio/drivers/{name} && ls -d virtio* 2>/dev/null || true").split()
+        if found:
+            dev = found[0]
+            g.sh(f"echo {dev} > /sys/bus/virtio/drivers/{name}/unbind")
+    if not dev:
+        raise GuestError("no virtio-scsi device bound")
+    return dev
+
+
 class GuestError(Exception):
     """The guest died, timed out or answered something unexpected."""
 
