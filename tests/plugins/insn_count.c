@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Guest instructions per code address, for QEMU's TCG plugin interface
- * (API version 1, QEMU 7.2 and later).
+ * (API version 1: the QEMU 7.2 that scripts/install-deps.sh installs; later
+ * QEMUs replaced the inline counters used here with per-vCPU ones).
  *
  * Every translated block gets an inline counter of its executions. When the
  * file named by the "req=" argument appears, a thread writes one line per
