@@ -239,7 +239,7 @@ impl VirtioScsi {
         };
         // The CDB field goes whole (`protocol::write_cmd_req`): past the
         // command's length the midlayer left it zero.
-        let (cdb, _, private) = cmd.cdb_and_private();
+        let (cdb, private) = cmd.cdb_and_private();
         // A header the device does not write must not read as an answer
         // (the used length cannot tell: vhost-scsi reports 0).
         protocol::clear_cmd_resp(&mut private[RESP_OFF..]);

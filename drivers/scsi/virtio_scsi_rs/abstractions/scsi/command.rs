@@ -227,7 +227,7 @@ pub(super) unsafe fn cmd_priv(sc: *mut bindings::scsi_cmnd) -> *mut u8 {
 ///     // Encoded by `slave_alloc` (`SlaveAllocDevice::set_word`).
 ///     let lun = cmd.device_word().to_le_bytes();
 ///     let is_last = cmd.is_last();
-///     let (cdb, _, private) = cmd.cdb_and_private();
+///     let (cdb, private) = cmd.cdb_and_private();
 ///     let req = protocol::write_cmd_req(&mut private[..64], &lun, u64::from(tag), cdb);
 ///     let Some(req_len) = req else {
 ///         cmd.set_result(HostByte::Error, 0);
@@ -271,24 +271,22 @@ impl<T: HostTemplate> Command<T> {
         self.sc.as_ptr()
     }
 
-    /// Returns the CDB field (`cmnd`, 32 bytes), the length of the CDB in
-    /// it (at most 32) and the private area, together (they do not
-    /// overlap). The field is zero past the CDB: the midlayer clears it
-    /// before it builds each command.
-    pub(crate) fn cdb_and_private(&mut self) -> (&[u8; 32], usize, &mut [u8]) {
+    /// Returns the CDB field (`cmnd`, 32 bytes) and the private area,
+    /// together (they do not overlap). The field is zero past the CDB: the
+    /// midlayer clears it before it builds each command.
+    pub(crate) fn cdb_and_private(&mut self) -> (&[u8; 32], &mut [u8]) {
         // SAFETY: The `T::CMD_SIZE` bytes behind an owned command belong to
         // it and, while we own it, to us alone; the CDB lies inside the
         // command, not in that area.
         let private = unsafe { core::slice::from_raw_parts_mut(cmd_priv(self.raw()), T::CMD_SIZE) };
         let sc = self.raw();
         // SAFETY: The command is valid and owned (type invariant), so
-        // nobody writes its CDB and length while we borrow them. Only those
-        // fields are referenced, through raw projections: other fields
-        // (`state`) change concurrently. `cmnd` lies inside the command,
-        // disjoint from the private area behind it.
-        let (cmd_len, cmnd) = unsafe { ((*sc).cmd_len, &*core::ptr::addr_of!((*sc).cmnd)) };
-        let len = usize::from(cmd_len).min(cmnd.len());
-        (cmnd, len, private)
+        // nobody writes its CDB while we borrow it. Only that field is
+        // referenced, through a raw projection: other fields (`state`)
+        // change concurrently. `cmnd` lies inside the command, disjoint from
+        // the private area behind it.
+        let cmnd = unsafe { &*core::ptr::addr_of!((*sc).cmnd) };
+        (cmnd, private)
     }
 
     /// Returns the direction of the data transfer.
