@@ -177,16 +177,17 @@ check: deps
 # (Documentation/benchmarks.rst). BENCH_ARGS passes options to tests/bench.py.
 BENCH_SRC := $(BUILD)/bench-src
 BENCH_ARGS ?=
+# The perf guests' initramfs: both drivers and virtio-blk (bench, insn-profile).
+PERF_INITRAMFS = scripts/mkinitramfs.sh $(BUILD)/initramfs-perf.cpio \
+	$$(cat $(BUILD)/kdir-perf)/drivers/scsi/virtio_scsi.ko \
+	$$(cat $(BUILD)/kdir-perf)/drivers/block/virtio_blk.ko $(BENCH_SRC)/$(MODULE)
 bench-module: kernel-perf
 	rm -rf $(BENCH_SRC) && mkdir -p $(BENCH_SRC)
 	git ls-files -co --exclude-standard $(MODULE_SRCS) | cpio -pdm --quiet $(BENCH_SRC)
 	$(MAKE) -C $$(cat $(BUILD)/kdir-perf) M=$(BENCH_SRC) $(KMAKE_FLAGS) VSCSI_SAMPLES=n
 
 bench: bench-module vhost-user-scsi
-	scripts/mkinitramfs.sh $(BUILD)/initramfs-perf.cpio \
-		$$(cat $(BUILD)/kdir-perf)/drivers/scsi/virtio_scsi.ko \
-		$$(cat $(BUILD)/kdir-perf)/drivers/block/virtio_blk.ko \
-		$(BENCH_SRC)/$(MODULE)
+	$(PERF_INITRAMFS)
 	VSCSI_VHOST_USER_SCSI=$(VHOST_USER_SCSI) $(PYTHON) tests/bench.py --kernel $$(cat $(BUILD)/kdir-perf)/arch/x86/boot/bzImage \
 		--initrd $(BUILD)/initramfs-perf.cpio --out $(BUILD)/bench $(BENCH_ARGS)
 
@@ -214,10 +215,7 @@ $(INSN_PLUGIN): tests/plugins/insn_count.c
 	gcc -O2 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden -o $@ $< -lpthread
 
 insn-profile: bench-module $(INSN_PLUGIN)
-	scripts/mkinitramfs.sh $(BUILD)/initramfs-perf.cpio \
-		$$(cat $(BUILD)/kdir-perf)/drivers/scsi/virtio_scsi.ko \
-		$$(cat $(BUILD)/kdir-perf)/drivers/block/virtio_blk.ko \
-		$(BENCH_SRC)/$(MODULE)
+	$(PERF_INITRAMFS)
 	$(PYTHON) tests/insn_profile.py --kernel $$(cat $(BUILD)/kdir-perf)/arch/x86/boot/bzImage \
 		--initrd $(BUILD)/initramfs-perf.cpio --plugin $(INSN_PLUGIN) --out $(BUILD)/insn-profile $(INSN_ARGS)
 
