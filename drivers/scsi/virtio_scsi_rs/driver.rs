@@ -159,9 +159,9 @@ pub(crate) struct VirtioScsi {
     resetting: AtomicU32,
     /// Serialises device resets, so that the error handler's host reset
     /// waits for one the device asked for rather than failing to get the
-    /// device lock and falling back to target resets. Holds the
-    /// configuration as the driver last saw it (its own CDB and sense sizes
-    /// in place of the device's defaults).
+    /// device lock and falling back to a reset without re-initialisation
+    /// (queues detached). Holds the configuration as the driver last saw
+    /// it (its own CDB and sense sizes in place of the device's defaults).
     reset_lock: Pin<KBox<Mutex<Config>>>,
     /// The device announced a configuration change; the work handles it.
     config_event: AtomicBool,

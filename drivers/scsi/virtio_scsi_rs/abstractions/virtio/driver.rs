@@ -310,7 +310,8 @@ pub(crate) trait Driver {
 
     /// Quiesces the device for suspend or a reset (`freeze`): on return the
     /// device is reset and its virtqueues deleted ([`Queue::detach`]).
-    /// Process context, device lock held.
+    /// Process context; remove does not run meanwhile (system sleep: the
+    /// PM core's ordering; a reset: the device lock).
     fn freeze(_dev: &Device, _data: <Self::Data as ForeignOwnable>::Borrowed<'_>) -> Result {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
