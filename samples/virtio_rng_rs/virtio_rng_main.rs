@@ -42,7 +42,7 @@ use abstractions::device::dev_err;
 use abstractions::hwrng;
 use abstractions::sync::Completion;
 use abstractions::virtio::{
-    self, Device, DeviceBuf, DeviceId, DriverDevice, Kick, Queue, QueueGuard, QueueInfo,
+    self, Device, DeviceBuf, DeviceId, DriverDevice, Queue, QueueGuard, QueueInfo,
 };
 
 module! {
@@ -112,21 +112,15 @@ struct Rng {
 }
 
 impl Rng {
-    /// Gives `buf` to the device (`request_entropy()`); returns the
-    /// notification to send once the queue is unlocked.
-    fn request<'a>(
-        vq: &mut QueueGuard<'a, KBox<DeviceBuf>, State>,
-        buf: KBox<DeviceBuf>,
-    ) -> Option<Kick<'a>> {
+    /// Gives `buf` to the device (`request_entropy()`); the device is
+    /// notified once `vq` is unlocked.
+    fn request(vq: &mut QueueGuard<'_, KBox<DeviceBuf>, State>, buf: KBox<DeviceBuf>) {
         match vq.add(buf) {
             Ok(()) => {
                 vq.data().entropy = Entropy::Requested;
-                vq.kick_prepare()
+                vq.kick_prepare();
             }
-            Err((buf, _)) => {
-                vq.data().entropy = Entropy::Idle(buf);
-                None
-            }
+            Err((buf, _)) => vq.data().entropy = Entropy::Idle(buf),
         }
     }
 
@@ -159,8 +153,8 @@ impl hwrng::Operations for Rng {
             if vq.data().removed {
                 return if copied == 0 { Err(ENODEV) } else { Ok(copied) };
             }
-            let kick = match core::mem::replace(&mut vq.data().entropy, Entropy::Requested) {
-                Entropy::Requested => None,
+            match core::mem::replace(&mut vq.data().entropy, Entropy::Requested) {
+                Entropy::Requested => {}
                 Entropy::Filled { buf, len, pos } => {
                     let from = buf.bytes().get(pos..len).unwrap_or(&[]);
                     let n = from.len().min(out.len() - copied);
@@ -172,19 +166,16 @@ impl hwrng::Operations for Rng {
                             len,
                             pos: pos + n,
                         };
-                        None
                     } else {
                         // All handed out: ask the device for more at once.
-                        Self::request(&mut vq, buf)
+                        Self::request(&mut vq, buf);
                     }
                 }
                 Entropy::Idle(buf) => Self::request(&mut vq, buf),
-            };
-            let pending = matches!(vq.data().entropy, Entropy::Requested);
-            drop(vq);
-            if let Some(kick) = kick {
-                kick.notify();
             }
+            let pending = matches!(vq.data().entropy, Entropy::Requested);
+            // Unlocks, then notifies the device of a request made above.
+            drop(vq);
             if copied == out.len() || !wait {
                 return Ok(copied);
             }
@@ -255,10 +246,7 @@ impl virtio::Driver for VirtioRng {
     }
 
     fn scan(dev: &Device, data: Pin<&Self>) {
-        let kick = data.rng.vq.lock().kick_prepare();
-        if let Some(kick) = kick {
-            kick.notify();
-        }
+        data.rng.vq.lock().kick_prepare();
         let index = NEXT_INDEX.fetch_add(1, Ordering::Relaxed);
         let reg = CString::try_from_fmt(fmt!("virtio_rng_rs.{index}")).and_then(|name| {
             KBox::pin_init(hwrng::Registration::new(name, data.rng.clone()), GFP_KERNEL)

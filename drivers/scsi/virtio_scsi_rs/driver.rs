@@ -260,16 +260,14 @@ impl VirtioScsi {
         };
         let mut guard = vq.lock();
         match guard.add_kick_prepare(req, kick) {
-            Ok(kick) => {
+            Ok(kicked) => {
                 let stats = guard.data();
                 stats.submitted += 1;
-                if kick.is_some() {
+                if kicked {
                     stats.kicks += 1;
                 }
-                drop(guard);
-                if let Some(kick) = kick {
-                    kick.notify();
-                }
+                // Unlocks, then notifies the device if a kick was prepared.
+                guard.unlock();
                 Ok(())
             }
             Err((req, e)) => {
@@ -368,13 +366,8 @@ impl VirtioScsi {
     /// Notifies the device of what was queued on `vq` (`virtscsi_kick_vq()`).
     fn kick_vq(vq: &ReqQueue) {
         let mut guard = vq.lock();
-        let kick = guard.kick_prepare();
-        if kick.is_some() {
+        if guard.kick_prepare() {
             guard.data().kicks += 1;
-        }
-        drop(guard);
-        if let Some(kick) = kick {
-            kick.notify();
         }
     }
 

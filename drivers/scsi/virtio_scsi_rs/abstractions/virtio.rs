@@ -26,4 +26,4 @@ pub(crate) use lent::{Layout, Lent, LentSgs};
 pub(crate) use virtqueue::{Queue, QueueInfo, RawQueue, Request, SgList};
 // Returned by the API, not named by this driver.
 #[allow(unused_imports)]
-pub(crate) use {device::BoundDevice, virtqueue::Kick, virtqueue::QueueGuard};
+pub(crate) use {device::BoundDevice, virtqueue::QueueGuard};

@@ -226,11 +226,8 @@ impl VirtioScsi {
             return TmfOutcome::Failed;
         }
         guard.data().tmf_sent += 1;
-        let kick = guard.kick_prepare();
+        guard.kick_prepare();
         drop(guard);
-        if let Some(kick) = kick {
-            kick.notify();
-        }
         match exchange.wait(timeout_ms) {
             Err(WaitError::TimedOut) => {
                 self.tmf_unanswered.store(true, Ordering::Release);

@@ -63,10 +63,8 @@ impl VirtioScsi {
             // Only a broken device refuses a buffer it returned.
             Err(_) => {}
         }
-        let kick = if kick { guard.kick_prepare() } else { None };
-        drop(guard);
-        if let Some(kick) = kick {
-            kick.notify();
+        if kick {
+            guard.kick_prepare();
         }
     }
 
@@ -85,13 +83,8 @@ impl VirtioScsi {
             let buf = KBox::new(DeviceBuf::new(self.event_buf_len)?, GFP_KERNEL)?;
             self.post_event_buf(buf, false);
         }
-        let kick = if kick {
-            self.event_vq.lock().kick_prepare()
-        } else {
-            None
-        };
-        if let Some(kick) = kick {
-            kick.notify();
+        if kick {
+            self.event_vq.lock().kick_prepare();
         }
         Ok(())
     }

@@ -182,10 +182,7 @@ impl virtio::Driver for VirtioScsi {
     }
 
     fn scan(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
-        let kick = host.data().event_vq.lock().kick_prepare();
-        if let Some(kick) = kick {
-            kick.notify();
-        }
+        host.data().event_vq.lock().kick_prepare();
         host.scan();
     }
 

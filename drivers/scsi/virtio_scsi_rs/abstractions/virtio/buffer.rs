@@ -37,11 +37,9 @@ struct Line([u8; 128]);
 ///     let buf = KBox::new(DeviceBuf::new(len)?, GFP_KERNEL)?;
 ///     let mut guard = vq.lock();
 ///     guard.add(buf).map_err(|(_buf, e)| e)?;
-///     let kick = guard.kick_prepare();
+///     guard.kick_prepare();
+///     // Unlocks, then notifies the device.
 ///     drop(guard);
-///     if let Some(kick) = kick {
-///         kick.notify();
-///     }
 ///     Ok(())
 /// }
 ///

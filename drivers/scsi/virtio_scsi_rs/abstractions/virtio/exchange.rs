@@ -60,11 +60,9 @@ struct ExchangeInner<const REQ: usize, const RESP: usize> {
 ///     let (exchange, request) = Exchange::new(slot, req, protocol::TMF_RESP_INIT);
 ///     let mut guard = ctrl_vq.lock();
 ///     guard.add(request).map_err(|(_request, e)| e)?;
-///     let kick = guard.kick_prepare();
+///     guard.kick_prepare();
+///     // Unlocks, then notifies the device.
 ///     drop(guard);
-///     if let Some(kick) = kick {
-///         kick.notify();
-///     }
 ///     match exchange.wait(30_000) {
 ///         Ok((resp, _used_len)) => Ok(resp),
 ///         // The request half stays on the queue: the device may still write

@@ -370,16 +370,13 @@ struct QueueInner<D> {
 ///
 /// let vq: Pin<KBox<ReqQueue>> = KBox::pin_init(Queue::new(raw, VqStats::default()), GFP_KERNEL)?;
 ///
-/// // Submit.
+/// // Submit; dropping the guard unlocks, then notifies the device.
 /// let mut guard = vq.lock();
 /// match guard.add(req) {
 ///     Ok(()) => {
 ///         guard.data().submitted += 1;
-///         let kick = guard.kick_prepare();
+///         guard.kick_prepare();
 ///         drop(guard);
-///         if let Some(kick) = kick {
-///             kick.notify();
-///         }
 ///     }
 ///     // A full ring (`ENOSPC`), or detached (`ENODEV`): the request comes back.
 ///     Err((req, _e)) => return Err(QueueError::HostBusy(req.into_command())),
@@ -433,6 +430,7 @@ impl<R: Request, D> Queue<R, D> {
     pub(crate) fn lock(&self) -> QueueGuard<'_, R, D> {
         QueueGuard {
             guard: self.lock.lock(),
+            kick: None,
             _p: PhantomData,
         }
     }
@@ -551,6 +549,10 @@ impl<R: Request, D> PinnedDrop for Queue<R, D> {
 /// ```
 pub(crate) struct QueueGuard<'a, R: Request, D> {
     guard: SpinLockIrqGuard<'a, QueueInner<D>>,
+    /// The notification [`QueueGuard::kick_prepare`] prepared. Fields drop
+    /// in order: the lock is released first, then the device is notified,
+    /// with none of the caller's code in between.
+    kick: Option<Kick<'a>>,
     _p: PhantomData<R>,
 }
 
@@ -572,6 +574,15 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         &mut self.guard.data
     }
 
+    /// Releases the lock, then sends the notification prepared, if any:
+    /// what dropping the guard does, inlined into a hot path.
+    #[inline(always)]
+    pub(crate) fn unlock(self) {
+        let Self { guard, kick, _p } = self;
+        drop(guard);
+        drop(kick);
+    }
+
     /// Hands `req` to the device (`virtqueue_add_sgs()`). On failure the
     /// request comes back with the error: `ENOSPC` when the ring is full,
     /// `EIO` when the device is broken, `ENODEV` while the queue is
@@ -590,22 +601,15 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
 
     /// [`QueueGuard::add`], then, if `kick` and it succeeded,
     /// [`QueueGuard::kick_prepare`], with the virtqueue looked up once.
+    /// Returns whether a notification was prepared.
     #[inline(always)]
-    pub(crate) fn add_kick_prepare(
-        &mut self,
-        req: R,
-        kick: bool,
-    ) -> Result<Option<Kick<'a>>, (R, Error)> {
+    pub(crate) fn add_kick_prepare(&mut self, req: R, kick: bool) -> Result<bool, (R, Error)> {
         let Some(attached) = self.guard.attached.as_ref() else {
             return Err((req, ENODEV));
         };
         // SAFETY: The queue is attached and locked, so `vq` is live.
         unsafe { Self::add_on(attached.vq.as_ptr(), req) }?;
-        Ok(if kick {
-            Self::kick_prepare_on(attached)
-        } else {
-            None
-        })
+        Ok(kick && Self::kick_prepare_on(attached, &mut self.kick))
     }
 
     /// The body of [`QueueGuard::add`].
@@ -651,37 +655,45 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         Err((unsafe { R::from_token(token) }, Error::from_errno(ret)))
     }
 
-    /// Returns a notification to send after unlocking if the device needs
-    /// one for what was added (`virtqueue_kick_prepare()`).
+    /// Prepares a notification of the device if it needs one for what was
+    /// added (`virtqueue_kick_prepare()`): it is sent when the guard is
+    /// dropped, right after the lock is released. Returns whether one was
+    /// prepared by this call.
     #[inline(always)]
-    pub(crate) fn kick_prepare(&mut self) -> Option<Kick<'a>> {
-        Self::kick_prepare_on(self.guard.attached.as_ref()?)
+    pub(crate) fn kick_prepare(&mut self) -> bool {
+        match self.guard.attached.as_ref() {
+            Some(attached) => Self::kick_prepare_on(attached, &mut self.kick),
+            None => false,
+        }
     }
 
     /// The body of [`QueueGuard::kick_prepare`], for the attached
     /// virtqueue of this guard's queue (which the reference, borrowed from
-    /// the guard, can only be).
+    /// the guard, can only be) and the guard's `kick`.
     #[inline(always)]
-    fn kick_prepare_on(attached: &Attached) -> Option<Kick<'a>> {
+    fn kick_prepare_on(attached: &Attached, kick: &mut Option<Kick<'a>>) -> bool {
         let vq = attached.vq.as_ptr();
         // SAFETY: The queue is attached and locked.
-        if !unsafe { bindings::virtqueue_kick_prepare(vq) } {
-            return None;
+        if !unsafe { bindings::virtqueue_kick_prepare(vq) } || kick.is_some() {
+            // Nothing new for the device, or one notification pending
+            // already, which covers this.
+            return false;
         }
         // The read-side section begins before `stopping` is read: a reset
         // that set it either waits for this section or is seen here.
         let rcu = RcuReadGuard::new();
         if attached.set.stopping.load(Ordering::Relaxed) {
-            return None;
+            return false;
         }
         // INVARIANT: `vq` is attached now, and the read-side section begins
         // before the lock is dropped, so `QueueSet::drop` (which runs after
         // the set was taken out under the lock) waits for it.
-        Some(Kick {
+        *kick = Some(Kick {
             vq: attached.vq,
             _rcu: rcu,
             _p: PhantomData,
-        })
+        });
+        true
     }
 
     /// Takes back the next request the device completed, with the number
@@ -768,10 +780,10 @@ impl<R: Request, D> Iterator for Used<'_, '_, R, D> {
 }
 
 /// A notification for the device, prepared under a [`Queue`]'s lock by
-/// [`QueueGuard::kick_prepare`] and sent after unlocking.
-///
-/// Send it right after unlocking: the read-side section it holds must not
-/// sleep (as for any RCU reader; debug kernels report a sleep in it).
+/// [`QueueGuard::kick_prepare`] and held by the guard, which sends it when
+/// dropped, after releasing the lock (`virtqueue_notify()`). It never leaves
+/// the guard, so no code of the driver's runs inside its RCU read-side
+/// section, which must not sleep.
 ///
 /// # Invariants
 ///
@@ -786,25 +798,26 @@ impl<R: Request, D> Iterator for Used<'_, '_, R, D> {
 /// ```ignore
 /// let mut guard = vq.lock();
 /// guard.add(req).map_err(|(_req, e)| e)?;
-/// let kick = if cmd_is_last { guard.kick_prepare() } else { None };
-/// drop(guard);
-/// if let Some(kick) = kick {
-///     kick.notify();
+/// if cmd_is_last {
+///     guard.kick_prepare();
 /// }
+/// drop(guard);
 /// ```
-pub(crate) struct Kick<'a> {
+struct Kick<'a> {
     vq: NonNull<bindings::virtqueue>,
     _rcu: RcuReadGuard,
     _p: PhantomData<&'a ()>,
 }
 
-impl Kick<'_> {
-    /// Notifies the device (`virtqueue_notify()`); `false` if the device
-    /// is broken.
-    pub(crate) fn notify(self) -> bool {
+impl Drop for Kick<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // A broken device is not notified (`false`); its requests are taken
+        // back by the reset that follows.
         // SAFETY: `vq` is live (type invariant); notify may run
         // concurrently with the locked operations, and no reset runs
-        // meanwhile (`QueueSet::reset_device` waits for the section held).
-        unsafe { bindings::virtqueue_notify(self.vq.as_ptr()) }
+        // meanwhile (`QueueSet::reset_device` waits for the section held,
+        // which `_rcu` ends after this).
+        unsafe { bindings::virtqueue_notify(self.vq.as_ptr()) };
     }
 }
