@@ -551,7 +551,10 @@ pub(crate) struct QueueGuard<'a, R: Request, D> {
     guard: SpinLockIrqGuard<'a, QueueInner<D>>,
     /// The notification [`QueueGuard::kick_prepare`] prepared. Fields drop
     /// in order: the lock is released first, then the device is notified,
-    /// with none of the caller's code in between.
+    /// with none of the caller's code in between. No method may hand out
+    /// `guard` itself (to wait on a condition variable, say): releasing the
+    /// lock while a kick is pending would let the caller sleep in its
+    /// read-side section.
     kick: Option<Kick<'a>>,
     _p: PhantomData<R>,
 }
@@ -685,9 +688,12 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         if attached.set.stopping.load(Ordering::Relaxed) {
             return false;
         }
-        // INVARIANT: `vq` is attached now, and the read-side section begins
-        // before the lock is dropped, so `QueueSet::drop` (which runs after
-        // the set was taken out under the lock) waits for it.
+        // INVARIANT: `vq` is attached now; while the lock is held the
+        // queue's reference to the set keeps it. The read-side section
+        // begins before the lock is dropped, so the reset that ends
+        // notifications (`QueueSet::reset_device`, which sets `stopping`
+        // and waits for a grace period before the set can be dropped and
+        // its virtqueues deleted) waits for it.
         *kick = Some(Kick {
             vq: attached.vq,
             _rcu: rcu,
@@ -782,8 +788,9 @@ impl<R: Request, D> Iterator for Used<'_, '_, R, D> {
 /// A notification for the device, prepared under a [`Queue`]'s lock by
 /// [`QueueGuard::kick_prepare`] and held by the guard, which sends it when
 /// dropped, after releasing the lock (`virtqueue_notify()`). It never leaves
-/// the guard, so no code of the driver's runs inside its RCU read-side
-/// section, which must not sleep.
+/// the guard, so the caller's code runs inside its RCU read-side section
+/// (which must not sleep) only while holding the queue's spinlock, and none
+/// runs between the unlock and the notification.
 ///
 /// # Invariants
 ///
