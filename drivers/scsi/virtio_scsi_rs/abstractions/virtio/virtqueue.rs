@@ -819,8 +819,9 @@ struct Kick<'a> {
 impl Drop for Kick<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        // A broken device is not notified (`false`); its requests are taken
-        // back by the reset that follows.
+        // The result is not needed: `false` means the virtqueue is broken
+        // (`virtqueue_notify()` marks it so), and later adds then fail
+        // with `EIO`, which the owner of the queue sees.
         // SAFETY: `vq` is live (type invariant); notify may run
         // concurrently with the locked operations, and no reset runs
         // meanwhile (`QueueSet::reset_device` waits for the section held,
