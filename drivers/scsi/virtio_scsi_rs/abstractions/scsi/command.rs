@@ -15,8 +15,11 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
 
-/// The size of the midlayer's sense buffer (`SCSI_SENSE_BUFFERSIZE`).
-pub(crate) const SENSE_BUFFERSIZE: usize = 96;
+/// The size of the midlayer's sense buffer (`SCSI_SENSE_BUFFERSIZE` of
+/// `include/scsi/scsi_device.h`, generated): it sizes the slice
+/// [`Command::private_and_sense`] makes of the buffer, so it must be the
+/// midlayer's own figure, never a copy.
+const SENSE_BUFFERSIZE: usize = bindings::SCSI_SENSE_BUFFERSIZE as usize;
 
 /// Host byte values (`enum scsi_host_status`) the abstraction exposes.
 ///
