@@ -47,6 +47,7 @@ impl ScsiDevice {
     ///
     /// `ptr` must be valid for `'a`.
     pub(super) unsafe fn from_raw<'a>(ptr: *mut bindings::scsi_device) -> &'a Self {
+        // INVARIANT: The caller guarantees that `ptr` is valid for `'a`.
         // SAFETY: `ScsiDevice` is transparent over `scsi_device`; the caller
         // guarantees validity.
         unsafe { &*ptr.cast::<Self>() }
@@ -216,6 +217,7 @@ impl HeldDevice {
     ///
     /// `ptr` must satisfy the type invariant for `'a`.
     pub(super) unsafe fn from_raw<'a>(ptr: *mut bindings::scsi_device) -> &'a Self {
+        // INVARIANT: The caller guarantees it.
         // SAFETY: `HeldDevice` is transparent over `ScsiDevice`, itself
         // transparent over `scsi_device`; the caller guarantees validity.
         unsafe { &*ptr.cast::<Self>() }

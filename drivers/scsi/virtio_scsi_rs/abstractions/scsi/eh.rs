@@ -113,8 +113,9 @@ pub(crate) struct EhCommand(Opaque<bindings::scsi_cmnd>);
 impl EhCommand {
     /// # Safety
     ///
-    /// `sc` must be valid for `'a`.
+    /// `sc` must be a valid command, of a live device, for `'a`.
     pub(super) unsafe fn from_raw<'a>(sc: *mut bindings::scsi_cmnd) -> &'a Self {
+        // INVARIANT: The caller guarantees it.
         // SAFETY: Transparent wrapper; the caller guarantees validity.
         unsafe { &*sc.cast::<Self>() }
     }

@@ -575,8 +575,12 @@ impl<'a, T: HostTemplate> HostRef<'a, T> {
             // time.
             let f = unsafe { &mut *data.cast::<G>() };
             // SAFETY: The iteration holds a reference on the command's
-            // request for the visit, so the command and its device are valid
-            // for it; the reference does not escape the closure call.
+            // request for the visit, which holds its queue's usage counter
+            // until the last put; removing the device
+            // (`blk_mq_destroy_queue()`) waits for that counter, so the
+            // command and its device are valid for the visit. Only started
+            // requests are visited, and `sc->device` is set before a request
+            // is started. The reference does not escape the closure call.
             f(unsafe { EhCommand::from_raw(sc) })
         }
         // SAFETY: The host is live (type invariant); `visit::<F>` only uses

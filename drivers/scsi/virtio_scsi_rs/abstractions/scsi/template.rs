@@ -564,6 +564,8 @@ impl<T: HostTemplate> Adapter<T> {
         // SAFETY: The file exists, so the host is added and its data alive
         // (the file is removed before the host is removed).
         let host = unsafe { HostRef::<T>::from_raw(shost) };
+        // INVARIANT: The reference does not outlive the call, during which
+        // `m` is valid.
         // SAFETY: `m` is valid during the call; `SeqFile` is transparent.
         T::debugfs_show(host, unsafe { &*m.cast::<SeqFile>() });
         0
@@ -587,10 +589,10 @@ impl<T: HostTemplate> Adapter<T> {
 
     /// # Safety
     ///
-    /// `sc` must be a command of a live, added host of `T`, as the midlayer
-    /// passes to the `eh_*` callbacks.
+    /// `sc` must be a command, of a live device, of a live, added host of
+    /// `T`, valid for `'a`, as the midlayer passes to the `eh_*` callbacks.
     unsafe fn eh_args<'a>(sc: *mut bindings::scsi_cmnd) -> (EhHost<'a, T>, &'a EhCommand) {
-        // SAFETY: The caller guarantees `sc`; its device and host are valid.
+        // SAFETY: The caller guarantees `sc`, its device and its host.
         unsafe {
             let shost = (*(*sc).device).host;
             (EhHost::from_raw(shost), EhCommand::from_raw(sc))

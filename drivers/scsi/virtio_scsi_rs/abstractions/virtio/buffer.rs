@@ -24,7 +24,8 @@ struct Line([u8; 128]);
 /// # Invariants
 ///
 /// `lines` holds at least `len` bytes, which the allocation is aligned to
-/// [`Line`] for (kmalloc aligns a size to its largest power-of-two divisor).
+/// [`Line`] for (kmalloc aligns a size to its largest power-of-two divisor);
+/// `len` is not 0 (a zero-length descriptor is not allowed).
 ///
 /// # Examples
 ///
@@ -68,6 +69,8 @@ impl DeviceBuf {
         }
         let n = (len as usize).div_ceil(core::mem::size_of::<Line>());
         let lines = KVec::from_elem(Line([0; 128]), n, GFP_KERNEL)?;
+        // INVARIANT: `n` lines hold at least `len` bytes, all initialised
+        // (zero), in a `KVec<Line>`, aligned to `Line`; `len` is not 0.
         Ok(Self { lines, len })
     }
 

@@ -589,6 +589,8 @@ unsafe impl<T: Driver> Sync for Registration<T> {}
 impl<T: Driver> Registration<T> {
     /// Registers driver `T` on behalf of `module`.
     pub(crate) fn new(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        // INVARIANT: `drv` is registered once `register` succeeds; if it
+        // fails, no `Registration` exists.
         try_pin_init!(Self {
             drv <- Self::register(module),
             _p: PhantomData,
