@@ -95,8 +95,7 @@ unsafe impl Request for KBox<DeviceBuf> {
         self.lines.fill(Line([0; 128]));
         let ptr = self.lines.as_ptr().cast::<u8>();
         // SAFETY: `ptr..ptr + len` is kmalloc memory owned by this request.
-        // Pushing one list onto an empty `SgList` cannot fail.
-        let _ = unsafe { sgs.push_buf(ptr, self.len, true) };
+        unsafe { sgs.push_buf(ptr, self.len, true) };
     }
 
     fn into_token(self) -> NonNull<kernel::ffi::c_void> {

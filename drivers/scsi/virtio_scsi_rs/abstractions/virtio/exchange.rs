@@ -244,10 +244,10 @@ unsafe impl<const REQ: usize, const RESP: usize> Request for ExchangeRequest<REQ
     fn sgs(&mut self, sgs: &mut SgList) {
         let bufs = &self.0.bufs;
         // SAFETY: Both buffers are in the `Arc` allocation this request
-        // holds a reference to; two local lists fit in an empty `SgList`.
-        let _ = unsafe { sgs.push_buf(bufs.req.as_ptr(), REQ as u32, false) };
+        // holds a reference to.
+        unsafe { sgs.push_buf(bufs.req.as_ptr(), REQ as u32, false) };
         // SAFETY: As above.
-        let _ = unsafe { sgs.push_buf(bufs.resp.get().cast::<u8>(), RESP as u32, true) };
+        unsafe { sgs.push_buf(bufs.resp.get().cast::<u8>(), RESP as u32, true) };
     }
 
     fn into_token(self) -> NonNull<kernel::ffi::c_void> {

@@ -71,14 +71,10 @@ impl<'b> LentSgs<'_, 'b> {
         // says so (checked above; `ScatterList` invariants, `Lend`
         // contract): what `Request` needs. It stays valid while the owner's
         // token is outstanding, so until `QueueGuard::add` returns.
-        if unsafe {
+        unsafe {
             self.list
                 .push_list(sg.as_raw(), dir == Direction::FromDevice)
-        }
-        .is_err()
-        {
-            self.list.refuse();
-        }
+        };
     }
 }
 

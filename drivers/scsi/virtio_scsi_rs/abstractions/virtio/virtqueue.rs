@@ -155,7 +155,7 @@ unsafe impl Sync for RawQueue {}
 ///         self.lines.fill(Line([0; 128]));
 ///         let ptr = self.lines.as_ptr().cast::<u8>();
 ///         // SAFETY: `ptr..ptr + len` is kmalloc memory owned by this request.
-///         let _ = unsafe { sgs.push_buf(ptr, self.len, true) };
+///         unsafe { sgs.push_buf(ptr, self.len, true) };
 ///     }
 ///
 ///     fn into_token(self) -> NonNull<kernel::ffi::c_void> {
@@ -171,6 +171,9 @@ unsafe impl Sync for RawQueue {}
 /// ```
 pub(crate) unsafe trait Request: Sized {
     /// Pushes the device-readable, then the device-writable scatterlists.
+    /// A push that does not fit refuses the whole request:
+    /// [`QueueGuard::add`] gives it back with `EINVAL`, never a part of it
+    /// to the device.
     fn sgs(&mut self, sgs: &mut SgList);
 
     /// Gives up ownership for as long as the device has the buffers.
@@ -186,30 +189,38 @@ pub(crate) unsafe trait Request: Sized {
 }
 
 /// The scatterlists of one request: up to six lists, device-readable first,
-/// plus room for two single-entry lists built here (headers).
+/// of which up to two may be single-entry lists built here (headers).
+///
+/// # Invariants
+///
+/// Either `out` is [`SgList::REFUSED`] (the request is refused), or
+/// `out + ins <= 6`, `lists[..out + ins]` are written, the `out`
+/// device-readable ones first, and `nlocal <= 2`.
 ///
 /// # Examples
 ///
 /// Filled by a [`Request`]'s `sgs`, device-readable lists first: a request
-/// header, the data, a response header:
+/// header, the data, a response header (`push_list` is for requests of the
+/// `virtio` module itself; others push lists through
+/// [`LentSgs`](super::LentSgs)):
 ///
 /// ```ignore
 /// fn sgs(&mut self, sgs: &mut SgList) {
 ///     // SAFETY: The headers lie in memory this request owns; `data_sg` is
 ///     // the command's end-marked scatterlist, valid while the request is.
 ///     unsafe {
-///         let _ = sgs.push_buf(self.req.as_ptr(), REQ_LEN, false);
-///         let _ = sgs.push_list(self.data_sg, false);
-///         let _ = sgs.push_buf(self.resp.as_mut_ptr(), RESP_LEN, true);
+///         sgs.push_buf(self.req.as_ptr(), REQ_LEN, false);
+///         sgs.push_list(self.data_sg, false);
+///         sgs.push_buf(self.resp.as_mut_ptr(), RESP_LEN, true);
 ///     }
 /// }
 /// ```
 pub(crate) struct SgList {
-    /// `lists[..out + ins]` are set (left uninitialised beyond: no
-    /// clearing per request).
+    /// `lists[..out + ins]` are set unless the request is refused (left
+    /// uninitialised beyond: no clearing per request).
     lists: NonNull<SgSlots>,
-    /// [`SgList::REFUSED`] once a push did not fit
-    /// ([`LentSgs::push`](super::LentSgs::push)): the request is refused.
+    /// [`SgList::REFUSED`] once a push did not fit: the request is
+    /// refused.
     out: u32,
     ins: u32,
     /// Initialised by `sg_init_one()` when pushed (`local[..nlocal]`).
@@ -234,6 +245,7 @@ impl SgList {
 
     /// Refuses the request.
     pub(super) fn refuse(&mut self) {
+        // INVARIANT: A refused list.
         self.out = Self::REFUSED;
     }
 
@@ -242,6 +254,7 @@ impl SgList {
     /// one, on storage of its frame, and no `SgList` can be moved out of
     /// the `&mut` a request gets: there is no other value to put back).
     fn new(lists: &mut SgSlots, local: &mut SgLocal) -> Self {
+        // INVARIANT: Empty: no list written, none counted.
         Self {
             lists: NonNull::from(lists),
             out: 0,
@@ -251,20 +264,17 @@ impl SgList {
         }
     }
 
-    /// Adds a single-entry list for `len` bytes at `buf`.
+    /// Adds a single-entry list for `len` bytes at `buf`; a third one (two
+    /// fit), or one that [`SgList::push_list`] refuses, refuses the request.
     ///
     /// # Safety
     ///
     /// `buf..buf + len` must be directly mapped kernel memory that the
     /// request owns (see [`Request`]).
-    pub(crate) unsafe fn push_buf(
-        &mut self,
-        buf: *const u8,
-        len: u32,
-        device_writes: bool,
-    ) -> Result {
+    pub(crate) unsafe fn push_buf(&mut self, buf: *const u8, len: u32, device_writes: bool) {
         if self.nlocal >= 2 {
-            return Err(EINVAL);
+            self.refuse();
+            return;
         }
         // SAFETY: `local` is valid storage of `QueueGuard::add`'s frame,
         // reached only through this list (`SgList::new`); `nlocal < 2`.
@@ -277,20 +287,39 @@ impl SgList {
         // SAFETY: `sg` points to writable memory for one scatterlist, which
         // `sg_init_one()` initialises whole; the caller guarantees `buf`.
         unsafe { bindings::sg_init_one(sg, buf.cast(), len) };
+        // INVARIANT: `nlocal` was below 2.
         self.nlocal += 1;
         // SAFETY: `sg` lives in `self.local`, storage on the stack of
         // `QueueGuard::add`, which outlives the list's use.
         unsafe { self.push_list(sg, device_writes) }
     }
 
-    /// Adds a terminated scatterlist.
+    /// Adds a terminated scatterlist. More than six lists, or a
+    /// device-readable one after a device-writable one, refuse the request.
     ///
     /// # Safety
     ///
     /// `sg` must be a valid, end-marked scatterlist whose entries describe
     /// memory the request owns (see [`Request`]), and it must stay valid
     /// until [`QueueGuard::add`] returns.
-    pub(super) unsafe fn push_list(
+    pub(super) unsafe fn push_list(&mut self, sg: *mut bindings::scatterlist, device_writes: bool) {
+        // Refused here rather than in `try_push_list`: with the refusal
+        // inside it, `queuecommand` ran 115 instructions per command
+        // instead of 112 (`make insn-profile`, `--annotate`, 2026-12-03).
+        // SAFETY: As guaranteed by the caller.
+        if unsafe { self.try_push_list(sg, device_writes) }.is_err() {
+            self.refuse();
+        }
+    }
+
+    /// Adds `sg` as [`SgList::push_list`] does, but returns `EINVAL` for a
+    /// list that does not fit without refusing the request: the caller
+    /// must refuse it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`SgList::push_list`].
+    unsafe fn try_push_list(
         &mut self,
         sg: *mut bindings::scatterlist,
         device_writes: bool,
@@ -310,6 +339,8 @@ impl SgList {
                 .add(used)
                 .write(sg)
         };
+        // INVARIANT: `lists[used]` is written; `used < 6`, and a
+        // device-readable list comes before every device-writable one.
         if device_writes {
             self.ins += 1;
         } else {
