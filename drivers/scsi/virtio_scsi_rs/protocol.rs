@@ -196,6 +196,8 @@ pub(crate) enum HostByte {
 pub(crate) const SAM_STAT_RESERVATION_CONFLICT: u8 = 0x18;
 /// SAM status `CHECK CONDITION`.
 pub(crate) const SAM_STAT_CHECK_CONDITION: u8 = 0x02;
+/// Operation code of `INQUIRY` (SPC).
+pub(crate) const INQUIRY: u8 = 0x12;
 
 /// The outcome of a command as the midlayer wants it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -40,6 +40,11 @@ pub(super) type EventQueue = Queue<KBox<DeviceBuf>, EventState>;
 
 /// INQUIRY for the events-missed sweep: 36 bytes of standard data.
 pub(super) const INQUIRY_LEN: u8 = 36;
+/// Its timeout: the disk driver's `SD_TIMEOUT` (`drivers/scsi/sd.h`), as
+/// the C driver passes it.
+const SD_TIMEOUT_MS: u32 = 30_000;
+/// Its retries: the disk driver's `SD_MAX_RETRIES`, as in C.
+const SD_MAX_RETRIES: i32 = 5;
 
 impl VirtioScsi {
     /// Gives an event buffer (back) to the device unless events are
@@ -168,7 +173,7 @@ pub(super) fn handle_event(host: HostRef<'_, VirtioScsi>, ev: protocol::Event) {
 /// After lost events, asks every device whether it is still there and
 /// removes those that are not (`virtscsi_rescan_hotunplug()`).
 pub(super) fn rescan_hotunplug(host: HostRef<'_, VirtioScsi>) {
-    let cdb = [0x12, 0, 0, 0, INQUIRY_LEN, 0];
+    let cdb = [protocol::INQUIRY, 0, 0, 0, INQUIRY_LEN, 0];
     let Ok(mut inq) = KVec::from_elem(0u8, usize::from(INQUIRY_LEN), GFP_KERNEL) else {
         // Without a buffer the sweep is skipped; the host scan still runs
         // and the event buffer is still re-posted.
@@ -176,7 +181,7 @@ pub(super) fn rescan_hotunplug(host: HostRef<'_, VirtioScsi>) {
     };
     host.for_each_device(|sdev| {
         inq.fill(0);
-        let gone = match sdev.execute_in(&cdb, &mut inq, 30_000, 5) {
+        let gone = match sdev.execute_in(&cdb, &mut inq, SD_TIMEOUT_MS, SD_MAX_RETRIES) {
             Ok(0) => protocol::inquiry_says_gone(&inq),
             // All LUNs of a target unplugged: QEMU answers BAD_TARGET.
             Ok(result) => (result >> 16) & 0xff == HostByte::BadTarget as i32,
