@@ -14,6 +14,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use kernel::error::to_result;
 use kernel::prelude::*;
+use kernel::str::CString;
 use kernel::types::Opaque;
 
 /// Limits of a host, set on a [`HostBuilder`] before it is added (fields of `struct Scsi_Host`).
@@ -358,11 +359,15 @@ impl<T: HostTemplate> Host<T> {
         if root.is_null() {
             return;
         }
-        let name = host_dir_name(self.host_no());
+        let Ok(name) = CString::try_from_fmt(kernel::fmt!("host{}", self.host_no())) else {
+            // No memory for the name: the host works without its file.
+            self.template.debugfs_put();
+            return;
+        };
         // SAFETY: `name` is NUL-terminated and `root` is the template's
         // directory, which stays until `remove` gives it back
         // (`debugfs_put`).
-        let dir = unsafe { bindings::debugfs_create_dir(name.as_ptr(), root) };
+        let dir = unsafe { bindings::debugfs_create_dir(name.as_char_ptr(), root) };
         if dir.is_null() {
             // Not a value debugfs returns (it gives error pointers), but
             // `remove` would not give the directory back for it.
@@ -671,25 +676,4 @@ impl<'a, T: HostTemplate> EhHost<'a, T> {
     pub(crate) fn for_each_busy<F: FnMut(&EhCommand) -> bool>(&self, f: F) {
         self.0.for_each_busy(f)
     }
-}
-
-/// Returns `host<N>` as a NUL-terminated name.
-pub(super) fn host_dir_name(n: u32) -> [u8; 16] {
-    let mut name = [0u8; 16];
-    name[..4].copy_from_slice(b"host");
-    let mut digits = [0u8; 10];
-    let mut len = 0;
-    let mut v = n;
-    loop {
-        digits[len] = b'0' + (v % 10) as u8;
-        len += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for i in 0..len {
-        name[4 + i] = digits[len - 1 - i];
-    }
-    name
 }
