@@ -40,10 +40,11 @@ pub(super) type EventQueue = Queue<KBox<DeviceBuf>, EventState>;
 
 /// INQUIRY for the events-missed sweep: 36 bytes of standard data.
 pub(super) const INQUIRY_LEN: u8 = 36;
-/// Its timeout: the disk driver's `SD_TIMEOUT` (`drivers/scsi/sd.h`), as
-/// the C driver passes it.
+/// Timeout of the events-missed INQUIRY: the disk driver's `SD_TIMEOUT`
+/// (`drivers/scsi/sd.h`), as the C driver passes it.
 const SD_TIMEOUT_MS: u32 = 30_000;
-/// Its retries: the disk driver's `SD_MAX_RETRIES`, as in C.
+/// Retries of the events-missed INQUIRY: the disk driver's
+/// `SD_MAX_RETRIES`, as in C.
 const SD_MAX_RETRIES: i32 = 5;
 
 impl VirtioScsi {

@@ -185,11 +185,11 @@ pub(crate) const BLIST_TRY_VPD_PAGES: u64 = 1 << 28;
 /// there:
 ///
 /// ```ignore
-/// let cdb = [0x12, 0, 0, 0, 36, 0]; // INQUIRY
-/// let mut inq = KVec::from_elem(0u8, 36, GFP_KERNEL)?;
+/// let cdb = [protocol::INQUIRY, 0, 0, 0, INQUIRY_LEN, 0];
+/// let mut inq = KVec::from_elem(0u8, usize::from(INQUIRY_LEN), GFP_KERNEL)?;
 /// host.for_each_device(|sdev| {
 ///     inq.fill(0);
-///     let gone = match sdev.execute_in(&cdb, &mut inq, 30_000, 5) {
+///     let gone = match sdev.execute_in(&cdb, &mut inq, SD_TIMEOUT_MS, SD_MAX_RETRIES) {
 ///         Ok(0) => protocol::inquiry_says_gone(&inq),
 ///         Ok(result) => (result >> 16) & 0xff == HostByte::BadTarget as i32,
 ///         Err(_) => false,

@@ -23,7 +23,7 @@ struct Line([u8; 128]);
 ///
 /// # Invariants
 ///
-/// `lines` holds at least `len` bytes, which the allocation is aligned to
+/// `lines` holds at least `len` initialised bytes, which the allocation is aligned to
 /// [`Line`] for (kmalloc aligns a size to its largest power-of-two divisor);
 /// `len` is not 0 (a zero-length descriptor is not allowed).
 ///

@@ -200,17 +200,15 @@ pub(crate) unsafe trait Request: Sized {
 /// # Examples
 ///
 /// Filled by a [`Request`]'s `sgs`, device-readable lists first: a request
-/// header, the data, a response header (`push_list` is for requests of the
-/// `virtio` module itself; others push lists through
-/// [`LentSgs`](super::LentSgs)):
+/// header, then a response buffer for the device to write (a request that
+/// lends other memory, a command's data, pushes it through
+/// [`LentSgs`](super::LentSgs) instead):
 ///
 /// ```ignore
 /// fn sgs(&mut self, sgs: &mut SgList) {
-///     // SAFETY: The headers lie in memory this request owns; `data_sg` is
-///     // the command's end-marked scatterlist, valid while the request is.
+///     // SAFETY: Both buffers lie in memory this request owns.
 ///     unsafe {
 ///         sgs.push_buf(self.req.as_ptr(), REQ_LEN, false);
-///         sgs.push_list(self.data_sg, false);
 ///         sgs.push_buf(self.resp.as_mut_ptr(), RESP_LEN, true);
 ///     }
 /// }
