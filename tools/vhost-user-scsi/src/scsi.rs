@@ -608,14 +608,18 @@ fn inquiry(unit: Option<&Lun>, target: u8, lun: u16, cdb: &[u8], alloc: usize) -
     Reply::data(d, alloc)
 }
 
+/// Standard INQUIRY data, 74 bytes with three version descriptors, as real
+/// targets send more than the 36 bytes a midlayer asks for first (the
+/// Linux midlayer then reads all of it and keeps the length).
 fn standard_inquiry(kind: Kind, protect: bool) -> Vec<u8> {
-    let mut d = vec![0u8; 36];
+    let mut d = vec![0u8; 74];
     d[0] = kind.peripheral_type();
     d[1] = if kind == Kind::Cdrom { 0x80 } else { 0 };
     // SPC-4, response data format 2, HiSup.
     d[2] = 0x06;
     d[3] = 0x12;
-    d[4] = 31;
+    // Additional length: the bytes after byte 4.
+    d[4] = 69;
     // PROTECT: formatted with protection information.
     d[5] = u8::from(protect);
     // CmdQue.
@@ -626,6 +630,15 @@ fn standard_inquiry(kind: Kind, protect: bool) -> Vec<u8> {
         Kind::Cdrom => b"vhost-user cdrom",
     });
     d[32..36].copy_from_slice(b"0001");
+    // Version descriptors (SPC-4 table 144): SAM-5, SPC-4, then SBC-3 or
+    // MMC-6.
+    let command_set: u16 = match kind {
+        Kind::Disk => 0x04c0,
+        Kind::Cdrom => 0x0560,
+    };
+    for (i, v) in [0x00a0u16, 0x0460, command_set].into_iter().enumerate() {
+        d[58 + 2 * i..60 + 2 * i].copy_from_slice(&v.to_be_bytes());
+    }
     d
 }
 
@@ -1052,7 +1065,9 @@ mod tests {
     fn inquiry_standard_vpd_and_absent_lun() {
         let t = targets();
         let r = t.execute(0, 0, &[op::INQUIRY, 0, 0, 0, 96, 0], &[], 4096);
-        assert_eq!((r.status, r.data.len(), r.data[0]), (GOOD, 36, 0));
+        assert_eq!((r.status, r.data.len(), r.data[0]), (GOOD, 74, 0));
+        assert_eq!(usize::from(r.data[4]) + 5, r.data.len());
+        assert_eq!(&r.data[58..60], &[0x00, 0xa0]);
         let r = t.execute(0, 3, &[op::INQUIRY, 0, 0, 0, 96, 0], &[], 4096);
         assert_eq!((r.data[0], r.data[1]), (5, 0x80));
         let r = t.execute(0, 1, &[op::INQUIRY, 0, 0, 0, 96, 0], &[], 4096);
