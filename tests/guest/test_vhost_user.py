@@ -264,10 +264,24 @@ def test_fault_matrix(make_guest, driver, request):
         g.sh(f"echo running > /sys/block/{bad}/device/state")
         if read_sha(g, bad) != (0, want):
             problems.append(f"{fault}: LUN 0:0 did not read back after the failed reset")
+    # The sweep after EVENTS_MISSED asks each LUN for as many INQUIRY bytes as the midlayer
+    # kept at scan (the back end sends 74), as C does; the commands are read from the SCSI
+    # dispatch trace event.
+    trace = "/sys/kernel/debug/tracing"
+    enable = f"{trace}/events/scsi/scsi_dispatch_cmd_start/enable"
+    g.sh(f"echo > {trace}/trace && echo 1 > {enable}")
     g.backend("fault events-missed-always")
     g.backend("add 0 2 16")
     wait_devices(g, 3, "LUN 0:2, announced with EVENTS_MISSED", timeout=120)
     g.backend("fault clear")
+    g.sh(f"echo 0 > {enable}")
+    dispatched = g.sh(f"cat {trace}/trace")
+    for lun in (0, 1):
+        kept = int(g.sh(f"wc -c < /sys/bus/scsi/devices/*:0:0:{lun}/inquiry"))
+        inquiries = re.findall(rf" id=0 lun={lun} .* raw=12 00 00 00 ([0-9a-f]{{2}}) 00\)", dispatched)
+        asked = {int(n, 16) for n in inquiries}
+        if asked != {kept}:
+            problems.append(f"events-missed sweep: LUN 0:{lun} asked for {sorted(asked)} INQUIRY bytes, not {kept}")
     g.backend("flood 1000 0 0")
     g.backend("remove 0 2")
     wait_devices(g, 2, "LUN 0:2 gone after a flood of 1000 events", timeout=120)

@@ -38,8 +38,11 @@ pub(super) struct EventStats {
 /// change events.
 pub(super) type EventQueue = Queue<KBox<DeviceBuf>, EventState>;
 
-/// INQUIRY for the events-missed sweep: 36 bytes of standard data.
-pub(super) const INQUIRY_LEN: u8 = 36;
+/// INQUIRY for the events-missed sweep: as many bytes of standard data as
+/// the midlayer kept at scan, or 36 if it kept none, as in C.
+const INQUIRY_LEN: u8 = 36;
+/// The sweep's buffer: room for any allocation length (C's 256 bytes).
+const INQUIRY_BUF_LEN: usize = 256;
 /// Timeout of the events-missed INQUIRY: the disk driver's `SD_TIMEOUT`
 /// (`drivers/scsi/sd.h`), as the C driver passes it.
 const SD_TIMEOUT_MS: u32 = 30_000;
@@ -174,16 +177,21 @@ pub(super) fn handle_event(host: HostRef<'_, VirtioScsi>, ev: protocol::Event) {
 /// After lost events, asks every device whether it is still there and
 /// removes those that are not (`virtscsi_rescan_hotunplug()`).
 pub(super) fn rescan_hotunplug(host: HostRef<'_, VirtioScsi>) {
-    let cdb = [protocol::INQUIRY, 0, 0, 0, INQUIRY_LEN, 0];
-    let Ok(mut inq) = KVec::from_elem(0u8, usize::from(INQUIRY_LEN), GFP_KERNEL) else {
+    let Ok(mut buf) = KVec::from_elem(0u8, INQUIRY_BUF_LEN, GFP_KERNEL) else {
         // Without a buffer the sweep is skipped; the host scan still runs
         // and the event buffer is still re-posted.
         return;
     };
     host.for_each_device(|sdev| {
+        let len = match sdev.inquiry_len() {
+            0 => INQUIRY_LEN,
+            n => n,
+        };
+        let cdb = [protocol::INQUIRY, 0, 0, 0, len, 0];
+        let inq = &mut buf[..usize::from(len)];
         inq.fill(0);
-        let gone = match sdev.execute_in(&cdb, &mut inq, SD_TIMEOUT_MS, SD_MAX_RETRIES) {
-            Ok(0) => protocol::inquiry_says_gone(&inq),
+        let gone = match sdev.execute_in(&cdb, inq, SD_TIMEOUT_MS, SD_MAX_RETRIES) {
+            Ok(0) => protocol::inquiry_says_gone(inq),
             // All LUNs of a target unplugged: QEMU answers BAD_TARGET.
             Ok(result) => (result >> 16) & 0xff == HostByte::BadTarget as i32,
             Err(_) => false,

@@ -257,6 +257,15 @@ impl HeldDevice {
         }
     }
 
+    /// Returns how many bytes of standard INQUIRY data the midlayer kept
+    /// when it scanned the device (`inquiry_len`), 0 before it has.
+    pub(crate) fn inquiry_len(&self) -> u8 {
+        // SAFETY: The device is valid and referenced (type invariant). A
+        // scan of the device may write the byte meanwhile: read once, as
+        // `READ_ONCE()` would, it is the old or the new value.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0.raw()).inquiry_len)) }
+    }
+
     /// Revalidates the device: capacity, mode pages (`scsi_rescan_device()`).
     /// May sleep.
     pub(crate) fn rescan(&self) {
