@@ -630,11 +630,11 @@ fn standard_inquiry(kind: Kind, protect: bool) -> Vec<u8> {
         Kind::Cdrom => b"vhost-user cdrom",
     });
     d[32..36].copy_from_slice(b"0001");
-    // Version descriptors (SPC-4 table 144): SAM-5, SPC-4, then SBC-3 or
-    // MMC-6.
+    // Version descriptors (SPC-4, version descriptor values, no version
+    // claimed): SAM-5, SPC-4, then SBC-3 or MMC-6.
     let command_set: u16 = match kind {
         Kind::Disk => 0x04c0,
-        Kind::Cdrom => 0x0560,
+        Kind::Cdrom => 0x04e0,
     };
     for (i, v) in [0x00a0u16, 0x0460, command_set].into_iter().enumerate() {
         d[58 + 2 * i..60 + 2 * i].copy_from_slice(&v.to_be_bytes());
@@ -1067,9 +1067,10 @@ mod tests {
         let r = t.execute(0, 0, &[op::INQUIRY, 0, 0, 0, 96, 0], &[], 4096);
         assert_eq!((r.status, r.data.len(), r.data[0]), (GOOD, 74, 0));
         assert_eq!(usize::from(r.data[4]) + 5, r.data.len());
-        assert_eq!(&r.data[58..60], &[0x00, 0xa0]);
+        assert_eq!(&r.data[58..64], &[0x00, 0xa0, 0x04, 0x60, 0x04, 0xc0]);
         let r = t.execute(0, 3, &[op::INQUIRY, 0, 0, 0, 96, 0], &[], 4096);
         assert_eq!((r.data[0], r.data[1]), (5, 0x80));
+        assert_eq!(&r.data[62..64], &[0x04, 0xe0]);
         let r = t.execute(0, 1, &[op::INQUIRY, 0, 0, 0, 96, 0], &[], 4096);
         assert_eq!(r.data[0], 0x7f);
         let r = t.execute(0, 0, &[op::INQUIRY, 1, 0, 0, 255, 0], &[], 4096);
