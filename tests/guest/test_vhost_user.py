@@ -269,6 +269,7 @@ def test_fault_matrix(make_guest, driver, request):
     # dispatch trace event.
     trace = "/sys/kernel/debug/tracing"
     enable = f"{trace}/events/scsi/scsi_dispatch_cmd_start/enable"
+    assert g.run(f"[ -e {enable} ]", check=False)[0] == 0, "the guest kernel has no SCSI trace events (CONFIG_TRACING)"
     g.sh(f"echo > {trace}/trace && echo 1 > {enable}")
     g.backend("fault events-missed-always")
     g.backend("add 0 2 16")
@@ -280,6 +281,8 @@ def test_fault_matrix(make_guest, driver, request):
         kept = int(g.sh(f"wc -c < /sys/bus/scsi/devices/*:0:0:{lun}/inquiry"))
         inquiries = re.findall(rf" id=0 lun={lun} .* raw=12 00 00 00 ([0-9a-f]{{2}}) 00\)", dispatched)
         asked = {int(n, 16) for n in inquiries}
+        if kept != 74:
+            problems.append(f"LUN 0:{lun}: the midlayer kept {kept} bytes of INQUIRY data, not the back end's 74")
         if asked != {kept}:
             problems.append(f"events-missed sweep: LUN 0:{lun} asked for {sorted(asked)} INQUIRY bytes, not {kept}")
     g.backend("flood 1000 0 0")

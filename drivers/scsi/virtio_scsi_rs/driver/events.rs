@@ -38,8 +38,9 @@ pub(super) struct EventStats {
 /// change events.
 pub(super) type EventQueue = Queue<KBox<DeviceBuf>, EventState>;
 
-/// INQUIRY for the events-missed sweep: as many bytes of standard data as
-/// the midlayer kept at scan, or 36 if it kept none, as in C.
+/// Allocation length of the events-missed sweep's INQUIRY when the midlayer
+/// kept no standard INQUIRY data for a device (C's 36); otherwise the sweep
+/// asks for as many bytes as it kept.
 const INQUIRY_LEN: u8 = 36;
 /// The sweep's buffer: room for any allocation length (C's 256 bytes).
 const INQUIRY_BUF_LEN: usize = 256;

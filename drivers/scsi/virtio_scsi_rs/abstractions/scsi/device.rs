@@ -185,12 +185,18 @@ pub(crate) const BLIST_TRY_VPD_PAGES: u64 = 1 << 28;
 /// there:
 ///
 /// ```ignore
-/// let cdb = [protocol::INQUIRY, 0, 0, 0, INQUIRY_LEN, 0];
-/// let mut inq = KVec::from_elem(0u8, usize::from(INQUIRY_LEN), GFP_KERNEL)?;
+/// let mut buf = KVec::from_elem(0u8, 256, GFP_KERNEL)?;
 /// host.for_each_device(|sdev| {
+///     // As many bytes as the midlayer kept at scan, or 36.
+///     let len = match sdev.inquiry_len() {
+///         0 => 36,
+///         n => n,
+///     };
+///     let cdb = [protocol::INQUIRY, 0, 0, 0, len, 0];
+///     let inq = &mut buf[..usize::from(len)];
 ///     inq.fill(0);
-///     let gone = match sdev.execute_in(&cdb, &mut inq, SD_TIMEOUT_MS, SD_MAX_RETRIES) {
-///         Ok(0) => protocol::inquiry_says_gone(&inq),
+///     let gone = match sdev.execute_in(&cdb, inq, SD_TIMEOUT_MS, SD_MAX_RETRIES) {
+///         Ok(0) => protocol::inquiry_says_gone(inq),
 ///         Ok(result) => (result >> 16) & 0xff == HostByte::BadTarget as i32,
 ///         Err(_) => false,
 ///     };
