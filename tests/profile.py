@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness.guest import DRIVERS, Guest, load_both_unbound  # noqa: E402
+from harness.guest import DRIVERS, Guest, load_both_unbound, poll_loop  # noqa: E402
 from harness.topology import Controller, Disk, Topology  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def main():
             g.sh("sleep 3")
             g.sh(f"perf record -q -a -e cpu-clock -F 999 -o /tmp/{d}.data -- sleep {a.seconds} 2>&1 | tail -2",
                  timeout=a.seconds * 10 + 60)
-            g.sh("while pidof fio >/dev/null; do usleep 200000; done", timeout=120)
+            g.sh(poll_loop("! pidof fio >/dev/null", 100), timeout=160)
             for sort in ("sym", "dso"):
                 rep = g.sh(f"perf report -q -i /tmp/{d}.data --sort {sort} --stdio --percent-limit 0.5 2>/dev/null",
                            timeout=600)

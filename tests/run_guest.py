@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness.distro import DistroGuest, DistroImage  # noqa: E402
-from harness.guest import Guest  # noqa: E402
+from harness.guest import Guest, poll_loop  # noqa: E402
 from harness.topology import Controller, Disk, Topology  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,8 +52,7 @@ def main():
         name = g.load_driver(args.driver)
         print(f"\n== driver: {name}")
         # The Rust driver registers its SCSI host in issue 3; until then no disk appears.
-        rc, _ = g.run("i=0; until [ -b /dev/sda ] || [ $i -ge 100 ]; do i=$((i+1)); usleep 50000; done; [ -b /dev/sda ]",
-                      check=False)
+        rc, _ = g.run(poll_loop("[ -b /dev/sda ]", 5), check=False)
         print("== lsscsi")
         print(g.sh("lsscsi"), end="", flush=True)
         if rc == 0:

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from harness.guest import poll_loop
 from harness.plugin import expect_c_failure, report
 from harness.topology import Controller, Disk, Topology
 
@@ -250,10 +251,8 @@ def test_bus_mastering_stopped_under_io(make_guest, driver, request):
     # device reset: about 25 s of guest time. C never resumes; 45 s leaves the Rust driver a
     # margin without making the expected C failure wait longer than it must.
     before = ios_done(g, stopped)
-    rc, _ = g.run(f"read -r up _ < /proc/uptime; end=$(( ${{up%.*}} + {RESUME_BOUND} ));"
-                  f" until [ $(awk '$3==\"{stopped}\" {{print $4 + $8}}' /proc/diskstats) -gt {before + 500} ];"
-                  f" do read -r up _ < /proc/uptime; [ ${{up%.*}} -ge $end ] && exit 1; usleep 200000; done",
-                  timeout=RESUME_BOUND + 60, check=False)
+    rc, _ = g.run(poll_loop(f"[ $(awk '$3==\"{stopped}\" {{print $4 + $8}}' /proc/diskstats) -gt {before + 500} ]",
+                            RESUME_BOUND), timeout=RESUME_BOUND + 60, check=False)
     took = time.monotonic() - t0
     counters = g.rust_control_counters(driver)
     report(f"{driver}: bus mastering off under fio: I/O " + (f"resumed after {took:.0f} s" if rc == 0 else
@@ -299,7 +298,7 @@ def test_slow_command(make_guest, driver, tmp_path, policy):
     # (I/O to the host's other disks waits while the midlayer's error handler owns the host).
     for _ in range(6):
         g.run("cat /proc/uptime", timeout=10)
-        g.sh("usleep 500000")
+        g.sh("nap 0.5")
     if policy != "default":
         # Once error handling has started, the retries wait for the device: the read then ends
         # in seconds instead of escalating at each of sd's five retries.

@@ -8,6 +8,7 @@ marked as an expected failure with the reason (strict: if C starts passing, the 
 
 import pytest
 
+from harness.guest import poll_loop
 from harness.plugin import expect_c_failure, report
 from harness.topology import Controller, Disk, Topology
 
@@ -132,10 +133,8 @@ def test_hot_remove_under_load(make_guest, driver):
     # One command a plug (the disk appears, it is read) and one an unplug: a command is a round
     # trip through the serial port and a fork of the guest's shell, 0.2 s each under TCG.
     host = "/sys/class/scsi_host/$(ls /sys/class/scsi_host | tail -1)/device"
-    plugged = (f"read -r up _ < /proc/uptime; end=$(( ${{up%.*}} + 30 ));"
-               f" until d=$(ls {host}/target*:0:5/*:0:5:0/block 2>/dev/null) && [ -b /dev/$d ]; do"
-               f" read -r up _ < /proc/uptime; [ ${{up%.*}} -ge $end ] && exit 1; usleep 50000; done;"
-               f" dd if=/dev/$d of=/dev/null bs=4k count=8 iflag=direct 2>/dev/null")
+    plugged = (poll_loop(f"d=$(ls {host}/target*:0:5/*:0:5:0/block 2>/dev/null) && [ -b /dev/$d ]", 30)
+               + "; dd if=/dev/$d of=/dev/null bs=4k count=8 iflag=direct 2>/dev/null")
     for i in range(cycles):
         g.qmp("blockdev-add", **node_args(f"c{i}"))
         g.qmp("device_add", **device_args(f"hd-c{i}", f"c{i}", 5))

@@ -5,6 +5,7 @@ binds again, and unloads while a reader waits for the device."""
 
 import pytest
 
+from harness.guest import poll_loop
 from harness.topology import Rng, Topology
 
 # Driver name, module file and the prefix of the names it registers with hw_random.
@@ -69,11 +70,8 @@ def test_sample_rng(make_guest, driver):
     g.wait_for("[ -s /tmp/reader.pid ]", what="the reader")
     pid = g.sh("cat /tmp/reader.pid").strip()
     rc, out = g.run(
-        "read -r up _ < /proc/uptime; end=$(( ${up%.*} + 30 ))\n"
-        f"until read -r _ _ state _ < /proc/{pid}/stat && [ \"$state\" = D ]; do\n"
-        "  read -r up _ < /proc/uptime; [ ${up%.*} -ge $end ] && { echo 'the reader never waited'; exit 1; }\n"
-        "  usleep 10000\n"
-        "done\n"
+        poll_loop(f"read -r _ _ state _ < /proc/{pid}/stat && [ \"$state\" = D ]", 30,
+                  on_timeout="echo 'the reader never waited'; exit 1") + "\n"
         f"echo wchan $(cat /proc/{pid}/wchan)\n"
         f"rmmod {name}",
         check=False,

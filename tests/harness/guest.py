@@ -40,6 +40,17 @@ DRIVERS = {
 }
 
 
+def poll_loop(condition, timeout, on_timeout="exit 1"):
+    """A guest script that checks the shell `condition` until it holds, and runs `on_timeout`
+    after `timeout` seconds of guest time. Between two checks it naps with the command server's
+    `nap_after` (scripts/guest/serve): no process, and three times as long as the check took
+    (0.1 to 1 s), because a check that starts programs costs its guest about 0.1 s of a vCPU
+    each under TCG, which a poll at a fixed 50 ms took from the very work it waited for."""
+    return (f"read -r up _ < /proc/uptime; end=$(( ${{up%.*}} + {int(timeout)} ));"
+            f" until t=${{EPOCHREALTIME/./}}; {condition}; do"
+            f" read -r up _ < /proc/uptime; [ ${{up%.*}} -ge $end ] && {{ {on_timeout}; }}; nap_after $t; done")
+
+
 def load_both_unbound(g, params=""):
     """Loads both drivers (with module parameters `params`) and unbinds the virtio-scsi device
     from the one that took it, so that a benchmark can bind each in turn; returns the device's
@@ -438,7 +449,7 @@ class Guest:
             "  done\n"
             "  [ -z \"$left\" ] && break\n"
             "  read -r up _ < /proc/uptime; [ ${up%.*} -ge $end ] && { echo \"still loaded:$left\"; exit 1; }\n"
-            "  usleep 100000\n"
+            "  nap 0.1\n"
             "done\n"
             "[ -z \"$(ls /sys/class/scsi_host)\" ] || { echo 'SCSI hosts left:' $(ls /sys/class/scsi_host); exit 1; }\n"
             "cd / && rm -rf /tmp/* /mnt/* && echo 3 > /proc/sys/vm/drop_caches",
@@ -564,12 +575,7 @@ class Guest:
         """Polls a shell condition in the guest until it holds; fails after `timeout` seconds of
         guest time. On a timeout the output of the `diagnose` script, if given, joins the error
         (the guest's state when the wait gave up)."""
-        rc, out = self.run(
-            f"read -r up _ < /proc/uptime; end=$(( ${{up%.*}} + {int(timeout)} ));"
-            f" until {condition}; do read -r up _ < /proc/uptime; [ ${{up%.*}} -ge $end ] && exit 1; usleep 50000; done",
-            timeout=timeout + 60,
-            check=False,
-        )
+        rc, out = self.run(poll_loop(condition, timeout), timeout=timeout + 60, check=False)
         if rc != 0:
             state = ""
             if diagnose:
