@@ -441,16 +441,13 @@ class Guest:
             "  [ $pid = 1 ] || [ $pid = $BASHPID ] || [ $pid = \"$reader\" ] || kill -9 $pid 2>/dev/null\n"
             "done\n"
             "umount -a -t ext4,iso9660 2>/dev/null\n"
-            "read -r up _ < /proc/uptime; end=$(( ${up%.*} + 60 ))\n"
-            "while :; do\n"
-            "  left=\n"
-            "  for m in virtio_scsi_rs_kunit virtio_scsi_rs virtio_scsi virtio_rng_rs virtio_rng; do\n"
-            "    [ -e /sys/module/$m ] && { rmmod $m 2>/dev/null || left=\"$left $m\"; }\n"
-            "  done\n"
-            "  [ -z \"$left\" ] && break\n"
-            "  read -r up _ < /proc/uptime; [ ${up%.*} -ge $end ] && { echo \"still loaded:$left\"; exit 1; }\n"
-            "  nap 0.1\n"
-            "done\n"
+            + poll_loop(
+                "{ left=; for m in virtio_scsi_rs_kunit virtio_scsi_rs virtio_scsi virtio_rng_rs virtio_rng; do"
+                " [ -e /sys/module/$m ] && { rmmod $m 2>/dev/null || left=\"$left $m\"; }; done; [ -z \"$left\" ]; }",
+                60,
+                on_timeout='echo "still loaded:$left"; exit 1',
+            )
+            + "\n"
             "[ -z \"$(ls /sys/class/scsi_host)\" ] || { echo 'SCSI hosts left:' $(ls /sys/class/scsi_host); exit 1; }\n"
             "cd / && rm -rf /tmp/* /mnt/* && echo 3 > /proc/sys/vm/drop_caches",
             timeout=timeout,
