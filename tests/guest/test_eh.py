@@ -22,22 +22,15 @@ GiB = 1 << 30
 TMF_NAMES = {0: "ABORT TASK", 4: "I_T NEXUS RESET", 5: "LOGICAL UNIT RESET"}
 
 
-def trace_args(tmp_path):
-    # QEMU keeps the file= of the last -trace option only.
-    return ["-trace", "enable=virtio_set_status",
-            "-trace", f"enable=virtio_scsi_tmf_*,file={tmp_path / 'trace.log'}"]
+# QEMU trace events of the tests that count TMFs and device initialisations (Guest.trace_lines).
+TRACE = ("virtio_set_status", "virtio_scsi_tmf_*")
 
 
-def trace_lines(tmp_path):
-    path = tmp_path / "trace.log"
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def reinits(tmp_path):
+def reinits(g):
     """How many times the device was set DRIVER_OK again after Linux first did, from QEMU's trace
     (read after the guest stopped). Linux's virtio core starts with ACKNOWLEDGE alone (status 1);
     the firmware, which probes the controller before, never writes that value."""
-    statuses = [int(m.group(1)) for line in trace_lines(tmp_path)
+    statuses = [int(m.group(1)) for line in g.trace_lines()
                 if (m := re.search(r"virtio_set_status vdev \S+ val (\d+)", line))]
     if 1 not in statuses:
         return -1
@@ -48,12 +41,12 @@ def reinits(tmp_path):
     return edges - 1
 
 
-def tmfs(tmp_path):
+def tmfs(g):
     """[(subtype, response)] of every TMF the device answered, from QEMU's trace (read after the
     guest stopped, so the file is complete)."""
     reqs = {}
     done = []
-    for line in trace_lines(tmp_path):
+    for line in g.trace_lines():
         m = re.search(r"virtio_scsi_tmf_req lun=\d+ tag=(0x[0-9a-f]+) subtype=(\d+)", line)
         if m:
             reqs.setdefault(m.group(1), []).append(int(m.group(2)))
@@ -91,21 +84,21 @@ def verify_under_io(g, action, resume_within=30):
 
 @pytest.mark.parametrize("kind,flag,subtype",
                          [("device", "-d", 5), ("target", "-t", 4), ("host", "-H", None)])
-def test_sg_reset_under_io(make_guest, driver, request, tmp_path, kind, flag, subtype):
+def test_sg_reset_under_io(make_guest, driver, request, kind, flag, subtype):
     """sg_reset on a disk with fio verifying on it: the reset succeeds, I/O continues, and the data
     verifies. Device and target resets: the device was asked for the matching TMF and answered it.
     Host reset: the device was reset and initialised again (DRIVER_OK set once more), no TMF."""
     if kind != "device":
         expect_c_failure(request, driver, f"has no {kind} reset handler; the ioctl escalates and fails")
     topo = Topology([Controller(num_queues=2, disks=[Disk(backend="file", size=64 << 20)])])
-    g = make_guest(topo, smp=2, qemu_args=trace_args(tmp_path))
+    g = make_guest(topo, smp=2, trace=TRACE)
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
     rc, out = verify_under_io(g, lambda g: g.run(f"sg_reset {flag} /dev/sda", check=False))
     counters = g.rust_control_counters(driver)
     g.stop()
-    answered = tmfs(tmp_path)
-    again = reinits(tmp_path)
+    answered = tmfs(g)
+    again = reinits(g)
     report(f"{driver}: sg_reset {flag}: rc {rc}; TMFs answered: "
            + ", ".join(f"{TMF_NAMES.get(s, s)}={r}" for s, r in answered)
            + f"; device re-initialised {again} time(s)"
@@ -120,20 +113,20 @@ def test_sg_reset_under_io(make_guest, driver, request, tmp_path, kind, flag, su
         assert again == 0, again
 
 
-def test_sg_reset_device_idle(make_guest, driver, tmp_path):
+def test_sg_reset_device_idle(make_guest, driver):
     """sg_reset --device (SG_SCSI_RESET_DEVICE) on an idle disk: the ioctl hands the device reset
     handler a command that blk-mq did not allocate (scsi_ioctl_reset() kzallocs it; its request has
     no hardware queue and no tag, review finding 16). The reset succeeds, the device answered a
     LOGICAL UNIT RESET, and the kernel reports nothing (the harness fails a test on any report)."""
     topo = Topology([Controller(num_queues=2, disks=[Disk(backend="file", size=64 << 20)])])
-    g = make_guest(topo, smp=2, qemu_args=trace_args(tmp_path))
+    g = make_guest(topo, smp=2, trace=TRACE)
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
     rc, out = g.run("sg_reset --device /dev/sda", check=False)
     g.sh("dd if=/dev/sda of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null")
     counters = g.rust_control_counters(driver)
     g.stop()
-    answered = tmfs(tmp_path)
+    answered = tmfs(g)
     report(f"{driver}: sg_reset --device on an idle disk: rc {rc}; TMFs answered: "
            + ", ".join(f"{TMF_NAMES.get(s, s)}={r}" for s, r in answered)
            + (f"; tmf_ok {counters['tmf_ok']}, tmf_failed {counters['tmf_failed']}"
@@ -142,19 +135,19 @@ def test_sg_reset_device_idle(make_guest, driver, tmp_path):
     assert answered == [(5, 0)], answered
 
 
-def test_suspend_resume_under_io(make_guest, driver, tmp_path):
+def test_suspend_resume_under_io(make_guest, driver):
     """Suspend to idle and resume (`pm_test=devices`: every device is suspended and resumed, the
     machine itself stays up) while fio writes and verifies: the driver's freeze resets the device,
     its restore initialises it again, I/O continues and the data verifies."""
     topo = Topology([Controller(num_queues=2, disks=[Disk(backend="file", size=64 << 20)])])
-    g = make_guest(topo, smp=2, qemu_args=trace_args(tmp_path))
+    g = make_guest(topo, smp=2, trace=TRACE)
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
     g.sh("echo devices > /sys/power/pm_test && echo 1 > /sys/module/suspend/parameters/pm_test_delay")
     rc, out = verify_under_io(
         g, lambda g: g.run("echo freeze > /sys/power/state", check=False, timeout=120))
     g.stop()
-    again = reinits(tmp_path)
+    again = reinits(g)
     report(f"{driver}: suspend/resume under fio: rc {rc}; device re-initialised {again} time(s)")
     assert rc == 0, out
     assert again == 1, again
@@ -171,7 +164,7 @@ BREAK_DEVICE = (
 )
 
 
-def test_device_needs_reset(make_guest, driver, request, tmp_path):
+def test_device_needs_reset(make_guest, driver, request):
     """The device sets DEVICE_NEEDS_RESET under fio (QEMU does when the guest writes a bad value
     to its configuration space; it then ignores its queues): the driver resets it at once, from
     its configuration change notification, rather than after command timeouts and the error
@@ -181,14 +174,14 @@ def test_device_needs_reset(make_guest, driver, request, tmp_path):
                      " and eh_timed_out resets the timer forever")
     topo = Topology([Controller(disks=[Disk(backend="file", size=64 << 20)],
                                 props={"disable-legacy": "off"})])
-    g = make_guest(topo, qemu_args=trace_args(tmp_path))
+    g = make_guest(topo, trace=TRACE)
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
     out = verify_under_io(g, lambda g: g.sh(BREAK_DEVICE), resume_within=15)
     counters = g.rust_control_counters(driver)
     log = g.sh("dmesg | grep -i 'needs reset\\|re-initialised' || true")
     g.stop()
-    again = reinits(tmp_path)
+    again = reinits(g)
     report(f"{driver}: DEVICE_NEEDS_RESET under fio: device re-initialised {again} time(s); {counters}")
     assert "1+0 records out" in out, out
     assert again == 1, again
@@ -273,7 +266,7 @@ POLICY_PARAMS = {"default": "", "abort": "timeout_policy=abort", "stall": "stall
 @pytest.mark.cost(60)
 @pytest.mark.parametrize("driver, policy", [("rust", "default"), ("c", "default"), ("rust", "abort"),
                                             ("rust", "stall")])
-def test_slow_command(make_guest, driver, tmp_path, policy):
+def test_slow_command(make_guest, driver, policy):
     """A back end slower than the disk's timeout (null-co latency 4 s, 8 s for stall; timeout 2 s),
     and what each timeout policy makes of it; the guest stays responsive meanwhile.
     default: the command waits, as in C (the Rust driver resets its timer while it is younger than
@@ -286,7 +279,7 @@ def test_slow_command(make_guest, driver, tmp_path, policy):
     latency = 8 if policy == "stall" else 4
     slow = Disk(backend="null", size=GiB, target=1, blockdev={"latency-ns": latency * 1_000_000_000})
     topo = Topology([Controller(num_queues=2, disks=[Disk(backend="null", size=GiB), slow])])
-    g = make_guest(topo, smp=2, qemu_args=trace_args(tmp_path))
+    g = make_guest(topo, smp=2, trace=TRACE)
     g.load_driver(driver, POLICY_PARAMS[policy])
     g.wait_for("[ $(ls /sys/class/scsi_disk | wc -l) -eq 2 ]", timeout=60, what="2 disks")
     sd = g.sh("ls /sys/class/scsi_host/*/device/target*:0:1/*:0:1:0/block").strip()
@@ -316,7 +309,7 @@ def test_slow_command(make_guest, driver, tmp_path, policy):
     g.sh(f"dd if=/dev/{fast} of=/dev/null bs=4k count=4 iflag=direct 2>/dev/null")
     g.sh(f"echo 30 > /sys/block/{sd}/device/timeout && dd if=/dev/{sd} of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null")
     g.stop()
-    answered = tmfs(tmp_path)
+    answered = tmfs(g)
     took = float(end) - float(start)
     report(f"{driver} ({policy}): slow command: dd rc {rc} after {took:.1f} s, timeouts {int(tmo, 0)},"
            f" TMFs answered: " + ", ".join(f"{TMF_NAMES.get(s, s)}={r}" for s, r in answered)

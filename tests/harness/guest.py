@@ -174,7 +174,8 @@ class Guest:
     cpu_gate = None
 
     def __init__(
-        self, kernel, initrd, logdir, topology=None, smp=2, mem="1G", append="", qemu_args=(), interactive=False
+        self, kernel, initrd, logdir, topology=None, smp=2, mem="1G", append="", qemu_args=(), interactive=False,
+        trace=(),
     ):
         self.kernel = kernel
         self.initrd = initrd
@@ -184,6 +185,11 @@ class Guest:
         self.mem = mem
         self.append = append
         self.extra = list(qemu_args)
+        # QEMU trace events (patterns) to write to trace.log in the guest's log directory: a boot
+        # that is tried again starts with an empty one (the harness clears the directory), and
+        # the failed boot's copy keeps its own.
+        self.trace = tuple(trace)
+        self.trace_path = os.path.join(logdir, "trace.log")
         # Interactive: the console is this process's terminal (for `make run`).
         self.interactive = interactive
         self.proc = None
@@ -237,8 +243,25 @@ class Guest:
             + ["-chardev", f"socket,id=ctl,path={ctl_path}", "-serial", "chardev:ctl"]
             + ["-chardev", f"socket,id=qmp,path={qmp_path}", "-mon", "chardev=qmp,mode=control"]
             + self.topology.qemu_args(self.logdir, sockdir)
+            + self._trace_args()
             + self.extra
         )
+
+    def _trace_args(self):
+        # QEMU keeps the file= of the last -trace option only.
+        args = []
+        for i, event in enumerate(self.trace):
+            last = i == len(self.trace) - 1
+            args += ["-trace", f"enable={event}" + (f",file={self.trace_path}" if last else "")]
+        return args
+
+    def trace_lines(self):
+        """The lines of this guest's QEMU trace (`trace`); whole once QEMU has exited."""
+        try:
+            with open(self.trace_path, errors="replace") as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
 
     def _shared_memory_args(self):
         # A vhost-user back end maps guest RAM: it must be shared memory.

@@ -310,7 +310,8 @@ def _same_group(item, other):
 @pytest.fixture
 def make_guest(request, guest_kernel, guest_initrd):
     """Factory: make_guest(topology=Topology(...), smp=1, mem="512M", append="", qemu_args=(),
-    scan="targets", shared=True, kernel=None, initrd=None, cls=Guest) returns a running guest.
+    scan="targets", shared=True, kernel=None, initrd=None, cls=Guest, trace=()) returns a running
+    guest.
     Logs go under build/logs/<test>/. kernel, initrd: other than the session's (VSCSI_KERNEL,
     VSCSI_INITRAMFS); cls: a Guest subclass (the distro guest, harness/distro.py).
 
@@ -324,6 +325,9 @@ def make_guest(request, guest_kernel, guest_initrd):
 
     shared: the guest may come from, and go back to, the worker's pool (see the module's doc).
 
+    trace: QEMU trace events for `Guest.trace_lines()`, of this boot alone; such a guest is not
+    shared (its trace would hold other tests' events).
+
     Every guest is checked for kernel reports when the test body ends (a report fails the test),
     and again after it is powered off."""
     item = request.node
@@ -334,7 +338,7 @@ def make_guest(request, guest_kernel, guest_initrd):
 
     def make(
         topology=None, smp=DEFAULT_SMP, mem=DEFAULT_MEM, append="", qemu_args=(), scan="targets", shared=True,
-        kernel=None, initrd=None, cls=Guest,
+        kernel=None, initrd=None, cls=Guest, trace=(),
     ):
         topology = topology or Topology()
         kernel = kernel or guest_kernel
@@ -349,7 +353,7 @@ def make_guest(request, guest_kernel, guest_initrd):
             scan_targets = topology.targets()
         key = (cls, kernel, initrd, repr(topology), smp, mem, " ".join(append.split()), tuple(qemu_args))
         logdir = os.path.join(logroot, name + (f"-{len(leases)}" if leases else ""))
-        shared = shared and item.get_closest_marker("shared_guests") is not None
+        shared = shared and not trace and item.get_closest_marker("shared_guests") is not None
         g = _POOL.take(key) if shared else None
         if g is not None:
             item.user_properties.append(("vscsi-reused", 1))
@@ -362,7 +366,8 @@ def make_guest(request, guest_kernel, guest_initrd):
                 bootdir = os.path.join(logroot, "_shared", f"{_worker()}-{_POOL.seq}")
             else:
                 bootdir = logdir
-            g = _boot(item, bootdir, cls, kernel, initrd, topology, smp=smp, mem=mem, append=append, qemu_args=qemu_args)
+            g = _boot(item, bootdir, cls, kernel, initrd, topology, smp=smp, mem=mem, append=append, qemu_args=qemu_args,
+                       trace=trace)
             if shared:
                 g.attach(logdir)
         g.scan_targets = scan_targets

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0
-"""Topologies turn into the QEMU arguments the reference documents."""
+"""Topologies and guest options turn into the QEMU arguments the reference documents."""
 
 import os
+import types
 
 from harness import guest
 from harness.topology import Controller, Disk, Rng, Topology, VhostUserController
@@ -97,3 +98,41 @@ def test_qcow2_overlay_disk(tmp_path):
     assert "-no-reboot" in g.qemu_cmdline("/c", "/q", "/s")
     g.no_reboot = False
     assert "-no-reboot" not in g.qemu_cmdline("/c", "/q", "/s")
+
+
+def test_trace_goes_to_the_guests_log_directory(tmp_path):
+    g = guest.Guest("k", "i", str(tmp_path), trace=("virtio_set_status", "virtio_scsi_tmf_*"))
+    cmd = g.qemu_cmdline("/c", "/q", "/s")
+    traces = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-trace"]
+    # QEMU keeps the file= of the last -trace option only.
+    assert traces == ["enable=virtio_set_status", f"enable=virtio_scsi_tmf_*,file={tmp_path}/trace.log"]
+    assert g.trace_lines() == []
+    (tmp_path / "trace.log").write_text("virtio_set_status vdev 0x1 val 1\n")
+    assert g.trace_lines() == ["virtio_set_status vdev 0x1 val 1"]
+    assert "-trace" not in guest.Guest("k", "i", str(tmp_path)).qemu_cmdline("/c", "/q", "/s")
+
+
+def test_a_retried_boot_starts_a_trace_of_its_own(tmp_path):
+    """A boot that failed before its test started is tried again: the test reads the second
+    boot's trace alone, and the failed boot's copy keeps its own (a retried boot's trace once
+    held both, and a host reset read as two initialisations)."""
+    from harness import plugin
+
+    class FailsOnce(guest.Guest):
+        attempts = 0
+
+        def start(self):
+            FailsOnce.attempts += 1
+            with open(self.trace_path, "a") as f:
+                f.write(f"boot {FailsOnce.attempts}\n")
+            if FailsOnce.attempts == 1:
+                raise guest.BootFailure("the kernel crashed at boot")
+
+        def stop(self, timeout=60):
+            pass
+
+    item = types.SimpleNamespace(user_properties=[], nodeid="t")
+    logdir = str(tmp_path / "t")
+    g = plugin._boot(item, logdir, FailsOnce, "k", "i", Topology(), trace=("virtio_set_status",))
+    assert g.trace_lines() == ["boot 2"]
+    assert open(os.path.join(logdir + "-boot0", "trace.log")).read() == "boot 1\n"
