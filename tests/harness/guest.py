@@ -248,11 +248,9 @@ class Guest:
         )
 
     def _trace_args(self):
-        # QEMU keeps the file= of the last -trace option only.
-        args = []
-        for i, event in enumerate(self.trace):
-            last = i == len(self.trace) - 1
-            args += ["-trace", f"enable={event}" + (f",file={self.trace_path}" if last else "")]
+        args = [a for event in self.trace for a in ("-trace", f"enable={event}")]
+        if args:
+            args[-1] += f",file={self.trace_path}"  # QEMU keeps the last -trace option's file= only
         return args
 
     def trace_lines(self):
