@@ -563,9 +563,13 @@ impl HostTemplate for VirtioScsi {
         ));
     }
 
-    /// `virtscsi_handle_event()` for every filled event buffer, each
-    /// re-posted after its event is handled.
-    fn work(host: HostRef<'_, Self>) {
+    /// `virtscsi_handle_event()` for the filled event buffers, each
+    /// re-posted after its event is handled: at most [`EVENT_BUFS`] per
+    /// run, then the work runs again (C: a work item per event). A device
+    /// that hands every buffer straight back would otherwise keep the
+    /// worker, and without preemption its CPU, for as long as it likes,
+    /// with a configuration change waiting behind it.
+    fn work(host: HostRef<'_, Self>) -> bool {
         let vscsi = host.data();
         if vscsi.config_event.swap(false, Ordering::AcqRel) {
             vscsi.config_change();
@@ -576,13 +580,17 @@ impl HostTemplate for VirtioScsi {
             rescan_hotunplug(host);
             host.scan();
         }
-        while let Some(buf) = vscsi.next_event() {
+        for _ in 0..EVENT_BUFS {
+            let Some(buf) = vscsi.next_event() else {
+                return false;
+            };
             match protocol::parse_event(buf.bytes()) {
                 Some(ev) => handle_event(host, ev),
                 None => vscsi.warn_bad_response(),
             }
             vscsi.post_event_buf(buf, true);
         }
+        true
     }
 
     /// A lost interrupt must not turn into an endless timer: poll the

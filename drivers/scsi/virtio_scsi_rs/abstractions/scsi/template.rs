@@ -121,7 +121,13 @@ pub(crate) trait HostTemplate: Sized + 'static {
     /// The host's deferred work, run in process context on the freezable
     /// system workqueue after [`Host::queue_work`]. It never runs once
     /// [`Host::remove`] has started.
-    fn work(_host: HostRef<'_, Self>) {
+    ///
+    /// Returns whether to run again: the work is then queued anew, behind
+    /// what the workqueue already holds, so that work which a device can
+    /// renew without end is done in bounded runs that let the worker
+    /// yield in between (nothing is queued once [`Host::remove`] has
+    /// disabled the work).
+    fn work(_host: HostRef<'_, Self>) -> bool {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
@@ -584,7 +590,14 @@ impl<T: HostTemplate> Adapter<T> {
         let shost = unsafe { work.cast::<u8>().sub(off) }.cast::<bindings::Scsi_Host>();
         // SAFETY: The work only runs between `HostBuilder::add` (queueing checks
         // it) and `Host::remove` (which disables it first).
-        T::work(unsafe { HostRef::from_raw(shost) });
+        if T::work(unsafe { HostRef::from_raw(shost) }) {
+            // SAFETY: `work` is the host's initialised work item, running
+            // now; the host stays added until `Host::remove`, whose
+            // `disable_work_sync()` waits for this run and, once it has
+            // started, makes this queueing a no-op, so the work never runs
+            // after the remove either.
+            unsafe { bindings::vscsi_queue_work_freezable(work) };
+        }
     }
 
     /// # Safety
