@@ -163,6 +163,9 @@ struct Held {
 struct EventState {
     pending: VecDeque<[u8; EVENT_SIZE]>,
     missed: bool,
+    /// NO_EVENT answers still to send, one in each buffer as soon as the
+    /// driver posts it (a storm: `storm N`, see [`Device::deliver_events`]).
+    storm: u64,
 }
 
 /// The device, shared by the daemon's worker threads.
@@ -257,6 +260,13 @@ impl Device {
         ev[offset_of!(virtio_scsi_event, lun)..][..8].copy_from_slice(&lun);
         ev[offset_of!(virtio_scsi_event, reason)..][..4].copy_from_slice(&reason.to_le_bytes());
         self.events.lock().unwrap().pending.push_back(ev);
+        self.wake.1.notify()
+    }
+
+    /// Hands each event buffer back as soon as the driver posts it, with
+    /// NO_EVENT, `n` times in all (0: stop); queued events go first.
+    pub fn storm(&self, n: u64) -> io::Result<()> {
+        self.events.lock().unwrap().storm = n;
         self.wake.1.notify()
     }
 
@@ -605,10 +615,45 @@ impl Device {
         }
     }
 
+    /// Writes `ev` into an event buffer and gives it back.
+    fn give_event(
+        &self,
+        vring: &VringRwLock,
+        chain: Chain,
+        ev: &[u8; EVENT_SIZE],
+    ) -> io::Result<()> {
+        let head = chain.head_index();
+        let written =
+            Writer::new(chain.memory(), chain.clone()).is_ok_and(|mut w| w.write_all(ev).is_ok());
+        let used = if written {
+            self.profile.used_len(EVENT_SIZE)
+        } else {
+            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            0
+        };
+        vring.add_used(head, used).map_err(io::Error::other)?;
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Delivers queued events while the driver has buffers posted; with
     /// none, an event is dropped and the next one carries EVENTS_MISSED.
     /// A kick of the event queue after a loss sends a bare EVENTS_MISSED.
+    ///
+    /// In a storm the device then watches the ring instead of waiting for
+    /// kicks, so that each buffer comes back as soon as the driver posts
+    /// it, as from a device on a CPU of its own; this thread does nothing
+    /// else (no control request is answered) until the storm ends.
     fn deliver_events(&self, vring: &VringRwLock, kicked: bool) -> io::Result<()> {
+        self.deliver_once(vring, kicked)?;
+        while self.events.lock().unwrap().storm > 0 {
+            std::thread::yield_now();
+            self.deliver_once(vring, false)?;
+        }
+        Ok(())
+    }
+
+    fn deliver_once(&self, vring: &VringRwLock, kicked: bool) -> io::Result<()> {
         let mem = self.mem.lock().unwrap().memory();
         let mut st = self.events.lock().unwrap();
         if kicked && st.missed && st.pending.is_empty() {
@@ -631,17 +676,21 @@ impl Device {
                 let kind = le32(&ev) | VIRTIO_SCSI_T_EVENTS_MISSED;
                 ev[..4].copy_from_slice(&kind.to_le_bytes());
             }
-            let head = chain.head_index();
-            let written = Writer::new(chain.memory(), chain.clone())
-                .is_ok_and(|mut w| w.write_all(&ev).is_ok());
-            let used = if written {
-                self.profile.used_len(EVENT_SIZE)
-            } else {
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                0
+            self.give_event(vring, chain, &ev)?;
+            delivered = true;
+        }
+        while st.storm > 0 {
+            let Some(chain) = vring
+                .get_mut()
+                .get_queue_mut()
+                .pop_descriptor_chain(mem.clone())
+            else {
+                break;
             };
-            vring.add_used(head, used).map_err(io::Error::other)?;
-            self.stats.events.fetch_add(1, Ordering::Relaxed);
+            let mut ev = [0u8; EVENT_SIZE];
+            ev[..4].copy_from_slice(&VIRTIO_SCSI_T_NO_EVENT.to_le_bytes());
+            self.give_event(vring, chain, &ev)?;
+            st.storm -= 1;
             delivered = true;
         }
         if delivered {
@@ -653,10 +702,10 @@ impl Device {
         // before the request do it now.
         if self.event_idx.load(Ordering::Relaxed)
             && vring.enable_notification().map_err(io::Error::other)?
-            && st.missed
+            && (st.missed || st.storm > 0)
         {
             drop(st);
-            return self.deliver_events(vring, true);
+            return self.deliver_once(vring, true);
         }
         Ok(())
     }

@@ -26,7 +26,9 @@
 //! L` (hot-unplug with an event), `resize T L SIZE` (capacity change: a
 //! unit attention and a PARAM_CHANGE event), `event TYPE T L REASON` (a
 //! raw event), `eventraw TYPE HEX16 REASON` (an event whose LUN field is
-//! the 8 bytes given in hex, however malformed), `flood N T L` (N hot-add events for one LUN), `fault NAME [T L | all] [COUNT]` (commit a
+//! the 8 bytes given in hex, however malformed), `flood N T L` (N hot-add events for one LUN), `storm N` (each event
+//! buffer handed back with NO_EVENT as soon as it is posted, N times in
+//! all; 0 stops), `fault NAME [T L | all] [COUNT]` (commit a
 //! fault of `fault.rs` on that LUN's commands, COUNT times or until `fault
 //! clear`), `fault random SEED PERCENT [T L | all]` (a seeded mix of command
 //! faults), `fault clear`, `stats` (`ok commands N tmfs N events N
@@ -246,6 +248,10 @@ fn control_command(dev: &Device, initial: &LunSpecs, line: &str) -> Result<Strin
             dev.reset_state();
         }
         Some("fault") => return fault_command(dev, &w[1..]),
+        Some("storm") => {
+            let n: u64 = num(w.get(1).ok_or("missing count")?, "count")?;
+            dev.storm(n).map_err(io)?;
+        }
         Some("flood") => {
             // N hot-add events for one LUN (which exists: each is a no-op
             // for the driver but the delivery).
