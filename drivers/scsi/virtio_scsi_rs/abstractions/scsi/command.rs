@@ -131,9 +131,8 @@ const _: () = assert!(CMD_STATE_SIZE % 8 == 0);
 /// scatterlists come out the same every time: they are built (by
 /// `sg_init_one()`) the first time a command is submitted with given header
 /// ranges and reused after, sparing two calls per submission. `key` says
-/// for which ranges they were built; 0 (a zeroed area: `init_cmd_priv`, or
-/// the midlayer's clearing without it) matches no valid ranges, whose ends
-/// are never 0.
+/// for which ranges they were built; 0 (the area as `init_cmd_priv` zeroed
+/// it) matches no valid ranges, whose ends are never 0.
 ///
 /// Only the abstraction touches them, while it owns the command (in
 /// [`CommandRequest`]'s [`Lend::bufs`]); a transport only reads them while

@@ -77,9 +77,10 @@ pub(crate) trait HostTemplate: Sized + 'static {
     fn queuecommand(host: &Self::HostData, cmd: Command<Self>) -> Result<(), QueueError<Self>>;
 
     /// Prepares a command's private area once, when the midlayer allocates
-    /// the command (`init_cmd_priv`); the area arrives zeroed. With this
-    /// operation the midlayer no longer clears the area before every
-    /// command, so the driver must not rely on it being zero.
+    /// the command (`init_cmd_priv`); the area arrives zeroed. The midlayer
+    /// does not clear it between commands (the template always has an
+    /// `init_cmd_priv`, this one's or none), so the driver must not rely
+    /// on it being zero.
     fn init_cmd_priv(_private: &mut [u8]) -> Result {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
@@ -285,9 +286,11 @@ impl<T: HostTemplate> Template<T> {
         // `UINT_MAX`, as the C driver: no boundary the device cares about.
         t.dma_boundary = u32::MAX as kernel::ffi::c_ulong;
         t.queuecommand = Some(Adapter::<T>::queuecommand);
-        if T::HAS_INIT_CMD_PRIV {
-            t.init_cmd_priv = Some(Adapter::<T>::init_cmd_priv);
-        }
+        // Always: without `init_cmd_priv` the midlayer clears the private
+        // area at every dispatch (`scsi_prepare_cmd()`), which would also
+        // clear the command's state, and with it the mark of a command the
+        // device still holds.
+        t.init_cmd_priv = Some(Adapter::<T>::init_cmd_priv);
         if T::HAS_COMMIT_RQS {
             t.commit_rqs = Some(Adapter::<T>::commit_rqs);
         }
@@ -500,6 +503,9 @@ impl<T: HostTemplate> Adapter<T> {
             core::ptr::write_bytes(cmd_area(sc), 0, CMD_STATE_SIZE + T::CMD_SIZE);
             core::slice::from_raw_parts_mut(cmd_priv(sc), T::CMD_SIZE)
         };
+        if !T::HAS_INIT_CMD_PRIV {
+            return 0;
+        }
         match T::init_cmd_priv(private) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
