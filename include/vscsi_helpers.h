@@ -75,8 +75,9 @@ u32 vscsi_scsi_prot_bytes(struct scsi_cmnd *sc);
 /* Milliseconds since the command was first issued (jiffies_at_alloc). */
 u32 vscsi_scmd_age_ms(struct scsi_cmnd *sc);
 /* scsi_execute_cmd() for a data-in command, default arguments. */
-int vscsi_scsi_execute_in(struct scsi_device *sdev, const u8 *cdb, void *buf,
-			  unsigned int len, int timeout, int retries);
+int vscsi_scsi_execute_in(struct scsi_device *sdev, const u8 *cdb,
+			  unsigned int cdb_len, void *buf, unsigned int len,
+			  int timeout, int retries);
 
 /* linux/completion.h, linux/workqueue.h */
 void vscsi_init_completion(struct completion *x);

@@ -218,9 +218,16 @@ int vscsi_scsi_add_host(struct Scsi_Host *shost, struct device *dev)
 	return scsi_add_host(shost, dev);
 }
 
-int vscsi_scsi_execute_in(struct scsi_device *sdev, const u8 *cdb, void *buf,
-			  unsigned int len, int timeout, int retries)
+/*
+ * scsi_execute_cmd() copies COMMAND_SIZE(cdb[0]) bytes of the CDB, however
+ * long the caller's is: a shorter one is refused, not read past its end.
+ */
+int vscsi_scsi_execute_in(struct scsi_device *sdev, const u8 *cdb,
+			  unsigned int cdb_len, void *buf, unsigned int len,
+			  int timeout, int retries)
 {
+	if (!cdb_len || cdb_len < COMMAND_SIZE(cdb[0]))
+		return -EINVAL;
 	return scsi_execute_cmd(sdev, cdb, REQ_OP_DRV_IN, buf, len, timeout,
 				retries, NULL);
 }

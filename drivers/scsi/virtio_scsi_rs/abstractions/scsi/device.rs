@@ -231,7 +231,8 @@ impl HeldDevice {
 
     /// Sends a data-in command and waits for it (`scsi_execute_cmd()`):
     /// returns the SCSI result (0: good; host byte in bits 16-23) or an
-    /// error if it could not be sent. May sleep.
+    /// error if it could not be sent (`EINVAL`: `cdb` shorter than its
+    /// opcode's group says, `COMMAND_SIZE()`). May sleep.
     pub(crate) fn execute_in(
         &self,
         cdb: &[u8],
@@ -243,13 +244,16 @@ impl HeldDevice {
         // SAFETY: Pure conversion.
         let timeout = unsafe { bindings::__msecs_to_jiffies(timeout_ms) };
         let timeout = i32::try_from(timeout).unwrap_or(i32::MAX);
+        let cdb_len = u32::try_from(cdb.len())?;
         // SAFETY: The device is valid and referenced (type invariant); `cdb`
-        // and `buf` are valid for the whole (synchronous) call; the midlayer
-        // bounces `buf` if it cannot be mapped directly.
+        // (`cdb_len` bytes, of which the helper lets the midlayer read no
+        // more) and `buf` are valid for the whole (synchronous) call; the
+        // midlayer bounces `buf` if it cannot be mapped directly.
         let ret = unsafe {
             bindings::vscsi_scsi_execute_in(
                 self.0.raw(),
                 cdb.as_ptr(),
+                cdb_len,
                 buf.as_mut_ptr().cast(),
                 len,
                 timeout,
