@@ -28,7 +28,7 @@ u16 vscsi_virtio_cread16(struct virtio_device *vdev, unsigned int offset);
 u32 vscsi_virtio_cread32(struct virtio_device *vdev, unsigned int offset);
 void vscsi_virtio_cwrite32(struct virtio_device *vdev, unsigned int offset, u32 val);
 bool vscsi_virtio_has_feature(const struct virtio_device *vdev, unsigned int fbit);
-bool vscsi_virtio_has_config_access(const struct virtio_device *vdev);
+bool vscsi_virtio_has_config_ops(const struct virtio_device *vdev, bool write);
 int vscsi_virtio_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 			  struct virtqueue *vqs[], struct virtqueue_info vqs_info[],
 			  struct irq_affinity *desc);

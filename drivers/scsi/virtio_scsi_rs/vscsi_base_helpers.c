@@ -49,9 +49,10 @@ bool vscsi_virtio_has_feature(const struct virtio_device *vdev, unsigned int fbi
 	return virtio_has_feature(vdev, fbit);
 }
 
-bool vscsi_virtio_has_config_access(const struct virtio_device *vdev)
+/* Whether the transport can read (and, if @write, write) the config space. */
+bool vscsi_virtio_has_config_ops(const struct virtio_device *vdev, bool write)
 {
-	return vdev->config->get != NULL;
+	return vdev->config->get && (!write || vdev->config->set);
 }
 
 /*

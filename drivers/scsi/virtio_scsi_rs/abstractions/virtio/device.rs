@@ -18,6 +18,22 @@ use kernel::types::Opaque;
 /// Transport feature: indirect descriptors (`VIRTIO_RING_F_INDIRECT_DESC`).
 pub(crate) const RING_F_INDIRECT_DESC: u32 = bindings::VIRTIO_RING_F_INDIRECT_DESC;
 
+/// `VIRTIO_ID_SCSI`.
+const ID_SCSI: u32 = 8;
+
+/// Bytes of device-specific configuration the virtio specification (1.3,
+/// chapter 5) lays out for device type `id`: a driver reads and writes
+/// within them only, whatever offset it asks for. The transports do not
+/// all check (virtio-mmio reads and writes wherever it is told); a device
+/// type not listed here has none this abstraction lets a driver touch.
+fn spec_config_len(id: u32) -> usize {
+    match id {
+        // `struct virtio_scsi_config`: ten 32- and 16-bit fields.
+        ID_SCSI => 36,
+        _ => 0,
+    }
+}
+
 /// A virtio device, as passed to a driver's callbacks (`struct virtio_device`).
 ///
 /// # Invariants
@@ -77,41 +93,60 @@ impl Device {
     pub(crate) fn has_config_access(&self) -> bool {
         // SAFETY: By the type invariant the device is valid, and so is its
         // `config` ops table, set by the transport before the device exists.
-        unsafe { bindings::vscsi_virtio_has_config_access(self.as_raw()) }
+        unsafe { bindings::vscsi_virtio_has_config_ops(self.as_raw(), false) }
     }
 
-    /// Checks that the configuration space can be read and `offset` fits the
-    /// C interface.
-    fn check_config_access(&self, offset: usize) -> Result<u32> {
-        if !self.has_config_access() {
+    /// The device type (`vdev->id.device`, `VIRTIO_ID_*`).
+    pub(crate) fn id(&self) -> u32 {
+        // SAFETY: By the type invariant the device is valid; its id is set
+        // by the transport before the device is registered and not changed.
+        unsafe { (*self.as_raw()).id.device }
+    }
+
+    /// Checks that the configuration space can be read (and written, if
+    /// `write`) and that a `size`-byte field at `offset` lies, aligned,
+    /// within the layout the specification gives the device's type
+    /// ([`spec_config_len`]); returns the offset for the C interface.
+    fn check_config_access(&self, offset: usize, size: usize, write: bool) -> Result<u32> {
+        // SAFETY: By the type invariant the device is valid, and so is its
+        // `config` ops table, set by the transport before the device exists.
+        let access = unsafe { bindings::vscsi_virtio_has_config_ops(self.as_raw(), write) };
+        if !access {
             return Err(ENODEV);
+        }
+        let end = offset.checked_add(size).ok_or(EINVAL)?;
+        if offset % size != 0 || end > spec_config_len(self.id()) {
+            return Err(EINVAL);
         }
         u32::try_from(offset).map_err(|_| EINVAL)
     }
 
     /// Reads the 16-bit configuration field at `offset` (`virtio_cread16()`),
-    /// converted to CPU byte order.
+    /// converted to CPU byte order. `EINVAL` for a field outside the
+    /// specification's layout for the device's type, or misaligned.
     pub(crate) fn cread16(&self, offset: usize) -> Result<u16> {
-        let offset = self.check_config_access(offset)?;
+        let offset = self.check_config_access(offset, 2, false)?;
         // SAFETY: The device is valid (type invariant) and has a `get`
-        // config op (checked above). Offsets come from the driver's
-        // description of its config layout.
+        // config op (checked above); the field lies within the layout the
+        // specification gives its type (checked above), which its transport
+        // maps (for virtio-pci the transport checks it too).
         Ok(unsafe { bindings::vscsi_virtio_cread16(self.as_raw(), offset) })
     }
 
     /// Reads the 32-bit configuration field at `offset` (`virtio_cread32()`),
-    /// converted to CPU byte order.
+    /// converted to CPU byte order. Errors as [`Device::cread16`].
     pub(crate) fn cread32(&self, offset: usize) -> Result<u32> {
-        let offset = self.check_config_access(offset)?;
+        let offset = self.check_config_access(offset, 4, false)?;
         // SAFETY: As in `cread16`.
         Ok(unsafe { bindings::vscsi_virtio_cread32(self.as_raw(), offset) })
     }
 
     /// Writes the 32-bit configuration field at `offset` (`virtio_cwrite32()`).
+    /// `ENODEV` if the transport cannot write the configuration space;
+    /// otherwise errors as [`Device::cread16`].
     pub(crate) fn cwrite32(&self, offset: usize, val: u32) -> Result {
-        let offset = self.check_config_access(offset)?;
-        // SAFETY: As in `cread16`; a transport without a `set` op ignores
-        // the write.
+        let offset = self.check_config_access(offset, 4, true)?;
+        // SAFETY: As in `cread16`, with a `set` config op (checked above).
         unsafe { bindings::vscsi_virtio_cwrite32(self.as_raw(), offset, val) };
         Ok(())
     }
