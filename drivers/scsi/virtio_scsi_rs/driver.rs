@@ -145,6 +145,10 @@ pub(crate) struct VirtioScsi {
     /// Hot-plug and parameter change events.
     event_vq: Pin<KBox<EventQueue>>,
     sg_tablesize: u32,
+    /// Descriptors the largest command takes on a request ring
+    /// ([`HostLimits::ring_need`]): a ring smaller than this, after a
+    /// reset, fails the restore.
+    ring_need: u32,
     /// T10 PI was negotiated: requests carry the PI header.
     t10_pi: bool,
     /// HOTPLUG or CHANGE was negotiated: event buffers are kept posted.

@@ -448,6 +448,15 @@ pub(crate) struct HostLimits {
     pub(crate) num_queues: u32,
     /// Segments per command.
     pub(crate) sg_tablesize: u16,
+    /// Protection information segments per command; 0 leaves the
+    /// midlayer's default (65535 with DIX, `scsi_init_limits()`).
+    pub(crate) sg_prot_tablesize: u16,
+    /// Descriptors the largest command these limits let through takes on
+    /// a request ring: 1 with indirect descriptors (the table), otherwise
+    /// the two headers, `sg_tablesize` data segments and, with protection
+    /// information, `sg_prot_tablesize` protection segments. A ring smaller
+    /// than this refuses such a command for as long as it exists.
+    pub(crate) ring_need: u32,
     /// Sectors per command.
     pub(crate) max_sectors: u32,
     /// Default per-LUN queue depth (at most `can_queue` and 32767).
@@ -540,16 +549,32 @@ const SHORT_MAX: u32 = i16::MAX as u32;
 /// The largest `int` (`can_queue` in `struct Scsi_Host`).
 const INT_MAX: u32 = i32::MAX as u32;
 
+/// Descriptors a command takes besides its data and protection
+/// information: the request header and the response header, one each.
+pub(crate) const CMD_HDR_DESCS: u32 = 2;
+
+/// Returns the smallest of the request rings' sizes with its index (the
+/// first of equal ones), `None` without rings. Each virtqueue has a size of
+/// its own (virtio-pci's `queue_size` is per queue), and a command must fit
+/// in whichever ring its hardware queue uses.
+pub(crate) fn smallest_ring(sizes: impl IntoIterator<Item = u32>) -> Option<(usize, u32)> {
+    sizes.into_iter().enumerate().min_by_key(|&(_, size)| size)
+}
+
 /// Derives host limits from the device configuration, the CPU count, the
-/// request ring size and whether indirect descriptors are available. Every
+/// size of the smallest request ring ([`smallest_ring`]), whether indirect
+/// descriptors are available and whether commands carry protection
+/// information (T10 PI negotiated and advertised to the midlayer). Every
 /// field is bounded, by what the device and the rings can take and by the
 /// range of the midlayer's field it goes into; each correction of a
-/// configuration field sets a bit in `clamped`.
+/// configuration field sets a bit in `clamped`. A ring too small for any
+/// command gives a [`HostLimits::ring_need`] above its size.
 pub(crate) fn host_limits(
     cfg: &Config,
     nr_cpu_ids: u32,
     ring_size: u32,
     indirect: bool,
+    pi: bool,
 ) -> HostLimits {
     let mut clamped = 0u32;
     let mut clamp = |c: Clamp| clamped |= c as u32;
@@ -564,14 +589,21 @@ pub(crate) fn host_limits(
         num_queues = nr_cpu_ids.max(1);
     }
 
-    // A command uses two header descriptors plus its segments. Without
-    // indirect descriptors all of them must fit in the ring at once.
-    let ring = ring_size.max(1);
-    let seg_cap = if indirect {
-        u32::from(u16::MAX)
-    } else {
-        ring.saturating_sub(2).max(1)
-    };
+    // A command uses two header descriptors plus its data segments and,
+    // with protection information, its protection segments. Without
+    // indirect descriptors all of them must fit in the smallest ring at
+    // once, so data and protection information share what the headers
+    // leave: the data at most half of it, since the midlayer wants
+    // `sg_prot_tablesize >= sg_tablesize` (BUG_ON in `scsi_init_limits()`).
+    // A ring without room for one segment of each still gets one, and a
+    // `ring_need` beyond its size.
+    let room = ring_size.saturating_sub(CMD_HDR_DESCS);
+    let seg_cap = match (indirect, pi) {
+        (true, _) => u32::from(u16::MAX),
+        (false, false) => room,
+        (false, true) => room / 2,
+    }
+    .clamp(1, u32::from(u16::MAX));
     let mut seg_max = cfg.seg_max;
     if seg_max == 0 {
         clamp(Clamp::SegMaxZero);
@@ -581,6 +613,21 @@ pub(crate) fn host_limits(
         clamp(Clamp::SegMaxLarge);
         seg_max = seg_cap;
     }
+
+    // With indirect descriptors, or without protection information, the
+    // midlayer's default, as in C.
+    let sg_prot_tablesize = if indirect || !pi {
+        0
+    } else {
+        room.saturating_sub(seg_max)
+            .max(seg_max)
+            .min(u32::from(u16::MAX))
+    };
+    let ring_need = if indirect {
+        1
+    } else {
+        CMD_HDR_DESCS + seg_max + sg_prot_tablesize
+    };
 
     let mut max_sectors = cfg.max_sectors;
     if max_sectors == 0 {
@@ -592,6 +639,7 @@ pub(crate) fn host_limits(
     }
 
     // Without indirect descriptors a command takes at least three slots.
+    let ring = ring_size.max(1);
     let can_queue = if indirect { ring } else { (ring / 3).max(1) };
     // The midlayer's `can_queue` is an `int`.
     let can_queue = can_queue.min(INT_MAX);
@@ -631,6 +679,8 @@ pub(crate) fn host_limits(
     HostLimits {
         num_queues,
         sg_tablesize: seg_max as u16,
+        sg_prot_tablesize: sg_prot_tablesize as u16,
+        ring_need,
         max_sectors,
         cmd_per_lun,
         can_queue,
@@ -872,6 +922,9 @@ pub(crate) mod selftest {
         absurd_values_are_bounded,
         seg_max_with_indirect_fits_u16,
         queue_limits_fit_the_midlayer_fields,
+        the_smallest_request_ring_bounds_a_command,
+        rings_without_room_for_a_command_are_refused,
+        protection_information_shares_the_ring,
         every_field_at_zero_and_at_its_maximum,
         config_changes_name_each_changed_field,
         every_clamp_has_a_distinct_bit_and_text,
@@ -935,7 +988,7 @@ pub(crate) mod selftest {
     }
 
     fn qemu_defaults_match_the_c_driver() -> CaseResult {
-        let l = host_limits(&qemu_config(), 2, 256, true);
+        let l = host_limits(&qemu_config(), 2, 256, true, false);
         check!(l.clamped == 0);
         check!(l.num_queues == 2 && l.sg_tablesize == 254 && l.max_sectors == 0xffff);
         check!(l.cmd_per_lun == 128 && l.can_queue == 256);
@@ -952,7 +1005,7 @@ pub(crate) mod selftest {
             event_info_size: 0,
             ..qemu_config()
         };
-        let l = host_limits(&cfg, 4, 256, true);
+        let l = host_limits(&cfg, 4, 256, true, false);
         check!(l.num_queues == 1 && l.sg_tablesize == 1);
         check!(l.max_sectors == 0xffff && l.cmd_per_lun == 1);
         check!(l.event_info_size == 16);
@@ -980,7 +1033,7 @@ pub(crate) mod selftest {
             max_lun: u32::MAX,
             ..qemu_config()
         };
-        let l = host_limits(&cfg, 8, 1024, false);
+        let l = host_limits(&cfg, 8, 1024, false, false);
         check!(l.num_queues == 8);
         check!(l.sg_tablesize == 1022);
         check!(l.max_sectors == 8);
@@ -1001,9 +1054,9 @@ pub(crate) mod selftest {
             seg_max: 1 << 20,
             ..qemu_config()
         };
-        check!(host_limits(&cfg, 1, 256, true).sg_tablesize == u16::MAX);
-        check!(host_limits(&cfg, 1, 4, false).sg_tablesize == 2);
-        check!(host_limits(&cfg, 1, 1, false).sg_tablesize == 1);
+        check!(host_limits(&cfg, 1, 256, true, false).sg_tablesize == u16::MAX);
+        check!(host_limits(&cfg, 1, 4, false, false).sg_tablesize == 2);
+        check!(host_limits(&cfg, 1, 1, false, false).sg_tablesize == 1);
         Ok(())
     }
 
@@ -1015,7 +1068,7 @@ pub(crate) mod selftest {
             cmd_per_lun: 32768,
             ..qemu_config()
         };
-        let l = host_limits(&cfg, 2, 32768, true);
+        let l = host_limits(&cfg, 2, 32768, true, false);
         check!(l.can_queue == 32768 && l.cmd_per_lun == 32767);
         check!(l.clamped == Clamp::CmdPerLunLarge as u32);
         check!(i16::try_from(l.cmd_per_lun).is_ok() && i32::try_from(l.can_queue).is_ok());
@@ -1024,13 +1077,89 @@ pub(crate) mod selftest {
             cmd_per_lun: 32767,
             ..qemu_config()
         };
-        let l = host_limits(&cfg, 2, 32768, true);
+        let l = host_limits(&cfg, 2, 32768, true, false);
         check!(l.cmd_per_lun == 32767 && l.clamped == 0);
         // A ring size no virtio transport offers still fits.
-        let l = host_limits(&qemu_config(), 2, u32::MAX, true);
+        let l = host_limits(&qemu_config(), 2, u32::MAX, true, false);
         check!(l.can_queue == i32::MAX as u32 && l.cmd_per_lun == 128 && l.clamped == 0);
-        let l = host_limits(&qemu_config(), 2, u32::MAX, false);
+        let l = host_limits(&qemu_config(), 2, u32::MAX, false, false);
         check!(l.can_queue == u32::MAX / 3 && l.clamped == 0);
+        Ok(())
+    }
+
+    /// Every request ring has a size of its own: without indirect
+    /// descriptors the limits come from the smallest, and the largest
+    /// command then fits each ring; the first ring's size would let through
+    /// commands a smaller later ring can never take.
+    fn the_smallest_request_ring_bounds_a_command() -> CaseResult {
+        let rings = [256, 256, 64, 128, 64];
+        check!(smallest_ring(rings) == Some((2, 64)));
+        check!(smallest_ring([128]) == Some((0, 128)));
+        check!(smallest_ring([]).is_none());
+        let (_, ring) = smallest_ring(rings).unwrap_or_default();
+        let l = host_limits(&qemu_config(), 2, ring, false, false);
+        check!(l.sg_tablesize == 62 && l.ring_need == 64);
+        check!(rings.iter().all(|&r| l.ring_need <= r));
+        let first = host_limits(&qemu_config(), 2, rings[0], false, false);
+        check!(first.ring_need > ring);
+        // With indirect descriptors a command takes one slot, whatever the
+        // ring: QEMU's default, C's limits.
+        let l = host_limits(&qemu_config(), 2, ring, true, false);
+        check!(l.sg_tablesize == 254 && l.sg_prot_tablesize == 0 && l.ring_need == 1);
+        Ok(())
+    }
+
+    /// Without indirect descriptors a command with data takes the two
+    /// headers and a data segment (and a protection segment with PI): a
+    /// smaller ring can never take one, so its limits say it does not fit.
+    fn rings_without_room_for_a_command_are_refused() -> CaseResult {
+        let cfg = qemu_config();
+        for ring in 0..3 {
+            check!(host_limits(&cfg, 1, ring, false, false).ring_need > ring);
+        }
+        let l = host_limits(&cfg, 1, 3, false, false);
+        check!(l.sg_tablesize == 1 && l.ring_need == 3);
+        for ring in 0..4 {
+            check!(host_limits(&cfg, 1, ring, false, true).ring_need > ring);
+        }
+        let l = host_limits(&cfg, 1, 4, false, true);
+        check!(l.sg_tablesize == 1 && l.sg_prot_tablesize == 1 && l.ring_need == 4);
+        // With indirect descriptors any ring takes a command.
+        check!(host_limits(&cfg, 1, 1, true, false).ring_need == 1);
+        check!(host_limits(&cfg, 1, 1, true, true).ring_need == 1);
+        Ok(())
+    }
+
+    /// With T10 PI and without indirect descriptors, protection segments go
+    /// on the ring beside the data: both caps together fit the ring, and the
+    /// protection cap is never below the data cap (the midlayer's BUG_ON).
+    /// Without PI, or with indirect descriptors, the protection cap is the
+    /// midlayer's default, as in C.
+    fn protection_information_shares_the_ring() -> CaseResult {
+        let l = host_limits(&qemu_config(), 2, 256, false, true);
+        check!(l.sg_tablesize == 127 && l.sg_prot_tablesize == 127 && l.ring_need == 256);
+        check!(l.clamped & Clamp::SegMaxLarge as u32 != 0);
+        let small = Config {
+            seg_max: 8,
+            ..qemu_config()
+        };
+        let l = host_limits(&small, 1, 256, false, true);
+        check!(l.sg_tablesize == 8 && l.sg_prot_tablesize == 246 && l.ring_need == 256);
+        for ring in 4..=300 {
+            for seg_max in [1, 2, ring / 2, ring, u32::MAX] {
+                let cfg = Config {
+                    seg_max,
+                    ..qemu_config()
+                };
+                let l = host_limits(&cfg, 1, ring, false, true);
+                let (sg, prot) = (u32::from(l.sg_tablesize), u32::from(l.sg_prot_tablesize));
+                check!(sg >= 1 && prot >= sg);
+                check!(CMD_HDR_DESCS + sg + prot <= ring && l.ring_need <= ring);
+            }
+        }
+        check!(host_limits(&qemu_config(), 1, 256, false, false).sg_prot_tablesize == 0);
+        let l = host_limits(&qemu_config(), 1, 256, true, true);
+        check!(l.sg_tablesize == 254 && l.sg_prot_tablesize == 0 && l.ring_need == 1);
         Ok(())
     }
 
@@ -1053,18 +1182,28 @@ pub(crate) mod selftest {
         ];
         for set in fields {
             for max in [false, true] {
-                for (cpus, ring, indirect) in [
-                    (1, 16, false),
-                    (4, 1024, true),
-                    (2, 1, false),
-                    (2, 32768, true),
+                for (cpus, ring, indirect, pi) in [
+                    (1, 16, false, false),
+                    (1, 16, false, true),
+                    (4, 1024, true, false),
+                    (4, 1024, true, true),
+                    (2, 1, false, false),
+                    (2, 3, false, true),
+                    (2, 4, false, true),
+                    (2, 32768, true, false),
                 ] {
                     let mut cfg = qemu_config();
                     set(&mut cfg, max);
-                    let l = host_limits(&cfg, cpus, ring, indirect);
+                    let l = host_limits(&cfg, cpus, ring, indirect, pi);
                     check!((1..=cpus).contains(&l.num_queues));
                     check!(l.sg_tablesize >= 1);
-                    check!(indirect || u32::from(l.sg_tablesize) + 2 <= ring.max(3));
+                    // The largest command fits the ring, unless the ring
+                    // is one that no command with data fits (probe then
+                    // refuses it).
+                    let (sg, prot) = (u32::from(l.sg_tablesize), u32::from(l.sg_prot_tablesize));
+                    check!(indirect || l.ring_need == CMD_HDR_DESCS + sg + prot);
+                    check!((l.ring_need <= ring) == (indirect || ring >= 3 + u32::from(pi)));
+                    check!(!pi || indirect || prot >= sg);
                     check!(l.max_sectors >= 8);
                     check!((1..=ring).contains(&l.can_queue));
                     check!((1..=l.can_queue).contains(&l.cmd_per_lun));

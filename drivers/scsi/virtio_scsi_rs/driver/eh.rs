@@ -298,7 +298,25 @@ impl VirtioScsi {
     /// the event ring (`virtscsi_restore()`).
     pub(super) fn attach_queues(&self, dev: &virtio::DriverDevice<'_, Self>) -> Result {
         let infos = queue_infos(self.io_queues)?;
-        let mut raw = dev.find_vqs(&infos, VQ_BASE)?.into_iter();
+        let raw = dev.find_vqs(&infos, VQ_BASE)?;
+        // The host's limits are those of probe (`sg_tablesize` cannot
+        // change after `scsi_add_host()`): a request ring the device shrank
+        // below the largest command would refuse that command for good.
+        // Fail the restore before any queue is attached (the virtqueues are
+        // deleted with `raw`), as for any other failed restore.
+        if let Some((i, ring)) = smallest_request_ring(&raw) {
+            if ring < self.ring_need {
+                dev_err!(
+                    dev,
+                    "request queue {} has a ring of {} descriptors after the reset, a command needs {}: not re-initialised\n",
+                    i,
+                    ring,
+                    self.ring_need
+                );
+                return Err(EINVAL);
+            }
+        }
+        let mut raw = raw.into_iter();
         // The reset put the device's defaults back (C's `virtscsi_init()`
         // writes them on restore too).
         dev.cwrite32(config_offset::CDB_SIZE, protocol::CDB_SIZE)?;

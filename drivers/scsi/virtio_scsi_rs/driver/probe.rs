@@ -26,6 +26,17 @@ pub(super) fn queue_infos(io_queues: [u32; 3]) -> Result<KVec<QueueInfo>> {
     Ok(infos)
 }
 
+/// The smallest request ring among the virtqueues of one `find_vqs`
+/// (control and event first, then the request queues, polled ones
+/// included): its index among the request queues, and its size.
+pub(super) fn smallest_request_ring(raw: &[virtio::RawQueue]) -> Option<(usize, u32)> {
+    protocol::smallest_ring(
+        raw.iter()
+            .skip(VQ_BASE as usize)
+            .map(virtio::RawQueue::vring_size),
+    )
+}
+
 /// Reads the whole configuration space.
 pub(super) fn read_config(dev: &virtio::Device) -> Result<Config> {
     Ok(Config {
@@ -68,8 +79,9 @@ impl virtio::Driver for VirtioScsi {
         }
         let cfg = read_config(dev)?;
         let indirect = dev.has_feature(virtio::RING_F_INDIRECT_DESC);
-        // The queue count comes first; the ring size is known after.
-        let early = protocol::host_limits(&cfg, cpu::nr_cpu_ids(), 3, indirect);
+        let t10_pi = cfg!(CONFIG_BLK_DEV_INTEGRITY) && dev.has_feature(feature::T10_PI);
+        // The queue count comes first; the ring sizes are known after.
+        let early = protocol::host_limits(&cfg, cpu::nr_cpu_ids(), 3, indirect, t10_pi);
         let num_queues = early.num_queues;
         // At least one queue keeps interrupts (`virtscsi_init()`).
         let wanted_poll = params::virtscsi_poll_queues();
@@ -93,7 +105,25 @@ impl virtio::Driver for VirtioScsi {
         );
 
         let infos = queue_infos(io_queues)?;
-        let mut raw = dev.find_vqs(&infos, VQ_BASE)?.into_iter();
+        let raw = dev.find_vqs(&infos, VQ_BASE)?;
+        // Each request ring has a size of its own, and blk-mq may send a
+        // command to any of them: the limits come from the smallest. A ring
+        // that cannot take even the smallest command with data would
+        // refuse it for good (requeued forever, its timer stopped).
+        let (ring_index, ring) = smallest_request_ring(&raw).ok_or(EINVAL)?;
+        let limits = protocol::host_limits(&cfg, cpu::nr_cpu_ids(), ring, indirect, t10_pi);
+        if ring < limits.ring_need {
+            dev_err!(
+                dev,
+                "probe failure: request queue {} has a ring of {} descriptors, a command needs {} without indirect descriptors\n",
+                ring_index,
+                ring,
+                limits.ring_need
+            );
+            return Err(EINVAL);
+        }
+        warn_clamps(dev, &limits, 0);
+        let mut raw = raw.into_iter();
         let ctrl_vq = KBox::pin_init(
             Queue::new(raw.next().ok_or(EINVAL)?, CtrlStats::default()),
             GFP_KERNEL,
@@ -108,9 +138,6 @@ impl virtio::Driver for VirtioScsi {
             let vq = KBox::pin_init(Queue::new(r, VqStats::default()), GFP_KERNEL)?;
             req_vqs.push(vq, GFP_KERNEL)?;
         }
-        let ring = req_vqs.first().ok_or(EINVAL)?.vring_size();
-        let limits = protocol::host_limits(&cfg, cpu::nr_cpu_ids(), ring, indirect);
-        warn_clamps(dev, &limits, 0);
 
         dev.cwrite32(config_offset::CDB_SIZE, protocol::CDB_SIZE)?;
         dev.cwrite32(config_offset::SENSE_SIZE, protocol::SENSE_SIZE)?;
@@ -124,7 +151,6 @@ impl virtio::Driver for VirtioScsi {
             ..cfg
         };
 
-        let t10_pi = cfg!(CONFIG_BLK_DEV_INTEGRITY) && dev.has_feature(feature::T10_PI);
         let vscsi = VirtioScsi {
             req_vqs,
             io_queues,
@@ -138,6 +164,7 @@ impl virtio::Driver for VirtioScsi {
             ctrl_vq,
             event_vq,
             sg_tablesize: u32::from(limits.sg_tablesize),
+            ring_need: limits.ring_need,
             warned_bad_resp: AtomicBool::new(false),
             warned_still_held: AtomicBool::new(false),
             warned_broken_ring: AtomicBool::new(false),
@@ -155,6 +182,7 @@ impl virtio::Driver for VirtioScsi {
             can_queue: limits.can_queue,
             cmd_per_lun: limits.cmd_per_lun,
             sg_tablesize: limits.sg_tablesize,
+            sg_prot_tablesize: limits.sg_prot_tablesize,
             max_sectors: limits.max_sectors,
             max_id: limits.max_id,
             max_lun: limits.max_lun,

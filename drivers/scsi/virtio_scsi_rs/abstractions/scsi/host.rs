@@ -29,6 +29,7 @@ use kernel::types::Opaque;
 ///     can_queue: limits.can_queue,
 ///     cmd_per_lun: limits.cmd_per_lun,
 ///     sg_tablesize: limits.sg_tablesize,
+///     sg_prot_tablesize: limits.sg_prot_tablesize,
 ///     max_sectors: limits.max_sectors,
 ///     max_id: limits.max_id,
 ///     max_lun: limits.max_lun,
@@ -49,6 +50,12 @@ pub(crate) struct Limits {
     pub(crate) cmd_per_lun: u32,
     /// `sg_tablesize`: segments per command.
     pub(crate) sg_tablesize: u16,
+    /// `sg_prot_tablesize`: protection information segments per command,
+    /// 0 for the midlayer's default (65535 once
+    /// [`HostBuilder::set_t10_pi`] advertises DIX). Otherwise at least
+    /// `sg_tablesize` ([`HostBuilder::set_limits`] refuses less: the
+    /// midlayer's `scsi_init_limits()` has a `BUG_ON()` for it).
+    pub(crate) sg_prot_tablesize: u16,
     /// `max_sectors`: 512-byte sectors per command.
     pub(crate) max_sectors: u32,
     /// `max_id`: one more than the highest target id.
@@ -230,8 +237,12 @@ impl<T: HostTemplate> HostBuilder<T> {
         Ok(Self { shost, template })
     }
 
-    /// Sets the host's limits.
+    /// Sets the host's limits. Fails with `EINVAL` for a value its field
+    /// cannot hold, or a nonzero `sg_prot_tablesize` below `sg_tablesize`.
     pub(crate) fn set_limits(&mut self, l: &Limits) -> Result {
+        if l.sg_prot_tablesize != 0 && l.sg_prot_tablesize < l.sg_tablesize {
+            return Err(EINVAL);
+        }
         let sh = self.shost.as_ptr();
         // SAFETY: The host is valid and not added (type invariant), so the
         // midlayer does not read these fields concurrently.
@@ -239,6 +250,7 @@ impl<T: HostTemplate> HostBuilder<T> {
             (*sh).can_queue = i32::try_from(l.can_queue)?;
             (*sh).cmd_per_lun = i16::try_from(l.cmd_per_lun)?;
             (*sh).sg_tablesize = l.sg_tablesize;
+            (*sh).sg_prot_tablesize = l.sg_prot_tablesize;
             (*sh).max_sectors = l.max_sectors;
             (*sh).max_id = l.max_id;
             (*sh).max_lun = l.max_lun;

@@ -146,6 +146,8 @@ impl<T: Driver> DriverDevice<'_, T> {
         };
         for vq in vqs.iter() {
             let vq = NonNull::new(*vq).ok_or(EINVAL)?;
+            // INVARIANT: `vq` was created by the `find_vqs` above, whose
+            // virtqueues only `set`'s drop deletes.
             // Within the capacity reserved above: no allocation.
             raw.push(
                 RawQueue {

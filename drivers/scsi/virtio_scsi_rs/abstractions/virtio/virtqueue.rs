@@ -118,13 +118,30 @@ impl PinnedDrop for QueueSet {
 /// // Restore, after `Queue::detach`:
 /// event_vq.attach(raw.next().ok_or(EINVAL)?)?;
 /// ```
+///
+/// # Invariants
+///
+/// `vq` is a virtqueue of the device of `set`, created by the `find_vqs` call
+/// that created `set`; it is deleted only when `set` is dropped.
 pub(crate) struct RawQueue {
     pub(super) vq: NonNull<bindings::virtqueue>,
     pub(super) set: Arc<QueueSet>,
 }
 
+impl RawQueue {
+    /// Returns the number of descriptors in the ring
+    /// (`virtqueue_get_vring_size()`). Each virtqueue of a device may have
+    /// a size of its own.
+    pub(crate) fn vring_size(&self) -> u32 {
+        // SAFETY: `vq` lives as long as `set` (type invariant), which `self`
+        // holds; the size is set when the virtqueue is created and only read.
+        unsafe { bindings::virtqueue_get_vring_size(self.vq.as_ptr()) }
+    }
+}
+
 // SAFETY: A `RawQueue` only carries the pointer until it becomes a `Queue`;
-// it offers no operation on the virtqueue.
+// the one operation it offers on the virtqueue reads its ring size, fixed
+// when the virtqueue was created, from any thread.
 unsafe impl Send for RawQueue {}
 // SAFETY: See `Send`.
 unsafe impl Sync for RawQueue {}
@@ -461,16 +478,6 @@ impl<R: Request, D> Queue<R, D> {
             guard: self.lock.lock(),
             kick: None,
             _p: PhantomData,
-        }
-    }
-
-    /// Returns the number of descriptors in the ring
-    /// (`virtqueue_get_vring_size()`), 0 while detached.
-    pub(crate) fn vring_size(&self) -> u32 {
-        match self.lock().vq() {
-            // SAFETY: The queue is attached and locked, so `vq` is live.
-            Some(vq) => unsafe { bindings::virtqueue_get_vring_size(vq) },
-            None => 0,
         }
     }
 
