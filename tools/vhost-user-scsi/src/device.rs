@@ -164,7 +164,8 @@ struct EventState {
     pending: VecDeque<[u8; EVENT_SIZE]>,
     missed: bool,
     /// NO_EVENT answers still to send, one in each buffer as soon as the
-    /// driver posts it (a storm: `storm N`, see [`Device::deliver_events`]).
+    /// driver posts it (a storm: `storm N`, see [`Device::deliver_events`]);
+    /// queued events go first, each waiting for a buffer, never dropped.
     storm: u64,
 }
 
@@ -642,13 +643,15 @@ impl Device {
     ///
     /// In a storm the device then watches the ring instead of waiting for
     /// kicks, so that each buffer comes back as soon as the driver posts
-    /// it, as from a device on a CPU of its own; this thread does nothing
-    /// else (no control request is answered) until the storm ends.
+    /// it, as from a device on a CPU of its own: the thread wakes itself
+    /// for the next pass, through its event loop, which serves the control
+    /// queue and the daemon's exit in between. A stopped ring (a device
+    /// reset) pauses the storm until the driver kicks the queue again.
     fn deliver_events(&self, vring: &VringRwLock, kicked: bool) -> io::Result<()> {
         self.deliver_once(vring, kicked)?;
-        while self.events.lock().unwrap().storm > 0 {
+        if self.events.lock().unwrap().storm > 0 && vring.get_ref().get_queue().ready() {
             std::thread::yield_now();
-            self.deliver_once(vring, false)?;
+            self.wake.1.notify()?;
         }
         Ok(())
     }
@@ -668,6 +671,12 @@ impl Device {
                 .get_queue_mut()
                 .pop_descriptor_chain(mem.clone());
             let Some(chain) = chain else {
+                if st.storm > 0 {
+                    // The storm takes every buffer as soon as it is posted:
+                    // the event waits for the next one instead of being lost.
+                    st.pending.push_front(ev);
+                    break;
+                }
                 st.missed = true;
                 self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -679,7 +688,7 @@ impl Device {
             self.give_event(vring, chain, &ev)?;
             delivered = true;
         }
-        while st.storm > 0 {
+        while st.storm > 0 && st.pending.is_empty() {
             let Some(chain) = vring
                 .get_mut()
                 .get_queue_mut()
@@ -702,7 +711,7 @@ impl Device {
         // before the request do it now.
         if self.event_idx.load(Ordering::Relaxed)
             && vring.enable_notification().map_err(io::Error::other)?
-            && (st.missed || st.storm > 0)
+            && st.missed
         {
             drop(st);
             return self.deliver_once(vring, true);
