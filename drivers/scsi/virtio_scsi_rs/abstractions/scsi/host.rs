@@ -123,8 +123,10 @@ pub(crate) struct HostBuilder<T: HostTemplate> {
 ///
 /// As for [`HostBuilder`], and the host was added to the midlayer; it stays
 /// added until `removed` is set (by [`Host::remove`], once). Once
-/// `work_disabled` is set the work item cannot be queued again
-/// (`disable_work_sync()` has run or is running). `debugfs` is null or the
+/// `work_disabled` is set, [`Host::queue_work`] no longer queues the work
+/// item and `disable_work_sync()` has run or is running: it cancels what a
+/// running instance queued meanwhile (a work that asks to run again) and
+/// waits for that instance, after which nothing can queue it. `debugfs` is null or the
 /// host's directory, created once.
 ///
 /// # Examples
