@@ -97,7 +97,7 @@ impl Device {
     }
 
     /// The device type (`vdev->id.device`, `VIRTIO_ID_*`).
-    pub(crate) fn id(&self) -> u32 {
+    fn id(&self) -> u32 {
         // SAFETY: By the type invariant the device is valid; its id is set
         // by the transport before the device is registered and not changed.
         unsafe { (*self.as_raw()).id.device }
