@@ -58,7 +58,11 @@ def devices(g):
 
 
 def block_of(g, target, lun):
-    return g.sh(f"ls /sys/bus/scsi/devices/*:0:{target}:{lun}/block").strip()
+    """The block device of target:lun. The SCSI device shows in sysfs before sd (or sr) has
+    probed it, asynchronously, so a LUN just found may not have its block device yet: wait."""
+    d = f"/sys/bus/scsi/devices/*:0:{target}:{lun}/block"
+    g.wait_for(f"b=$(ls {d} 2>/dev/null) && [ -b /dev/$b ]", what=f"the block device of LUN {target}:{lun}")
+    return g.sh(f"ls {d}").strip()
 
 
 def host_of(g):
