@@ -93,11 +93,6 @@ void vscsi_virtio_device_ready(struct virtio_device *vdev)
 	virtio_device_ready(vdev);
 }
 
-bool vscsi_virtio_has_vqs(struct virtio_device *vdev)
-{
-	return !list_empty_careful(&vdev->vqs);
-}
-
 void vscsi_virtio_synchronize_cbs(struct virtio_device *vdev)
 {
 	virtio_synchronize_cbs(vdev);

@@ -7,7 +7,8 @@
 
 use super::*;
 use crate::abstractions::bindings;
-use crate::abstractions::device::AsRawDevice;
+use crate::abstractions::device::{dev_warn, AsRawDevice};
+use crate::abstractions::sync::msleep;
 use core::ptr::NonNull;
 use kernel::error::to_result;
 use kernel::new_mutex;
@@ -189,24 +190,87 @@ impl Device {
     }
 }
 
-/// Whether a device is still bound to the driver that took a
-/// [`DeviceRef`]: set from probe until the driver's remove has returned.
+/// One binding of a driver to a device (from probe until remove has
+/// returned, or until a failed probe has): whether the [`DeviceRef`]s it
+/// gave out may still reach the device, and its virtqueue set.
+///
+/// # Invariants
+///
+/// `sets.count` is the number of [`QueueSet`]s made for this binding whose
+/// drop has not finished deleting their virtqueues (at most one: `find_vqs`
+/// refuses another while it is not zero). `sets.live` is that set while its
+/// drop has not begun, null otherwise; it is read only under the lock,
+/// which the set's drop takes before it goes on.
 #[pin_data]
 pub(super) struct Binding {
     #[pin]
     bound: Mutex<bool>,
+    #[pin]
+    pub(super) sets: Mutex<LiveSets>,
 }
+
+/// The virtqueue set of a [`Binding`] (see its invariants).
+pub(super) struct LiveSets {
+    pub(super) live: *const QueueSet,
+    pub(super) count: u32,
+}
+
+// SAFETY: The pointer is only dereferenced under the binding's lock, while
+// the set it names exists (`Binding` invariant), from any thread: a
+// `QueueSet` is `Sync`.
+unsafe impl Send for LiveSets {}
 
 impl Binding {
     pub(super) fn new() -> impl PinInit<Self> {
         pin_init!(Self {
             bound <- new_mutex!(true),
+            sets <- new_mutex!(LiveSets {
+                live: core::ptr::null(),
+                count: 0,
+            }),
         })
     }
 
     /// Ends the binding, once the users of [`DeviceRef::access`] are done.
     pub(super) fn revoke(&self) {
         *self.bound.lock() = false;
+    }
+
+    /// Resets `dev` (which this binding is of) so that it stops using
+    /// buffers and raising interrupts: through the live virtqueue set, if
+    /// there is one, which first ends its notifications (no kick reaches a
+    /// reset device); otherwise directly if `idle_too`. Returns whether a
+    /// set was live. Sleeps.
+    pub(super) fn reset_device(&self, dev: &Device, idle_too: bool) -> bool {
+        let sets = self.sets.lock();
+        if sets.live.is_null() {
+            if idle_too {
+                // SAFETY: The device is valid (type invariant of `Device`).
+                unsafe { bindings::virtio_reset_device(dev.as_raw()) };
+            }
+            return false;
+        }
+        // SAFETY: `live` is a set whose drop has not begun and cannot
+        // begin while the lock is held (type invariant).
+        unsafe { (*sets.live).reset_device() };
+        true
+    }
+
+    /// Waits until no virtqueue set of this binding is left: until the
+    /// device's virtqueues are deleted, by whichever thread drops the last
+    /// [`Queue`] or [`RawQueue`] of the set. Warns once after about 10 s.
+    pub(super) fn wait_sets_deleted(&self, dev: &Device) {
+        let mut waited = 0u32;
+        while self.sets.lock().count != 0 {
+            if waited == 1000 {
+                dev_warn!(
+                    dev,
+                    "virtqueues still held after remove: waiting for them\n"
+                );
+            }
+            msleep(10);
+            waited = waited.saturating_add(1);
+        }
     }
 }
 

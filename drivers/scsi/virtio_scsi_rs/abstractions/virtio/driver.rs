@@ -9,8 +9,8 @@
 
 use super::*;
 use crate::abstractions::bindings;
-use crate::abstractions::device::{dev_warn, AsRawDevice};
-use crate::abstractions::sync::{msleep, Completion};
+use crate::abstractions::device::AsRawDevice;
+use crate::abstractions::sync::Completion;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::AtomicBool;
@@ -116,6 +116,13 @@ impl<T: Driver> DriverDevice<'_, T> {
         let set = UniqueArc::<QueueSet>::new_uninit(GFP_KERNEL)?;
         let mut raw = KVec::with_capacity(n, GFP_KERNEL)?;
         let nvqs = u32::try_from(n)?;
+        // One set at a time: an earlier one may still be deleting its
+        // virtqueues on another thread, with the device's list of them
+        // already empty.
+        let mut sets = self.binding.sets.lock();
+        if sets.count != 0 {
+            return Err(EBUSY);
+        }
         // The callbacks are `vq_callback`, which tolerates running before the
         // driver data is set.
         // SAFETY: The device is valid (type invariant); `vqs` and `infos`
@@ -135,6 +142,7 @@ impl<T: Driver> DriverDevice<'_, T> {
         // transport numbers them `0..n` (unnamed ones would get no index).
         let init = pin_init!(QueueSet {
             vdev: self.as_raw(),
+            binding: self.binding.clone(),
             nvqs,
             reset: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -144,6 +152,11 @@ impl<T: Driver> DriverDevice<'_, T> {
             Ok(set) => set.into(),
             Err(never) => match never {},
         };
+        // INVARIANT: The set is counted, and live, until its drop (which
+        // takes the lock, so after it is released below).
+        sets.live = &*set;
+        sets.count = 1;
+        drop(sets);
         for vq in vqs.iter() {
             let vq = NonNull::new(*vq).ok_or(EINVAL)?;
             // INVARIANT: `vq` was created by the `find_vqs` above, whose
@@ -391,7 +404,20 @@ impl<T: Driver> Adapter<T> {
                 dev,
                 binding: &bound.binding,
                 _p: PhantomData,
-            })?;
+            });
+            let data = match data {
+                Ok(data) => data,
+                Err(e) => {
+                    // Probe may have handed out `DeviceRef`s and `Queue`s
+                    // that outlive it (kept in a global, say): the binding
+                    // ends as at remove. No driver data, no `priv`.
+                    // (Their callbacks find `priv` null and return.)
+                    bound.binding.revoke();
+                    bound.binding.reset_device(dev, false);
+                    bound.binding.wait_sets_deleted(dev);
+                    return Err(e);
+                }
+            };
             bound.data = data.into_foreign();
             // SAFETY: `vdev` is valid and `priv` belongs to the bound driver;
             // no callback reads it before probe returns.
@@ -511,11 +537,12 @@ impl<T: Driver> Adapter<T> {
         // do right now).
         // SAFETY: As above.
         unsafe { (*bound).binding.revoke() };
-        // The device stops raising interrupts and using buffers, the data
-        // becomes unreachable for callbacks, and those that found it have
-        // finished: nothing borrows it any more.
-        // SAFETY: The device is valid.
-        unsafe { bindings::virtio_reset_device(vdev) };
+        // The device stops raising interrupts and using buffers (its queues'
+        // notifications end first: a `Queue` may be used on another thread
+        // still), the data becomes unreachable for callbacks, and those that
+        // found it have finished: nothing borrows it any more.
+        // SAFETY: As above.
+        unsafe { (*bound).binding.reset_device(dev, true) };
         // SAFETY: As above; callbacks read `priv` with a volatile read.
         unsafe {
             core::ptr::write_volatile(
@@ -531,22 +558,13 @@ impl<T: Driver> Adapter<T> {
         // SAFETY: `data` came from `into_foreign` in `probe_callback`, is
         // reclaimed once, and no borrow of it is left (above).
         drop(unsafe { T::Data::from_foreign(bound.data) });
+        let binding = bound.binding.clone();
         drop(bound);
         // The virtqueues go with the `Queue`s that hold them (their last
         // reference resets the device and deletes them). One kept outside
-        // the driver data would outlive the binding: wait for it instead.
-        let mut waited = 0u32;
-        // SAFETY: The device is valid.
-        while unsafe { bindings::vscsi_virtio_has_vqs(vdev) } {
-            if waited == 1000 {
-                dev_warn!(
-                    dev,
-                    "virtqueues still held after remove: waiting for them\n"
-                );
-            }
-            msleep(10);
-            waited = waited.saturating_add(1);
-        }
+        // the driver data would outlive the binding: wait for it instead,
+        // until its drop has finished with the transport.
+        binding.wait_sets_deleted(dev);
     }
 }
 

@@ -5,6 +5,7 @@
 //!
 //! C header: [`include/linux/virtio.h`](srctree/include/linux/virtio.h)
 
+use super::Binding;
 use crate::abstractions::bindings;
 use crate::abstractions::sync::{
     new_spinlock_irq, synchronize_rcu, Completion, RcuReadGuard, SpinLockIrq, SpinLockIrqGuard,
@@ -43,7 +44,9 @@ pub(crate) struct QueueInfo {
 /// # Invariants
 ///
 /// `vdev` is a device whose virtqueues were created by `find_vqs` and not
-/// yet deleted; it stays bound until this set is dropped. The device has
+/// yet deleted; it stays bound until this set's drop has deleted them (the
+/// set is counted in `binding`, whose remove, or failed probe, waits for
+/// that: [`Binding::wait_sets_deleted`]). The device has
 /// `nvqs` virtqueues, all named, so their indices on the device
 /// (`virtqueue::index`) are `0..nvqs`. `reset_done` is
 /// signalled (for all waiters) once the reset that `reset` claims is done.
@@ -51,6 +54,7 @@ pub(crate) struct QueueInfo {
 #[pin_data(PinnedDrop)]
 pub(super) struct QueueSet {
     pub(super) vdev: *mut bindings::virtio_device,
+    pub(super) binding: Arc<Binding>,
     pub(super) nvqs: u32,
     pub(super) reset: AtomicBool,
     pub(super) stopping: AtomicBool,
@@ -70,7 +74,7 @@ impl QueueSet {
     /// running have finished. A caller that finds the reset claimed by
     /// another waits until it is done, so none goes on to take buffers
     /// back from a device still running. Sleeps.
-    fn reset_device(&self) {
+    pub(super) fn reset_device(&self) {
         if self.reset.swap(true, Ordering::AcqRel) {
             self.reset_done.wait();
             return;
@@ -94,12 +98,24 @@ impl QueueSet {
 #[pinned_drop]
 impl PinnedDrop for QueueSet {
     fn drop(self: Pin<&mut Self>) {
+        // The binding's remove no longer reaches this set (it resets
+        // through it under the lock only); one doing so now is waited for.
+        {
+            let mut sets = self.binding.sets.lock();
+            if core::ptr::eq(sets.live, &*self) {
+                sets.live = core::ptr::null();
+            }
+        }
         // After the reset no `Kick` is running or can be prepared.
         self.reset_device();
         // SAFETY: By the type invariant the queues exist; no `Queue` or
         // `RawQueue` is left to use them (each holds a reference to `self`),
         // and no `Kick` either (`reset_device`).
         unsafe { bindings::vscsi_virtio_del_vqs(self.vdev) };
+        // Only now may the binding end (and the device go), or a new set be
+        // made: the transport is done with the old one.
+        let mut sets = self.binding.sets.lock();
+        sets.count = sets.count.saturating_sub(1);
     }
 }
 
