@@ -415,6 +415,16 @@ impl<T: HostTemplate> Template<T> {
     }
 }
 
+/// The commands that the midlayer finishes after an error handler succeeds:
+/// the handler's own (abort), or all of its device, target or host.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EhScope {
+    Command,
+    Device,
+    Target,
+    Host,
+}
+
 /// Glue between the C template ops and a [`HostTemplate`].
 pub(super) struct Adapter<T: HostTemplate>(PhantomData<T>);
 
@@ -635,16 +645,58 @@ impl<T: HostTemplate> Adapter<T> {
 
     /// Runs error handler `f` for `sc` and converts its result.
     ///
+    /// On `SUCCESS` the midlayer finishes every command of the handler's
+    /// `scope` that it holds, and their requests may be freed and their
+    /// buffers reused: a success that leaves one of them in a device queue
+    /// (which may still write into it) is turned into `FAILED`, whatever
+    /// the driver's handler says, and the midlayer escalates.
+    ///
     /// # Safety
     ///
     /// As for [`Self::eh_args`].
     unsafe fn eh_handler(
         sc: *mut bindings::scsi_cmnd,
+        scope: EhScope,
         f: fn(EhHost<'_, T>, &EhCommand) -> EhResult,
     ) -> i32 {
         // SAFETY: The caller passes a command of a live, added host of `T`.
         let (host, cmd) = unsafe { Self::eh_args(sc) };
-        f(host, cmd).to_c()
+        let mut result = f(host, cmd);
+        if result == EhResult::Success && Self::held_in_device(host, cmd, scope) {
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                pr_err!(
+                    "an error handler succeeded while a device still holds a command it ends: failed instead\n"
+                );
+            }
+            result = EhResult::Failed;
+        }
+        result.to_c()
+    }
+
+    /// Whether a command that a successful handler for `cmd` ends (those of
+    /// `scope`) is still in a device queue.
+    fn held_in_device(host: EhHost<'_, T>, cmd: &EhCommand, scope: EhScope) -> bool {
+        if scope == EhScope::Command {
+            return cmd.in_device();
+        }
+        let (channel, id, _) = cmd.device().address();
+        let mut held = false;
+        host.for_each_busy(|c| {
+            let ends = match scope {
+                EhScope::Command | EhScope::Device => core::ptr::eq(c.device(), cmd.device()),
+                EhScope::Target => {
+                    let (ch, i, _) = c.device().address();
+                    ch == channel && i == id
+                }
+                EhScope::Host => true,
+            };
+            held = ends && c.in_device();
+            !held
+        });
+        // The handler's own command is not visited if it has no request
+        // (the `SG_SCSI_RESET` ioctl's).
+        held || cmd.in_device()
     }
 
     /// # Safety
@@ -652,7 +704,7 @@ impl<T: HostTemplate> Adapter<T> {
     /// Called by the error handler with a command of a host of `T`.
     unsafe extern "C" fn eh_abort(sc: *mut bindings::scsi_cmnd) -> i32 {
         // SAFETY: The midlayer passes such a command.
-        unsafe { Self::eh_handler(sc, T::eh_abort) }
+        unsafe { Self::eh_handler(sc, EhScope::Command, T::eh_abort) }
     }
 
     /// # Safety
@@ -660,7 +712,7 @@ impl<T: HostTemplate> Adapter<T> {
     /// Called by the error handler with a command of a host of `T`.
     unsafe extern "C" fn eh_device_reset(sc: *mut bindings::scsi_cmnd) -> i32 {
         // SAFETY: The midlayer passes such a command.
-        unsafe { Self::eh_handler(sc, T::eh_device_reset) }
+        unsafe { Self::eh_handler(sc, EhScope::Device, T::eh_device_reset) }
     }
 
     /// # Safety
@@ -668,7 +720,7 @@ impl<T: HostTemplate> Adapter<T> {
     /// Called by the error handler with a command of a host of `T`.
     unsafe extern "C" fn eh_target_reset(sc: *mut bindings::scsi_cmnd) -> i32 {
         // SAFETY: The midlayer passes such a command.
-        unsafe { Self::eh_handler(sc, T::eh_target_reset) }
+        unsafe { Self::eh_handler(sc, EhScope::Target, T::eh_target_reset) }
     }
 
     /// # Safety
@@ -676,7 +728,7 @@ impl<T: HostTemplate> Adapter<T> {
     /// Called by the error handler with a command of a host of `T`.
     unsafe extern "C" fn eh_host_reset(sc: *mut bindings::scsi_cmnd) -> i32 {
         // SAFETY: The midlayer passes such a command.
-        unsafe { Self::eh_handler(sc, T::eh_host_reset) }
+        unsafe { Self::eh_handler(sc, EhScope::Host, T::eh_host_reset) }
     }
 
     /// # Safety
