@@ -9,6 +9,7 @@
 #include <linux/hw_random.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
 #include <linux/virtio_ring.h>
 #include <scsi/scsi_cmnd.h>
 #include <scsi/scsi_device.h>

@@ -19,9 +19,6 @@ use kernel::types::Opaque;
 /// Transport feature: indirect descriptors (`VIRTIO_RING_F_INDIRECT_DESC`).
 pub(crate) const RING_F_INDIRECT_DESC: u32 = bindings::VIRTIO_RING_F_INDIRECT_DESC;
 
-/// `VIRTIO_ID_SCSI`.
-const ID_SCSI: u32 = 8;
-
 /// Bytes of device-specific configuration the virtio specification (1.3,
 /// chapter 5) lays out for device type `id`: a driver reads and writes
 /// within them only, whatever offset it asks for. The transports do not
@@ -30,7 +27,7 @@ const ID_SCSI: u32 = 8;
 fn spec_config_len(id: u32) -> usize {
     match id {
         // `struct virtio_scsi_config`: ten 32- and 16-bit fields.
-        ID_SCSI => 36,
+        bindings::VIRTIO_ID_SCSI => 36,
         _ => 0,
     }
 }
