@@ -164,12 +164,20 @@ BREAK_DEVICE = (
 )
 
 
+# Resets the storm of test_device_needs_reset asks for, back to back.
+STORM = 5
+DEBUGFS_QUEUES = "/sys/kernel/debug/virtio_scsi_rs/host*/queues"
+# The host_resets counter of the control line of DEBUGFS_QUEUES, from standard input.
+HOST_RESETS = "sed -n 's/^control .* host_resets \\([0-9]*\\).*/\\1/p'"
+
+
 def test_device_needs_reset(make_guest, driver, request):
     """The device sets DEVICE_NEEDS_RESET under fio (QEMU does when the guest writes a bad value
     to its configuration space; it then ignores its queues): the driver resets it at once, from
     its configuration change notification, rather than after command timeouts and the error
     handler's escalation: no command times out (the command timeout is 30 s), I/O resumes within
-    15 s and verifies."""
+    15 s and verifies. Then a storm: the device needs a reset again as soon as it had one, STORM
+    times back to back; each is done, and the log reports them at most once per 5 s."""
     expect_c_failure(request, driver, "has no config_changed: the device waits for a reset that never comes,"
                      " and eh_timed_out resets the timer forever")
     topo = Topology([Controller(disks=[Disk(backend="file", size=64 << 20)],
@@ -180,14 +188,34 @@ def test_device_needs_reset(make_guest, driver, request):
     out = verify_under_io(g, lambda g: g.sh(BREAK_DEVICE), resume_within=15)
     counters = g.rust_control_counters(driver)
     log = g.sh("dmesg | grep -i 'needs reset\\|re-initialised' || true")
+    # A device that needs a reset again as soon as it has had one: STORM resets back to back. Each
+    # is done (the counters and QEMU's trace count them), the log reports at most one per 5 s.
+    msg = "device needs reset: resetting it"
+    storm = g.sh(
+        f"m0=$(dmesg | grep -c '{msg}'); n0=$(cat {DEBUGFS_QUEUES} | {HOST_RESETS}); read t0 _ < /proc/uptime\n"
+        f"for i in $(seq {STORM}); do\n"
+        f"  {{ {BREAK_DEVICE}; }} >/dev/null 2>&1 || exit 1\n"
+        f"  {poll_loop(f'[ $(cat {DEBUGFS_QUEUES} | {HOST_RESETS}) -ge $((n0 + i)) ]', 30)} || exit 1\n"
+        f"done\n"
+        f"read t1 _ < /proc/uptime; echo $(( $(dmesg | grep -c '{msg}') - m0 )) $t0 $t1",
+        timeout=300,
+    )
+    messages, t0, t1 = storm.strip().split("\n")[-1].split()
+    messages, t0, t1 = int(messages), float(t0), float(t1)
+    g.sh("dd if=/dev/sda of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null", timeout=60)
+    after = g.rust_control_counters(driver)
     g.stop()
     again = reinits(g)
-    report(f"{driver}: DEVICE_NEEDS_RESET under fio: device re-initialised {again} time(s); {counters}")
+    report(f"{driver}: DEVICE_NEEDS_RESET under fio: device re-initialised {again} time(s); {counters};"
+           f" a storm of {STORM} in {t1 - t0:.1f} s logged {messages} time(s)")
     assert "1+0 records out" in out, out
-    assert again == 1, again
     assert counters["needs_reset"] == 1 and counters["host_resets"] == 1, counters
     assert counters["tmf_sent"] == 0 and counters["cmd_timeouts"] == 0, counters
-    assert "device needs reset: resetting it" in log, log
+    assert msg in log, log
+    assert again == 1 + STORM, again
+    assert after["needs_reset"] == 1 + STORM and after["host_resets"] == 1 + STORM, after
+    assert after["tmf_sent"] == 0 and after["cmd_timeouts"] == 0, after
+    assert messages <= 1 + int((t1 - t0) // 5), f"{messages} reports of {STORM} resets in {t1 - t0:.1f} s"
 
 
 # Clears Bus Master Enable in the PCI command register (config offset 4) of the controller of the

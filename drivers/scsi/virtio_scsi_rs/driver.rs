@@ -169,6 +169,9 @@ pub(crate) struct VirtioScsi {
     reset_lock: Pin<KBox<Mutex<Config>>>,
     /// The device announced a configuration change; the work handles it.
     config_event: AtomicBool,
+    /// Messages about DEVICE_NEEDS_RESET: a device that sets it again after
+    /// every reset is reset every time, and logged once per 5 s.
+    needs_reset_msgs: params::Ratelimit,
     /// A device response could not be trusted; warned once.
     warned_bad_resp: AtomicBool,
     /// A TMF succeeded while the device still held its command; warned once.

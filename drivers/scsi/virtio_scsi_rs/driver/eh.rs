@@ -391,14 +391,22 @@ impl VirtioScsi {
             stats.needs_reset += u64::from(needs_reset);
         }
         if needs_reset {
-            dev_warn!(&self.vdev, "device needs reset: resetting it\n");
+            // A device may set it again after every reset: it is reset
+            // every time (the debugfs counters count them all), and the
+            // log gets one report per 5 s.
+            let log = self.needs_reset_msgs.allow();
+            if log {
+                dev_warn!(&self.vdev, "device needs reset: resetting it\n");
+            }
             match self.reset_device() {
-                Ok(()) => dev_info!(&self.vdev, "device reset and re-initialised\n"),
-                Err(e) => dev_err!(
+                Ok(()) if log => dev_info!(&self.vdev, "device reset and re-initialised\n"),
+                Ok(()) => {}
+                Err(e) if log => dev_err!(
                     &self.vdev,
                     "device needs reset but cannot be reset now ({:?}): left to error handling\n",
                     e
                 ),
+                Err(_) => {}
             }
             return;
         }

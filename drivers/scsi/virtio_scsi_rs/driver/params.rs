@@ -50,24 +50,42 @@ pub(super) fn virtscsi_poll_queues() -> u32 {
     UintParam::VIRTSCSI_POLL_QUEUES.get()
 }
 
-/// Milliseconds between two stall warnings, for the whole driver.
-const STALL_WARN_INTERVAL_MS: i64 = 5000;
+/// At most one message per interval (as `DEFINE_RATELIMIT_STATE(rs,
+/// interval, 1)` allows), lock-free.
+pub(super) struct Ratelimit {
+    interval_ms: i64,
+    /// When the last message was allowed (`ktime_get()`, in ms), or
+    /// `i64::MIN` before the first.
+    last_ms: AtomicI64,
+}
 
-/// When the last stall warning was printed (`ktime_get()`, in ms), or
-/// `i64::MIN` before the first.
-static LAST_STALL_WARN_MS: AtomicI64 = AtomicI64::new(i64::MIN);
-
-/// Whether a stall warning may be printed now: at most one per
-/// [`STALL_WARN_INTERVAL_MS`], for the whole driver (as
-/// `DEFINE_RATELIMIT_STATE(rs, 5 * HZ, 1)` would allow).
-pub(super) fn stall_warn_ratelimit() -> bool {
-    let now = Ktime::ktime_get().to_ms();
-    let last = LAST_STALL_WARN_MS.load(Ordering::Relaxed);
-    if last != i64::MIN && now.saturating_sub(last) < STALL_WARN_INTERVAL_MS {
-        return false;
+impl Ratelimit {
+    pub(super) const fn new(interval_ms: i64) -> Self {
+        Self {
+            interval_ms,
+            last_ms: AtomicI64::new(i64::MIN),
+        }
     }
-    // One of the callers that saw the same `last` wins.
-    LAST_STALL_WARN_MS
-        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-        .is_ok()
+
+    /// Whether a message may be printed now.
+    pub(super) fn allow(&self) -> bool {
+        let now = Ktime::ktime_get().to_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last != i64::MIN && now.saturating_sub(last) < self.interval_ms {
+            return false;
+        }
+        // One of the callers that saw the same `last` wins.
+        self.last_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// Stall warnings: one per 5 s for the whole driver.
+static STALL_WARN: Ratelimit = Ratelimit::new(5000);
+
+/// Whether a stall warning may be printed now (one per 5 s, for the
+/// whole driver).
+pub(super) fn stall_warn_ratelimit() -> bool {
+    STALL_WARN.allow()
 }

@@ -161,6 +161,7 @@ impl virtio::Driver for VirtioScsi {
             resetting: AtomicU32::new(0),
             reset_lock: KBox::pin_init(new_mutex!(seen), GFP_KERNEL)?,
             config_event: AtomicBool::new(false),
+            needs_reset_msgs: super::params::Ratelimit::new(5000),
             ctrl_vq,
             event_vq,
             sg_tablesize: u32::from(limits.sg_tablesize),
