@@ -36,7 +36,6 @@ void vscsi_virtio_del_vqs(struct virtio_device *vdev);
 void vscsi_virtio_device_ready(struct virtio_device *vdev);
 /* The device status has DEVICE_NEEDS_RESET (config->get_status()). */
 bool vscsi_virtio_needs_reset(struct virtio_device *vdev);
-/* The device has virtqueues (its vqs list is not empty). */
 /* Waits for running virtqueue and configuration callbacks to finish. */
 void vscsi_virtio_synchronize_cbs(struct virtio_device *vdev);
 /* virtio_device_freeze() then virtio_device_restore(), under the device lock. */

@@ -15,7 +15,7 @@ mod virtqueue;
 
 // Shared between the files of this module only.
 use device::Binding;
-use virtqueue::QueueSet;
+use virtqueue::{QueueSet, SetReset};
 
 pub(crate) use blk_mq::map_queues;
 pub(crate) use buffer::DeviceBuf;

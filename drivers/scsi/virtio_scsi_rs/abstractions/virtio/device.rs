@@ -195,9 +195,8 @@ impl Device {
 ///
 /// `sets.count` is the number of [`QueueSet`]s made for this binding whose
 /// drop has not finished deleting their virtqueues (at most one: `find_vqs`
-/// refuses another while it is not zero). `sets.live` is that set while its
-/// drop has not begun, null otherwise; it is read only under the lock,
-/// which the set's drop takes before it goes on.
+/// refuses another while it is not zero). `sets.live` is that set's
+/// [`SetReset`] until the set's drop begins, which takes it out first.
 #[pin_data]
 pub(super) struct Binding {
     #[pin]
@@ -208,21 +207,16 @@ pub(super) struct Binding {
 
 /// The virtqueue set of a [`Binding`] (see its invariants).
 pub(super) struct LiveSets {
-    pub(super) live: *const QueueSet,
+    pub(super) live: Option<Arc<SetReset>>,
     pub(super) count: u32,
 }
-
-// SAFETY: The pointer is only dereferenced under the binding's lock, while
-// the set it names exists (`Binding` invariant), from any thread: a
-// `QueueSet` is `Sync`.
-unsafe impl Send for LiveSets {}
 
 impl Binding {
     pub(super) fn new() -> impl PinInit<Self> {
         pin_init!(Self {
             bound <- new_mutex!(true),
             sets <- new_mutex!(LiveSets {
-                live: core::ptr::null(),
+                live: None,
                 count: 0,
             }),
         })
@@ -233,24 +227,25 @@ impl Binding {
         *self.bound.lock() = false;
     }
 
-    /// Resets `dev` (which this binding is of) so that it stops using
-    /// buffers and raising interrupts: through the live virtqueue set, if
+    /// Makes `dev` (which this binding is of) stop using buffers and
+    /// raising interrupts: resets it through the live virtqueue set, if
     /// there is one, which first ends its notifications (no kick reaches a
-    /// reset device); otherwise directly if `idle_too`. Returns whether a
-    /// set was live. Sleeps.
-    pub(super) fn reset_device(&self, dev: &Device, idle_too: bool) -> bool {
+    /// reset device). With none, a set being dropped resets the device
+    /// itself ([`Binding::wait_sets_deleted`] waits for it); with no set
+    /// at all, the device is reset directly if `idle_too`. Sleeps.
+    pub(super) fn reset_device(&self, dev: &Device, idle_too: bool) {
         let sets = self.sets.lock();
-        if sets.live.is_null() {
-            if idle_too {
-                // SAFETY: The device is valid (type invariant of `Device`).
+        match &sets.live {
+            // The set's drop, which ends its device's validity, takes
+            // `live` out under the lock first: the set exists.
+            Some(live) => live.reset_device(),
+            None if sets.count == 0 && idle_too => {
+                // SAFETY: The device is valid (type invariant of `Device`);
+                // no virtqueue is left to notify it.
                 unsafe { bindings::virtio_reset_device(dev.as_raw()) };
             }
-            return false;
+            None => {}
         }
-        // SAFETY: `live` is a set whose drop has not begun and cannot
-        // begin while the lock is held (type invariant).
-        unsafe { (*sets.live).reset_device() };
-        true
     }
 
     /// Waits until no virtqueue set of this binding is left: until the

@@ -10,10 +10,8 @@
 use super::*;
 use crate::abstractions::bindings;
 use crate::abstractions::device::AsRawDevice;
-use crate::abstractions::sync::Completion;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::AtomicBool;
 use kernel::error::{from_result, to_result};
 use kernel::prelude::*;
 use kernel::sync::{Arc, UniqueArc};
@@ -114,6 +112,7 @@ impl<T: Driver> DriverDevice<'_, T> {
         // Allocated first: once the virtqueues exist, only the set deletes
         // them, so nothing may fail before it holds them.
         let set = UniqueArc::<QueueSet>::new_uninit(GFP_KERNEL)?;
+        let reset = Arc::pin_init(SetReset::new(self.as_raw()), GFP_KERNEL)?;
         let mut raw = KVec::with_capacity(n, GFP_KERNEL)?;
         let nvqs = u32::try_from(n)?;
         // One set at a time: an earlier one may still be deleting its
@@ -140,13 +139,12 @@ impl<T: Driver> DriverDevice<'_, T> {
         // deletes its virtqueues, including on the error path below.
         // INVARIANT: Every queue has a name (`QueueInfo::name`), so the
         // transport numbers them `0..n` (unnamed ones would get no index).
+        let set_reset = reset.clone();
         let init = pin_init!(QueueSet {
             vdev: self.as_raw(),
             binding: self.binding.clone(),
             nvqs,
-            reset: AtomicBool::new(false),
-            stopping: AtomicBool::new(false),
-            reset_done <- Completion::new(),
+            reset: set_reset,
         });
         let set: Arc<QueueSet> = match set.write_pin_init(init) {
             Ok(set) => set.into(),
@@ -154,7 +152,7 @@ impl<T: Driver> DriverDevice<'_, T> {
         };
         // INVARIANT: The set is counted, and live, until its drop (which
         // takes the lock, so after it is released below).
-        sets.live = &*set;
+        sets.live = Some(reset);
         sets.count = 1;
         drop(sets);
         for vq in vqs.iter() {

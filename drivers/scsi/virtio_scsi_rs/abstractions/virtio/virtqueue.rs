@@ -46,29 +46,61 @@ pub(crate) struct QueueInfo {
 /// `vdev` is a device whose virtqueues were created by `find_vqs` and not
 /// yet deleted; it stays bound until this set's drop has deleted them (the
 /// set is counted in `binding`, whose remove, or failed probe, waits for
-/// that: [`Binding::wait_sets_deleted`]). The device has
-/// `nvqs` virtqueues, all named, so their indices on the device
-/// (`virtqueue::index`) are `0..nvqs`. `reset_done` is
-/// signalled (for all waiters) once the reset that `reset` claims is done.
-/// Once `stopping` is set, no [`Kick`] is prepared on the set's queues.
+/// that: [`Binding::wait_sets_deleted`]). The device has `nvqs` virtqueues,
+/// all named, so their indices on the device (`virtqueue::index`) are
+/// `0..nvqs`. `reset` resets that device.
 #[pin_data(PinnedDrop)]
 pub(super) struct QueueSet {
     pub(super) vdev: *mut bindings::virtio_device,
     pub(super) binding: Arc<Binding>,
     pub(super) nvqs: u32,
+    pub(super) reset: Arc<SetReset>,
+}
+
+// SAFETY: The set holds a pointer to the device, used to reset it and to
+// delete its queues, which the virtio core allows from any thread, and
+// references to thread-safe types (`Binding`: mutexes; `SetReset`: atomics
+// and a completion).
+unsafe impl Send for QueueSet {}
+// SAFETY: See `Send`; nothing is reached through `&QueueSet` but its fields.
+unsafe impl Sync for QueueSet {}
+
+/// The reset of the device under one [`QueueSet`], shared by the set and,
+/// until the set's drop begins, by its binding ([`Binding::reset_device`]),
+/// which can so reset the device the same way from another thread.
+///
+/// # Invariants
+///
+/// `vdev` is the device of the set this was made for; it is valid while
+/// that set exists, and the binding lets go of this when the set's drop
+/// begins. `reset_done` is signalled (for all waiters) once the reset that
+/// `reset` claims is done. Once `stopping` is set, no [`Kick`] is prepared
+/// on the set's queues.
+#[pin_data]
+pub(super) struct SetReset {
+    pub(super) vdev: *mut bindings::virtio_device,
     pub(super) reset: AtomicBool,
     pub(super) stopping: AtomicBool,
     #[pin]
     pub(super) reset_done: Completion,
 }
 
-// SAFETY: The set only holds a pointer to the device, used to reset it and to
-// delete its queues, which the virtio core allows from any thread.
-unsafe impl Send for QueueSet {}
-// SAFETY: See `Send`; the reset flag is atomic, the completion thread-safe.
-unsafe impl Sync for QueueSet {}
+// SAFETY: A pointer to the device, which the virtio core lets any thread
+// reset; the flags are atomic, the completion thread-safe.
+unsafe impl Send for SetReset {}
+// SAFETY: See `Send`.
+unsafe impl Sync for SetReset {}
 
-impl QueueSet {
+impl SetReset {
+    pub(super) fn new(vdev: *mut bindings::virtio_device) -> impl PinInit<Self> {
+        pin_init!(Self {
+            vdev,
+            reset: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            reset_done <- Completion::new(),
+        })
+    }
+
     /// Resets the device once: no notification reaches it afterwards, it
     /// stops using buffers and raising interrupts, and callbacks that were
     /// running have finished. A caller that finds the reset claimed by
@@ -100,14 +132,16 @@ impl PinnedDrop for QueueSet {
     fn drop(self: Pin<&mut Self>) {
         // The binding's remove no longer reaches this set (it resets
         // through it under the lock only); one doing so now is waited for.
-        {
+        let live = {
             let mut sets = self.binding.sets.lock();
-            if core::ptr::eq(sets.live, &*self) {
-                sets.live = core::ptr::null();
+            match &sets.live {
+                Some(live) if Arc::ptr_eq(live, &self.reset) => sets.live.take(),
+                _ => None,
             }
-        }
+        };
+        drop(live);
         // After the reset no `Kick` is running or can be prepared.
-        self.reset_device();
+        self.reset.reset_device();
         // SAFETY: By the type invariant the queues exist; no `Queue` or
         // `RawQueue` is left to use them (each holds a reference to `self`),
         // and no `Kick` either (`reset_device`).
@@ -525,7 +559,7 @@ impl<R: Request, D> Queue<R, D> {
         };
         // Outside the lock: resetting sleeps. Requests added meanwhile go
         // to a stopped device and are handed back below.
-        set.reset_device();
+        set.reset.reset_device();
         let attached = {
             let mut guard = self.lock();
             // Answered ones first. (The set taken above is still attached:
@@ -737,13 +771,13 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         // The read-side section begins before `stopping` is read: a reset
         // that set it either waits for this section or is seen here.
         let rcu = RcuReadGuard::new();
-        if attached.set.stopping.load(Ordering::Relaxed) {
+        if attached.set.reset.stopping.load(Ordering::Relaxed) {
             return false;
         }
         // INVARIANT: `vq` is attached now; while the lock is held the
         // queue's reference to the set keeps it. The read-side section
         // begins before the lock is dropped, so the reset that ends
-        // notifications (`QueueSet::reset_device`, which sets `stopping`
+        // notifications (`SetReset::reset_device`, which sets `stopping`
         // and waits for a grace period before the set can be dropped and
         // its virtqueues deleted) waits for it.
         *kick = Some(Kick {
@@ -876,7 +910,7 @@ impl Drop for Kick<'_> {
         // with `EIO`, which the owner of the queue sees.
         // SAFETY: `vq` is live (type invariant); notify may run
         // concurrently with the locked operations, and no reset runs
-        // meanwhile (`QueueSet::reset_device` waits for the section held,
+        // meanwhile (`SetReset::reset_device` waits for the section held,
         // which `_rcu` ends after this).
         unsafe { bindings::virtqueue_notify(self.vq.as_ptr()) };
     }
