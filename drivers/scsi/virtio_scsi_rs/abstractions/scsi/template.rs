@@ -680,15 +680,14 @@ impl<T: HostTemplate> Adapter<T> {
         if scope == EhScope::Command {
             return cmd.in_device();
         }
-        let (channel, id, _) = cmd.device().address();
+        let (_, id, _) = cmd.device().address();
         let mut held = false;
         host.for_each_busy(|c| {
             let ends = match scope {
                 EhScope::Command | EhScope::Device => core::ptr::eq(c.device(), cmd.device()),
-                EhScope::Target => {
-                    let (ch, i, _) = c.device().address();
-                    ch == channel && i == id
-                }
+                // The midlayer groups a target reset's commands by id
+                // alone (`scsi_eh_target_reset()`), whatever their channel.
+                EhScope::Target => c.device().address().1 == id,
                 EhScope::Host => true,
             };
             held = ends && c.in_device();
