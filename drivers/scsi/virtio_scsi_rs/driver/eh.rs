@@ -393,7 +393,7 @@ impl VirtioScsi {
         if needs_reset {
             // A device may set it again after every reset: it is reset
             // every time (the debugfs counters count them all), and the
-            // log gets one report per 5 s.
+            // log gets one report of a reset per 5 s.
             let log = self.needs_reset_msgs.allow();
             if log {
                 dev_warn!(&self.vdev, "device needs reset: resetting it\n");
@@ -401,12 +401,13 @@ impl VirtioScsi {
             match self.reset_device() {
                 Ok(()) if log => dev_info!(&self.vdev, "device reset and re-initialised\n"),
                 Ok(()) => {}
-                Err(e) if log => dev_err!(
+                // Rare, and it leaves the device to error handling: always
+                // reported.
+                Err(e) => dev_err!(
                     &self.vdev,
                     "device needs reset but cannot be reset now ({:?}): left to error handling\n",
                     e
                 ),
-                Err(_) => {}
             }
             return;
         }
