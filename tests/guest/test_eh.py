@@ -176,8 +176,9 @@ def test_device_needs_reset(make_guest, driver, request):
     to its configuration space; it then ignores its queues): the driver resets it at once, from
     its configuration change notification, rather than after command timeouts and the error
     handler's escalation: no command times out (the command timeout is 30 s), I/O resumes within
-    15 s and verifies. Then a storm: the device needs a reset again as soon as it had one, STORM
-    times back to back; each is done, and the log reports them at most once per 5 s."""
+    15 s and verifies. Then a storm: the test breaks the device again as soon as each reset is
+    done, STORM times back to back; each reset is done, and the log reports them at most once
+    per 5 s."""
     expect_c_failure(request, driver, "has no config_changed: the device waits for a reset that never comes,"
                      " and eh_timed_out resets the timer forever")
     topo = Topology([Controller(disks=[Disk(backend="file", size=64 << 20)],
@@ -188,7 +189,7 @@ def test_device_needs_reset(make_guest, driver, request):
     out = verify_under_io(g, lambda g: g.sh(BREAK_DEVICE), resume_within=15)
     counters = g.rust_control_counters(driver)
     log = g.sh("dmesg | grep -i 'needs reset\\|re-initialised' || true")
-    # A device that needs a reset again as soon as it has had one: STORM resets back to back. Each
+    # As a device that needs a reset again as soon as it has had one: STORM resets back to back. Each
     # is done (the counters and QEMU's trace count them), the log reports at most one per 5 s.
     msg = "device needs reset: resetting it"
     storm = g.sh(
@@ -216,6 +217,58 @@ def test_device_needs_reset(make_guest, driver, request):
     assert after["needs_reset"] == 1 + STORM and after["host_resets"] == 1 + STORM, after
     assert after["tmf_sent"] == 0 and after["cmd_timeouts"] == 0, after
     assert messages <= 1 + int((t1 - t0) // 5), f"{messages} reports of {STORM} resets in {t1 - t0:.1f} s"
+
+
+# LUNs the scan test hot-plugs in one burst: as many as the event ring has buffers, so that each
+# is an event of its own, which the event work adds synchronously (scsi_add_device(); a rescan
+# after EVENTS_MISSED would scan asynchronously, outside the work).
+SCAN_LUNS = 8
+
+
+@pytest.mark.parametrize("driver", ["rust"])
+def test_needs_reset_during_scan(make_guest, driver):
+    """The device stops (DEVICE_NEEDS_RESET, serving no queue) while the event work is adding
+    LUNs: its reset must not wait for that work, which waits for the device. SCAN_LUNS disks are
+    hot-plugged in one burst, the device is broken as soon as the first of them shows (the work
+    is then adding the next, and waits for a command the device no longer serves), and all of
+    them are there within 60 s and read, with no command timed out and no task management: the
+    reset came from the configuration change. With one work item for both, the reset waited
+    behind the stalled command, for stall_limit (180 s) and the error handler's host reset. The
+    C driver has no config_changed at all (test_device_needs_reset[c])."""
+    topo = Topology([Controller(disks=[Disk(backend="file", size=64 << 20)], props={"disable-legacy": "off"})])
+    g = make_guest(topo, scan="all", trace=TRACE)
+    g.load_driver(driver)
+    g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
+    for i in range(SCAN_LUNS):
+        g.qmp("blockdev-add", **{"node-name": f"sc{i}", "driver": "null-co", "size": 64 << 20,
+                                 "read-zeroes": True})
+    # The work adds a LUN in a fraction of a second: a guest command started after the first one
+    # shows would come too late. A shell loop (builtins only) watches for it and breaks the device
+    # at once; it records how many SCSI devices there were then.
+    count = "$(ls -d /sys/bus/scsi/devices/*:*:*:* 2>/dev/null | wc -l)"
+    first = g.sh("echo /sys/bus/scsi/devices/$(ls /sys/class/scsi_host | sed 's/host//'):0:10:0").strip()
+    g.sh(f"rm -f /tmp/brk; ( until [ -e {first} ]; do :; done; {BREAK_DEVICE} >/dev/null 2>&1;"
+         f" echo {count} > /tmp/brk ) > /dev/null 2>&1 &")
+    g.qmp_burst([("device_add", {"driver": "scsi-hd", "id": f"hd-sc{i}", "bus": "vs0.0", "scsi-id": 10 + i,
+                                 "lun": 0, "drive": f"sc{i}"}) for i in range(SCAN_LUNS)])
+    g.wait_for("[ -s /tmp/brk ]", timeout=60, what="the first hot-plugged LUN, and the device broken")
+    seen = int(g.sh("cat /tmp/brk"))
+    g.wait_for(f"[ {count} -eq {1 + SCAN_LUNS} ]", timeout=60, what=f"all {SCAN_LUNS} hot-plugged LUNs",
+               diagnose="ls /sys/bus/scsi/devices; dmesg | tail -30")
+    disks = "/sys/bus/scsi/devices/*:0:[12][0-9]:0/block/*"
+    g.wait_for(f"[ $(ls -d {disks} 2>/dev/null | wc -l) -eq {SCAN_LUNS} ]", timeout=60, what="their disks")
+    g.sh(f"for d in {disks}; do dd if=/dev/${{d##*/}} of=/dev/null bs=4k count=4 iflag=direct 2>/dev/null"
+         " || exit 1; done", timeout=120)
+    counters = g.rust_control_counters(driver)
+    g.stop()
+    again = reinits(g)
+    report(f"{driver}: device broken with {seen - 1} of {SCAN_LUNS} LUNs added: re-initialised {again} time(s);"
+           f" {counters}")
+    # The break came while the event work was still adding LUNs (else this test shows nothing).
+    assert seen < 1 + SCAN_LUNS, f"all {SCAN_LUNS} LUNs were there before the device was broken"
+    assert counters["needs_reset"] >= 1 and counters["host_resets"] >= 1, counters
+    assert again == counters["host_resets"], (again, counters)
+    assert counters["tmf_sent"] == 0 and counters["cmd_timeouts"] == 0, counters
 
 
 # Clears Bus Master Enable in the PCI command register (config offset 4) of the controller of the

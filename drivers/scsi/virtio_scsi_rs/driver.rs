@@ -25,7 +25,8 @@ use crate::abstractions::device::{dev_err, dev_info, dev_warn};
 use crate::abstractions::scatterlist::{Direction, ScatterList};
 use crate::abstractions::scsi::{
     self, Command, CommandBufs, CommandRequest, DataDirection, EhCommand, EhHost, EhResult,
-    HeldDevice, HostByte, HostRef, HostTemplate, QueueError, ScsiDevice, SeqFile, TimeoutAction,
+    HeldDevice, HostByte, HostRef, HostTemplate, HostWork, QueueError, ScsiDevice, SeqFile,
+    TimeoutAction,
 };
 use crate::abstractions::sync;
 use crate::abstractions::virtio::{
@@ -570,16 +571,23 @@ impl HostTemplate for VirtioScsi {
         ));
     }
 
-    /// `virtscsi_handle_event()` for the filled event buffers, each
-    /// re-posted after its event is handled: at most [`EVENT_BUFS`] per
-    /// run, then the work runs again (C: a work item per event). A device
-    /// that hands every buffer straight back would otherwise keep the
-    /// worker, and without preemption its CPU, for as long as it likes,
-    /// with a configuration change waiting behind it.
-    fn work(host: HostRef<'_, Self>) -> bool {
+    /// Events: `virtscsi_handle_event()` for the filled event buffers,
+    /// each re-posted after its event is handled: at most [`EVENT_BUFS`]
+    /// per run, then the work runs again (C: a work item per event). A
+    /// device that hands every buffer straight back would otherwise keep
+    /// the worker, and without preemption its CPU, for as long as it likes.
+    ///
+    /// Recovery: a configuration change (C has none), on the other work
+    /// item, so that a device that needs a reset gets it even while the
+    /// event work waits for that device (adding a LUN it no longer
+    /// answers for).
+    fn work(host: HostRef<'_, Self>, which: HostWork) -> bool {
         let vscsi = host.data();
-        if vscsi.config_event.swap(false, Ordering::AcqRel) {
-            vscsi.config_change();
+        if which == HostWork::Recovery {
+            if vscsi.config_event.swap(false, Ordering::AcqRel) {
+                vscsi.config_change();
+            }
+            return false;
         }
         let resync = core::mem::take(&mut vscsi.event_vq.lock().data().resync);
         if resync {

@@ -26,5 +26,5 @@ pub(crate) use crate::abstractions::seq_file::SeqFile;
 pub(crate) use command::{Command, CommandBufs, CommandRequest, DataDirection, HostByte};
 pub(crate) use device::{HeldDevice, ScsiDevice, SlaveAllocDevice, BLIST_TRY_VPD_PAGES};
 pub(crate) use eh::{EhCommand, EhResult, TimeoutAction};
-pub(crate) use host::{EhHost, Host, HostBuilder, HostRef, Limits};
+pub(crate) use host::{EhHost, Host, HostBuilder, HostRef, HostWork, Limits};
 pub(crate) use template::{HostTemplate, QueueError, Template};

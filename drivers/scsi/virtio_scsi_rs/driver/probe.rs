@@ -229,7 +229,7 @@ impl virtio::Driver for VirtioScsi {
         let vscsi = host.data();
         vscsi.attach_queues(dev)?;
         if vscsi.event_vq.lock().data().resync {
-            host.queue_work();
+            host.queue_work(HostWork::Events);
         }
         Ok(())
     }
@@ -248,7 +248,7 @@ impl virtio::Driver for VirtioScsi {
     /// `config_changed`): handled by the work, in process context.
     fn config_changed(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
         host.data().config_event.store(true, Ordering::Release);
-        host.queue_work();
+        host.queue_work(HostWork::Recovery);
     }
 
     /// `virtscsi_req_done()` and friends, in hard-IRQ context.
@@ -262,7 +262,7 @@ impl virtio::Driver for VirtioScsi {
         } else if index == 0 {
             vscsi.ctrl_done();
         } else {
-            host.queue_work();
+            host.queue_work(HostWork::Events);
         }
     }
 }

@@ -72,12 +72,51 @@ pub(crate) struct Limits {
     pub(crate) nr_maps: u32,
 }
 
+/// The two work items of a host ([`Host::queue_work`],
+/// [`HostTemplate::work`]). They run
+/// independently of each other (the system workqueue runs them on
+/// different workers when both are due), so what one waits for, a scan
+/// blocked on a device that stopped answering say, does not hold up the
+/// other, which can be what makes the device answer again.
+///
+/// # Examples
+///
+/// Hot-plug events (which scan, and may wait for the device) on one, a
+/// configuration change (which may reset the device) on the other:
+///
+/// ```ignore
+/// fn config_changed(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
+///     host.data().config_event.store(true, Ordering::Release);
+///     host.queue_work(HostWork::Recovery);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HostWork {
+    /// Work that may wait for the device: events, scans.
+    Events = 0,
+    /// Work that must not wait behind the other: recovering the device.
+    Recovery = 1,
+}
+
+impl HostWork {
+    /// The number of work items.
+    pub(super) const COUNT: usize = 2;
+
+    pub(super) const fn from_index(i: usize) -> Self {
+        match i {
+            0 => HostWork::Events,
+            _ => HostWork::Recovery,
+        }
+    }
+}
+
 /// What a [`Host`] keeps in `hostdata`: the driver's data first, then the
-/// host's work item (initialised once, at allocation).
+/// host's work items, indexed by [`HostWork`] (initialised once, at
+/// allocation).
 #[repr(C)]
 pub(super) struct HostPriv<D> {
     data: D,
-    pub(super) work: Opaque<bindings::work_struct>,
+    pub(super) works: [Opaque<bindings::work_struct>; HostWork::COUNT],
 }
 
 /// A SCSI host being configured: allocated with its private data, not yet
@@ -141,7 +180,7 @@ pub(crate) struct HostBuilder<T: HostTemplate> {
 ///
 /// fn config_changed(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
 ///     host.data().config_event.store(true, Ordering::Release);
-///     host.queue_work(); // runs `HostTemplate::work` in process context
+///     host.queue_work(HostWork::Events); // runs `HostTemplate::work` in process context
 /// }
 ///
 /// fn remove(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
@@ -180,15 +219,23 @@ unsafe fn priv_ptr<D>(shost: NonNull<bindings::Scsi_Host>) -> *mut HostPriv<D> {
     unsafe { core::ptr::addr_of_mut!((*shost.as_ptr()).hostdata) }.cast()
 }
 
-/// The work item in a host's `HostPriv<D>`.
+/// Work item `which` in a host's `HostPriv<D>`.
 ///
 /// # Safety
 ///
 /// As for [`priv_ptr`].
-unsafe fn work_ptr<D>(shost: NonNull<bindings::Scsi_Host>) -> *mut bindings::work_struct {
+unsafe fn work_ptr<D>(
+    shost: NonNull<bindings::Scsi_Host>,
+    which: HostWork,
+) -> *mut bindings::work_struct {
     // SAFETY: The private area is a `HostPriv<D>` of a live host (caller
-    // contract), so its `work` field is within the allocation.
-    Opaque::raw_get(unsafe { core::ptr::addr_of!((*priv_ptr::<D>(shost)).work) })
+    // contract), so its `works` field is within the allocation, and so is
+    // each of its `HostWork::COUNT` elements.
+    Opaque::raw_get(unsafe {
+        core::ptr::addr_of!((*priv_ptr::<D>(shost)).works)
+            .cast::<Opaque<bindings::work_struct>>()
+            .add(which as usize)
+    })
 }
 
 /// Drops the private data of a host that is not added (any more) and puts
@@ -229,10 +276,17 @@ impl<T: HostTemplate> HostBuilder<T> {
             unsafe { bindings::scsi_host_put(shost.as_ptr()) };
             return Err(e);
         }
-        // SAFETY: The work item lies in the new host's private area (a
-        // `HostPriv`), which never moves; it is initialised once, here.
+        // SAFETY: The work items lie in the new host's private area (a
+        // `HostPriv`), which never moves; each is initialised once, here.
         unsafe {
-            bindings::vscsi_init_work(work_ptr::<T::HostData>(shost), Some(Adapter::<T>::work))
+            bindings::vscsi_init_work(
+                work_ptr::<T::HostData>(shost, HostWork::Events),
+                Some(Adapter::<T>::work::<0>),
+            );
+            bindings::vscsi_init_work(
+                work_ptr::<T::HostData>(shost, HostWork::Recovery),
+                Some(Adapter::<T>::work::<1>),
+            );
         };
         // INVARIANT: The host is allocated from `T`'s template, its data and
         // work item are initialised, and it is not added.
@@ -325,26 +379,35 @@ impl<T: HostTemplate> Host<T> {
         unsafe { core::ptr::addr_of_mut!((*priv_ptr::<T::HostData>(shost)).data) }
     }
 
-    /// Queues the host's work ([`HostTemplate::work`]) on the freezable
-    /// system workqueue, unless it is pending already or the host is being
-    /// removed. Callable from interrupt context.
-    pub(crate) fn queue_work(&self) -> bool {
+    /// Queues the host's work item `which` ([`HostTemplate::work`]) on
+    /// the freezable system workqueue, unless it is pending already or the
+    /// host is being removed. Callable from interrupt context.
+    pub(crate) fn queue_work(&self, which: HostWork) -> bool {
         if self.removed.load(Ordering::Acquire) || self.work_disabled.load(Ordering::Acquire) {
             return false;
         }
         // SAFETY: The work item is initialised (type invariant); once it is
         // disabled, queueing is a no-op, and it is disabled before the host
         // data it reaches goes away.
-        unsafe { bindings::vscsi_queue_work_freezable(work_ptr::<T::HostData>(self.shost)) }
+        unsafe { bindings::vscsi_queue_work_freezable(work_ptr::<T::HostData>(self.shost, which)) }
     }
 
-    /// Stops the host's work for good: waits for a running instance and
-    /// makes later [`Host::queue_work`] calls no-ops (`disable_work_sync()`,
-    /// which may run more than once).
+    /// Stops the host's work items for good: waits for running instances
+    /// and makes later [`Host::queue_work`] calls no-ops
+    /// (`disable_work_sync()`, which may run more than once). Each item
+    /// may queue the other until it is disabled, and the second is
+    /// disabled after the first: neither runs afterwards.
     fn disable_work(&self) {
         self.work_disabled.store(true, Ordering::Release);
-        // SAFETY: The work item is initialised (type invariant).
-        unsafe { bindings::disable_work_sync(work_ptr::<T::HostData>(self.shost)) };
+        for i in 0..HostWork::COUNT {
+            // SAFETY: The work items are initialised (type invariant).
+            unsafe {
+                bindings::disable_work_sync(work_ptr::<T::HostData>(
+                    self.shost,
+                    HostWork::from_index(i),
+                ))
+            };
+        }
     }
 
     /// Returns the host's private data.

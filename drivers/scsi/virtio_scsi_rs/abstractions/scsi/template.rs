@@ -12,6 +12,7 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use kernel::prelude::*;
+use kernel::types::Opaque;
 
 /// A SCSI host template (`struct scsi_host_template`).
 ///
@@ -128,7 +129,10 @@ pub(crate) trait HostTemplate: Sized + 'static {
     /// renew without end is done in bounded runs that let the worker
     /// yield in between (nothing is queued once [`Host::remove`] has
     /// disabled the work).
-    fn work(_host: HostRef<'_, Self>) -> bool {
+    ///
+    /// `which` says which of the host's two work items runs
+    /// ([`Host::queue_work`]); the two may run at the same time.
+    fn work(_host: HostRef<'_, Self>, _which: HostWork) -> bool {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
@@ -595,18 +599,20 @@ impl<T: HostTemplate> Adapter<T> {
 
     /// # Safety
     ///
-    /// Called by the workqueue for the work item of a host of `T`, which
-    /// `Host::remove` disables (waiting for this function) before the host
-    /// is removed or its data dropped.
-    pub(super) unsafe extern "C" fn work(work: *mut bindings::work_struct) {
-        let off = core::mem::offset_of!(HostPriv<T::HostData>, work)
+    /// Called by the workqueue for work item `N` (a [`HostWork`] index) of
+    /// a host of `T`, which `Host::remove` disables (waiting for this
+    /// function) before the host is removed or its data dropped.
+    pub(super) unsafe extern "C" fn work<const N: usize>(work: *mut bindings::work_struct) {
+        let off = core::mem::offset_of!(HostPriv<T::HostData>, works)
+            + N * core::mem::size_of::<Opaque<bindings::work_struct>>()
             + core::mem::offset_of!(bindings::Scsi_Host, hostdata);
-        // SAFETY: `work` is the `work` field of the `HostPriv` in the
-        // `hostdata` of a `Scsi_Host` (`container_of()`).
+        // SAFETY: `work` is element `N` of the `works` field of the
+        // `HostPriv` in the `hostdata` of a `Scsi_Host` (`container_of()`;
+        // `Adapter::work::<N>` is installed on that element only).
         let shost = unsafe { work.cast::<u8>().sub(off) }.cast::<bindings::Scsi_Host>();
         // SAFETY: The work only runs between `HostBuilder::add` (queueing checks
         // it) and `Host::remove` (which disables it first).
-        if T::work(unsafe { HostRef::from_raw(shost) }) {
+        if T::work(unsafe { HostRef::from_raw(shost) }, HostWork::from_index(N)) {
             // SAFETY: `work` is the host's initialised work item, running
             // now; the host stays added until `Host::remove`, whose
             // `disable_work_sync()` waits for this run and, once it has
