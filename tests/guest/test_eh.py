@@ -246,7 +246,8 @@ def test_needs_reset_during_scan(make_guest, driver):
     # shows would come too late. A shell loop (builtins only) watches for it and breaks the device
     # at once; it records how many SCSI devices there were then.
     count = "$(ls -d /sys/bus/scsi/devices/*:*:*:* 2>/dev/null | wc -l)"
-    first = g.sh("echo /sys/bus/scsi/devices/$(ls /sys/class/scsi_host | sed 's/host//'):0:10:0").strip()
+    host = g.sh("basename $(readlink -f /sys/block/sda/device) | cut -d: -f1").strip()
+    first = f"/sys/bus/scsi/devices/{host}:0:10:0"
     g.sh(f"rm -f /tmp/brk; ( until [ -e {first} ]; do :; done; {BREAK_DEVICE} >/dev/null 2>&1;"
          f" echo {count} > /tmp/brk ) > /dev/null 2>&1 &")
     g.qmp_burst([("device_add", {"driver": "scsi-hd", "id": f"hd-sc{i}", "bus": "vs0.0", "scsi-id": 10 + i,
@@ -269,6 +270,8 @@ def test_needs_reset_during_scan(make_guest, driver):
     assert counters["needs_reset"] >= 1 and counters["host_resets"] >= 1, counters
     assert again == counters["host_resets"], (again, counters)
     assert counters["tmf_sent"] == 0 and counters["cmd_timeouts"] == 0, counters
+    # A command was outstanding, on a device that no longer served it, when the reset came.
+    assert counters["reset_cmds"] >= 1, counters
 
 
 # Clears Bus Master Enable in the PCI command register (config offset 4) of the controller of the

@@ -129,8 +129,8 @@ pub(super) struct HostPriv<D> {
 ///
 /// `shost` was allocated by `scsi_host_alloc` from `template` with room for
 /// a `HostPriv<T::HostData>`, whose data is initialised and pinned in its
-/// `hostdata` and whose work item is initialised (not queued: the host is
-/// not added); this value owns the reference from `scsi_host_alloc`, and the
+/// `hostdata` and whose work items are initialised (not queued: the host
+/// is not added); this value owns the reference from `scsi_host_alloc`, and the
 /// host is not added.
 ///
 /// # Examples
@@ -163,9 +163,10 @@ pub(crate) struct HostBuilder<T: HostTemplate> {
 /// As for [`HostBuilder`], and the host was added to the midlayer; it stays
 /// added until `removed` is set (by [`Host::remove`], once). Once
 /// `work_disabled` is set, [`Host::queue_work`] no longer queues the work
-/// item and `disable_work_sync()` has run or is running: it cancels what a
-/// running instance queued meanwhile (a work that asks to run again) and
-/// waits for that instance, after which nothing can queue it. `debugfs` is null or the
+/// items and `disable_work_sync()` has run or is running on each: it
+/// cancels what a running instance queued meanwhile (a work that asks to
+/// run again) and waits for that instance, after which nothing can queue
+/// the item. `debugfs` is null or the
 /// host's directory, created once.
 ///
 /// # Examples
@@ -180,7 +181,7 @@ pub(crate) struct HostBuilder<T: HostTemplate> {
 ///
 /// fn config_changed(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {
 ///     host.data().config_event.store(true, Ordering::Release);
-///     host.queue_work(HostWork::Events); // runs `HostTemplate::work` in process context
+///     host.queue_work(HostWork::Recovery); // runs `HostTemplate::work` in process context
 /// }
 ///
 /// fn remove(_dev: &virtio::Device, host: &scsi::Host<VirtioScsi>) {

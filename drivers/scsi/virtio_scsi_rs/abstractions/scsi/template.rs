@@ -121,8 +121,8 @@ pub(crate) trait HostTemplate: Sized + 'static {
     }
 
     /// The host's deferred work, run in process context on the freezable
-    /// system workqueue after [`Host::queue_work`]. It never runs once
-    /// [`Host::remove`] has started.
+    /// system workqueue after [`Host::queue_work`]. [`Host::remove`] waits
+    /// for a run under way, and none starts after it has begun.
     ///
     /// Returns whether to run again: the work is then queued anew, behind
     /// what the workqueue already holds, so that work which a device can
@@ -603,6 +603,8 @@ impl<T: HostTemplate> Adapter<T> {
     /// a host of `T`, which `Host::remove` disables (waiting for this
     /// function) before the host is removed or its data dropped.
     pub(super) unsafe extern "C" fn work<const N: usize>(work: *mut bindings::work_struct) {
+        // Installed for the elements of `works` only.
+        build_assert!(N < HostWork::COUNT);
         let off = core::mem::offset_of!(HostPriv<T::HostData>, works)
             + N * core::mem::size_of::<Opaque<bindings::work_struct>>()
             + core::mem::offset_of!(bindings::Scsi_Host, hostdata);

@@ -71,9 +71,10 @@ unsafe impl Sync for QueueSet {}
 ///
 /// # Invariants
 ///
-/// `vdev` is the device of the set this was made for; it is valid while
-/// that set exists, and the binding lets go of this when the set's drop
-/// begins. `reset_done` is signalled (for all waiters) once the reset that
+/// `vdev` is the device of the set this was made for, valid while that set
+/// exists. This value is only referenced by that set and, until the set's
+/// drop begins, by the set's binding (which takes its reference out first
+/// thing in that drop): it is never reached once the set is gone. `reset_done` is signalled (for all waiters) once the reset that
 /// `reset` claims is done. Once `stopping` is set, no [`Kick`] is prepared
 /// on the set's queues.
 #[pin_data]
@@ -116,8 +117,9 @@ impl SetReset {
         // devices wedge.
         self.stopping.store(true, Ordering::Relaxed);
         synchronize_rcu();
-        // SAFETY: By the type invariant the device is valid; no notification
-        // is in progress (above).
+        // SAFETY: The device is valid: this value is reached through its
+        // set, or through the binding before the set's drop begins (type
+        // invariant). No notification is in progress (above).
         unsafe { bindings::virtio_reset_device(self.vdev) };
         // The reset itself does not wait for running callbacks on every
         // transport (virtio-mmio's does not).
