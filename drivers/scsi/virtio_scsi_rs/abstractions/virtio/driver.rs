@@ -112,7 +112,11 @@ impl<T: Driver> DriverDevice<'_, T> {
         // Allocated first: once the virtqueues exist, only the set deletes
         // them, so nothing may fail before it holds them.
         let set = UniqueArc::<QueueSet>::new_uninit(GFP_KERNEL)?;
-        let reset = Arc::pin_init(SetReset::new(self.as_raw()), GFP_KERNEL)?;
+        // SAFETY: The device is valid and bound for as long as the set made
+        // below exists (`QueueSet` invariant, which the binding's count
+        // makes true); the value goes to that set and, as `sets.live`, to
+        // this binding only, which takes it out when the set's drop begins.
+        let reset = Arc::pin_init(unsafe { SetReset::new(self.as_raw()) }, GFP_KERNEL)?;
         let mut raw = KVec::with_capacity(n, GFP_KERNEL)?;
         let nvqs = u32::try_from(n)?;
         // One set at a time: an earlier one may still be deleting its

@@ -93,7 +93,15 @@ unsafe impl Send for SetReset {}
 unsafe impl Sync for SetReset {}
 
 impl SetReset {
-    pub(super) fn new(vdev: *mut bindings::virtio_device) -> impl PinInit<Self> {
+    /// # Safety
+    ///
+    /// `vdev` must be a device whose virtqueues are being created for a
+    /// [`QueueSet`] that takes this value, and stay valid while that set
+    /// exists; only that set and its binding (until the set's drop begins)
+    /// may reference the value.
+    pub(super) unsafe fn new(vdev: *mut bindings::virtio_device) -> impl PinInit<Self> {
+        // INVARIANT: The caller guarantees the device's validity and who
+        // references the value.
         pin_init!(Self {
             vdev,
             reset: AtomicBool::new(false),
@@ -426,6 +434,10 @@ impl SgList {
 struct Attached {
     vq: NonNull<bindings::virtqueue>,
     set: Arc<QueueSet>,
+    /// `set.reset`, held here too so that preparing a kick reads
+    /// `stopping` through one pointer, as before the reset state had an
+    /// allocation of its own.
+    reset: Arc<SetReset>,
 }
 
 // SAFETY: `Attached` is only reached under its queue's lock; the set may be
@@ -516,6 +528,7 @@ impl<R: Request, D> Queue<R, D> {
             lock <- new_spinlock_irq!(QueueInner {
                 attached: Some(Attached {
                     vq: raw.vq,
+                    reset: raw.set.reset.clone(),
                     set: raw.set,
                 }),
                 data,
@@ -605,6 +618,7 @@ impl<R: Request, D> Queue<R, D> {
         // INVARIANT: A fresh virtqueue carries no buffer.
         guard.attached = Some(Attached {
             vq: raw.vq,
+            reset: raw.set.reset.clone(),
             set: raw.set,
         });
         Ok(())
@@ -773,7 +787,7 @@ impl<'a, R: Request, D> QueueGuard<'a, R, D> {
         // The read-side section begins before `stopping` is read: a reset
         // that set it either waits for this section or is seen here.
         let rcu = RcuReadGuard::new();
-        if attached.set.reset.stopping.load(Ordering::Relaxed) {
+        if attached.reset.stopping.load(Ordering::Relaxed) {
             return false;
         }
         // INVARIANT: `vq` is attached now; while the lock is held the
