@@ -99,8 +99,11 @@ pub(crate) enum HostWork {
 }
 
 impl HostWork {
+    /// Every work item, in index order.
+    const ALL: [HostWork; 2] = [HostWork::Events, HostWork::Recovery];
+
     /// The number of work items.
-    pub(super) const COUNT: usize = 2;
+    pub(super) const COUNT: usize = Self::ALL.len();
 
     pub(super) const fn from_index(i: usize) -> Self {
         match i {
@@ -290,7 +293,7 @@ impl<T: HostTemplate> HostBuilder<T> {
             );
         };
         // INVARIANT: The host is allocated from `T`'s template, its data and
-        // work item are initialised, and it is not added.
+        // work items are initialised, and it is not added.
         Ok(Self { shost, template })
     }
 
@@ -400,14 +403,9 @@ impl<T: HostTemplate> Host<T> {
     /// disabled after the first: neither runs afterwards.
     fn disable_work(&self) {
         self.work_disabled.store(true, Ordering::Release);
-        for i in 0..HostWork::COUNT {
+        for which in HostWork::ALL {
             // SAFETY: The work items are initialised (type invariant).
-            unsafe {
-                bindings::disable_work_sync(work_ptr::<T::HostData>(
-                    self.shost,
-                    HostWork::from_index(i),
-                ))
-            };
+            unsafe { bindings::disable_work_sync(work_ptr::<T::HostData>(self.shost, which)) };
         }
     }
 
