@@ -98,14 +98,46 @@ def ci(ratios):
     return math.exp(m), math.exp(m - h), math.exp(m + h)
 
 
+def reps_for(sd_log, half=math.log(1.03)):
+    """The repetitions a row whose paired log ratios have standard deviation `sd_log` needs for a
+    95 % interval of half-width `half` (default ±3 %: a row at 1.00 meets a lower bound of 0.97
+    only with that): the smallest n with t(n - 1) * sd / sqrt(n) <= half."""
+    n = 2
+    while t95(n - 1) * sd_log / math.sqrt(n) > half:
+        n += 1
+    return n
+
+
+def bar_probability(rows, true_ratio):
+    """The probability that every one of `rows` (with the standard deviations and repetitions they
+    had) meets issue 16's bar, point >= 1.00 and lower bound >= 0.97, if the true ratio of each
+    were `true_ratio`: per row, the chance that the mean log ratio clears both (normal
+    approximation, the interval's width taken as fixed), multiplied over the rows."""
+    p = 1.0
+    for r in rows:
+        se = r["sd_log"] / math.sqrt(r["n"])
+        if se == 0:
+            p *= 1.0 if true_ratio >= 1.0 else 0.0
+            continue
+        need = max(0.0, math.log(0.97) + t95(r["n"] - 1) * se)
+        p *= 1.0 - statistics.NormalDist().cdf((need - math.log(true_ratio)) / se)
+    return p
+
+
 def resummarise(bench, path):
-    """Recomputes every row's ratio and interval from the samples in an earlier results.json."""
+    """Recomputes every row's ratio and interval from the samples in an earlier results.json; the
+    run's own description (its meta: command line, queue limits, multiqueue scaling) is kept."""
     with open(path) as f:
         old = json.load(f)
+    bench.meta = dict(old["meta"], resummarised_by=sys.argv)
+    bench.limits = old["meta"].get("queue_limits", {})
+    bench.scaling = old["meta"].get("mq_scaling", [])
     for row in old["rows"]:
         s = row["samples"]
         if row["measure"] in ("iops", "bw", "lat"):
-            bench.rows.append(bench.summarise(row["id"], row["description"], row["backend"], row["measure"], s))
+            # Fields summarise() does not compute (a back end's own cost) stay.
+            row.update(bench.summarise(row["id"], row["description"], row["backend"], row["measure"], s))
+            bench.rows.append(row)
             continue
         c, r = s["c"], s["rust"]
         m, lo, hi = ci([a / b for a, b in zip(c, r)])
@@ -123,6 +155,7 @@ class Bench:
         self.rows = []
         self.limits = {}  # driver -> the disk's queue limits, read at its first bind
         self.scaling = []  # multiqueue scaling: per driver, IOPS with 2 request queues over 1
+        self.meta = None  # an earlier run's description (--resummarise)
 
     def guest(self, name, topo, smp=2, append="", qemu_args=(), accel=None):
         logdir = os.path.join(self.out, "logs", name)
@@ -308,7 +341,8 @@ class Bench:
         else:
             ratios = [ri / ci_ for ci_, ri in zip(c, r)]
         m, lo, hi = ci(ratios)
-        row.update({"ratio": m, "ci_low": lo, "ci_high": hi, "n": len(ratios)})
+        sd = statistics.stdev(math.log(x) for x in ratios) if len(ratios) > 1 else 0.0
+        row.update({"ratio": m, "ci_low": lo, "ci_high": hi, "n": len(ratios), "sd_log": sd})
         for d in ("c", "rust", "blk"):
             for k in keys + ["kb_per_req", "merges_per_req"]:
                 vals = [x[k] for x in s[d] if k in x]
@@ -390,11 +424,13 @@ class Bench:
     # --- output ----------------------------------------------------------------------------------
 
     def write(self):
-        meta = {"kernel": self.args.kernel, "reps": self.args.reps, "runtime_s": self.args.runtime,
-                "queue_limits": self.limits, "mq_scaling": self.scaling, "ramp_s": self.args.ramp, "icount_ios": self.args.icount_ios, "argv": sys.argv,
-                "fio_pinning": {"one job": PIN_ONE, "two jobs": PIN_SPLIT}, "blk_every": self.args.blk_every,
-                "ratio": "> 1 means the Rust driver is better (IOPS, MB/s: Rust/C; latency, instructions, "
-                         "seconds: C/Rust); CI: 95 % t interval over paired repetitions"}
+        meta = self.meta or {
+            "kernel": self.args.kernel, "reps": self.args.reps, "runtime_s": self.args.runtime,
+            "queue_limits": self.limits, "mq_scaling": self.scaling, "ramp_s": self.args.ramp,
+            "icount_ios": self.args.icount_ios, "argv": sys.argv,
+            "fio_pinning": {"one job": PIN_ONE, "two jobs": PIN_SPLIT}, "blk_every": self.args.blk_every,
+            "ratio": "> 1 means the Rust driver is better (IOPS, MB/s: Rust/C; latency, instructions, "
+                     "seconds: C/Rust); CI: 95 % t interval over paired repetitions"}
         with open(os.path.join(self.out, "results.json"), "w") as f:
             json.dump({"meta": meta, "rows": self.rows}, f, indent=2)
         with open(os.path.join(self.out, "commands.txt"), "w") as f:
@@ -408,6 +444,15 @@ class Bench:
             good = [r for r in wall if r["ratio"] >= 1.0 and r["ci_low"] >= 0.97]
             lines += ["", f"Wall-clock rows with a point estimate of at least 1.00 and a lower bound of at least 0.97:"
                           f" {len(good)} of {len(wall)}."]
+            sds = sorted(r["sd_log"] for r in wall if r["n"] > 1)
+            if sds:
+                mid = statistics.median(sds)
+                lines += ["", f"Resolution: the standard deviation of a row's paired log ratios is {mid:.3f} (median"
+                              f" of the rows; {sds[0]:.3f}–{sds[-1]:.3f}); an interval of ±3 %, which a row at 1.00"
+                              f" needs for a lower bound of 0.97, takes {reps_for(mid)} repetitions at the median"
+                              f" and {reps_for(sds[-1])} at the widest. At this scatter and these repetitions,"
+                              f" the probability that every row meets the bar if the Rust driver were 2 % faster"
+                              f" in each is {bar_probability(wall, 1.02):.1e}; 5 % faster, {bar_probability(wall, 1.05):.1e}."]
         if self.scaling:
             lines += ["", "Multiqueue scaling (" + MQ_ROW[1] + ", null-co): median IOPS with 2 request queues over 1:",
                       "", "| driver | 1 queue | 2 queues | 2 / 1 |", "|---|---|---|---|"]

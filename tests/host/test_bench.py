@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: GPL-2.0
+"""tests/bench.py's statistics: the paired interval and the repetitions a row would need."""
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, TESTS_DIR)
+
+import bench  # noqa: E402
+
+
+def half_width(sd, n):
+    return bench.t95(n - 1) * sd / math.sqrt(n)
+
+
+def test_reps_for_is_the_first_count_that_is_narrow_enough():
+    """For each scatter, the count returned gives an interval of at most ±3 % and one fewer does
+    not; more scatter never needs fewer repetitions."""
+    half = math.log(1.03)
+    last = 0
+    for sd in (0.001, 0.01, 0.03, 0.05, 0.08, 0.147, 0.3):
+        n = bench.reps_for(sd)
+        assert half_width(sd, n) <= half
+        assert n == 2 or half_width(sd, n - 1) > half
+        assert n >= last
+        last = n
+
+
+def test_reps_for_matches_the_interval_of_simulated_runs():
+    """Pairs drawn with a known scatter, summarised as make bench summarises a row: at the count
+    reps_for gives, the interval's half-width is about ±3 % (within the scatter of the sample's
+    own standard deviation)."""
+    rng = random.Random(16)
+    sd = 0.08
+    n = bench.reps_for(sd)
+    widths = []
+    for _ in range(200):
+        ratios = [math.exp(rng.gauss(0.0, sd)) for _ in range(n)]
+        m, lo, hi = bench.ci(ratios)
+        widths.append(math.log(hi / lo) / 2)
+    widths.sort()
+    assert abs(widths[len(widths) // 2] - math.log(1.03)) < 0.004, widths[len(widths) // 2]
+
+
+def test_resummarise_keeps_the_runs_own_description(tmp_path):
+    """--resummarise recomputes a row from its samples and keeps what only the run knew: its
+    command line, the queue limits and multiqueue scaling, a back end's own cost per I/O."""
+    c = [{"iops": 100.0 + i} for i in range(8)]
+    r = [{"iops": 103.0 + i} for i in range(8)]
+    meta = {"argv": ["bench.py", "--reps", "8"], "ratio": "> 1: Rust better", "queue_limits": {"c": {"max_segments": "254"}},
+            "mq_scaling": [{"driver": "c", "iops_1q": 1.0, "iops_2q": 2.0, "scaling": 2.0}]}
+    row = {"id": "randread_qd32_1j_vu1q", "description": "4k random read, QD32, 1 job", "backend": "vhost-user 1q",
+           "measure": "iops", "samples": {"c": c, "rust": r, "blk": []}, "ratio": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+           "n": 8, "backend_us_per_io": 9.5, "backend_core_share": 0.25}
+    old = tmp_path / "results.json"
+    old.write_text(json.dumps({"meta": meta, "rows": [row]}))
+    subprocess.run([sys.executable, os.path.join(TESTS_DIR, "bench.py"), "--resummarise", str(old),
+                    "--out", str(tmp_path / "out"), "--kernel", "-", "--initrd", "-"], check=True, capture_output=True)
+    (out,) = (tmp_path / "out").iterdir()
+    new = json.loads((out / "results.json").read_text())
+    assert {k: v for k, v in new["meta"].items() if k != "resummarised_by"} == meta
+    (got,) = new["rows"]
+    want = bench.ci([b["iops"] / a["iops"] for a, b in zip(c, r)])
+    assert (got["ratio"], got["ci_low"], got["ci_high"]) == want
+    assert got["backend_us_per_io"] == 9.5 and got["sd_log"] > 0
+    md = (out / "results.md").read_text()
+    assert "max_segments 254" in md and "| C | 1 | 2 | 2.000 |" in md and "9.5 µs" in md
+    assert "Resolution: the standard deviation of a row's paired log ratios" in md
+
+
+def test_bar_probability_agrees_with_simulated_runs():
+    """The probability bar_probability() gives for one row is what drawing that row's repetitions
+    many times gives (within sampling error), and it grows with the true ratio."""
+    rng = random.Random(19)
+    sd, n = 0.05, 16
+    row = {"sd_log": sd, "n": n}
+    for true in (1.00, 1.02, 1.05):
+        want = bench.bar_probability([row], true)
+        hits = 0
+        for _ in range(2000):
+            m, lo, _hi = bench.ci([true * math.exp(rng.gauss(0.0, sd)) for _ in range(n)])
+            hits += m >= 1.0 and lo >= 0.97
+        assert abs(hits / 2000 - want) < 0.06, (true, hits / 2000, want)
+    assert bench.bar_probability([row], 1.00) < bench.bar_probability([row], 1.02) < bench.bar_probability([row], 1.05)
+    assert bench.bar_probability([row, row], 1.02) == bench.bar_probability([row], 1.02) ** 2
