@@ -108,19 +108,31 @@ def reps_for(sd_log, half=math.log(1.03)):
     return n
 
 
-def bar_probability(rows, true_ratio):
+def bar_probability(rows, true_ratio, steps=2000):
     """The probability that every one of `rows` (with the standard deviations and repetitions they
     had) meets issue 16's bar, point >= 1.00 and lower bound >= 0.97, if the true ratio of each
-    were `true_ratio`: per row, the chance that the mean log ratio clears both (normal
-    approximation, the interval's width taken as fixed), multiplied over the rows."""
+    were `true_ratio`. Per row: the log ratios normal with the row's standard deviation; the mean
+    must clear 0 and the lower bound needs mean >= ln 0.97 + t * s / sqrt(n), where the sample
+    standard deviation s is itself random (s^2 (n - 1) / sd^2 is chi-squared with n - 1 degrees of
+    freedom, independent of the mean), so the chance is integrated over s. The rows are taken as
+    independent (they are not quite: rows share boots and the host's moods)."""
+    nd = statistics.NormalDist()
     p = 1.0
     for r in rows:
-        se = r["sd_log"] / math.sqrt(r["n"])
-        if se == 0:
-            p *= 1.0 if true_ratio >= 1.0 else 0.0
+        n, sd = r["n"], r["sd_log"]
+        if n < 2 or sd == 0:
             continue
-        need = max(0.0, math.log(0.97) + t95(r["n"] - 1) * se)
-        p *= 1.0 - statistics.NormalDist().cdf((need - math.log(true_ratio)) / se)
+        k = n - 1
+        t = t95(k)
+        top = k + 12 * math.sqrt(2 * k)
+        row_p = 0.0
+        for i in range(steps):
+            q = (i + 0.5) * top / steps
+            dens = math.exp((k / 2 - 1) * math.log(q) - q / 2 - (k / 2) * math.log(2) - math.lgamma(k / 2))
+            s = sd * math.sqrt(q / k)
+            need = max(0.0, math.log(0.97) + t * s / math.sqrt(n))
+            row_p += dens * (1.0 - nd.cdf((need - math.log(true_ratio)) * math.sqrt(n) / sd)) * top / steps
+        p *= row_p
     return p
 
 
