@@ -223,6 +223,10 @@ def test_device_needs_reset(make_guest, driver, request):
 # is an event of its own, which the event work adds synchronously (scsi_add_device(); a rescan
 # after EVENTS_MISSED would scan asynchronously, outside the work).
 SCAN_LUNS = 8
+# Bursts the scan test tries at most until the break finds a command outstanding: the guest breaks
+# the device as soon as the burst's first LUN shows, which is nearly always while the work waits
+# for one of the next LUN's commands, but may fall between two commands (none to take back).
+SCAN_ROUNDS = 3
 
 
 @pytest.mark.parametrize("driver", ["rust"])
@@ -233,45 +237,60 @@ def test_needs_reset_during_scan(make_guest, driver):
     is then adding the next, and waits for a command the device no longer serves), and all of
     them are there within 60 s and read, with no command timed out and no task management: the
     reset came from the configuration change. With one work item for both, the reset waited
-    behind the stalled command, for stall_limit (180 s) and the error handler's host reset. The
-    C driver has no config_changed at all (test_device_needs_reset[c])."""
+    behind the stalled command, for stall_limit (180 s) and the error handler's host reset. A
+    burst whose break found no command outstanding shows nothing of that: another burst follows,
+    up to SCAN_ROUNDS, and one of them must have had one. The C driver has no config_changed at
+    all (test_device_needs_reset[c])."""
     topo = Topology([Controller(disks=[Disk(backend="file", size=64 << 20)], props={"disable-legacy": "off"})])
     g = make_guest(topo, scan="all", trace=TRACE)
     g.load_driver(driver)
     g.wait_for("[ -b /dev/sda ]", what="/dev/sda")
-    for i in range(SCAN_LUNS):
-        g.qmp("blockdev-add", **{"node-name": f"sc{i}", "driver": "null-co", "size": 64 << 20,
-                                 "read-zeroes": True})
-    # The work adds a LUN in a fraction of a second: a guest command started after the first one
-    # shows would come too late. A shell loop (builtins only) watches for it and breaks the device
-    # at once; it records how many SCSI devices there were then.
     count = "$(ls -d /sys/bus/scsi/devices/*:*:*:* 2>/dev/null | wc -l)"
     host = g.sh("basename $(readlink -f /sys/block/sda/device) | cut -d: -f1").strip()
-    first = f"/sys/bus/scsi/devices/{host}:0:10:0"
-    g.sh(f"rm -f /tmp/brk; ( until [ -e {first} ]; do :; done; {BREAK_DEVICE} >/dev/null 2>&1;"
-         f" echo {count} > /tmp/brk ) > /dev/null 2>&1 &")
-    g.qmp_burst([("device_add", {"driver": "scsi-hd", "id": f"hd-sc{i}", "bus": "vs0.0", "scsi-id": 10 + i,
-                                 "lun": 0, "drive": f"sc{i}"}) for i in range(SCAN_LUNS)])
-    g.wait_for("[ -s /tmp/brk ]", timeout=60, what="the first hot-plugged LUN, and the device broken")
-    seen = int(g.sh("cat /tmp/brk"))
-    g.wait_for(f"[ {count} -eq {1 + SCAN_LUNS} ]", timeout=60, what=f"all {SCAN_LUNS} hot-plugged LUNs",
-               diagnose="ls /sys/bus/scsi/devices; dmesg | tail -30")
-    disks = "/sys/bus/scsi/devices/*:0:[12][0-9]:0/block/*"
-    g.wait_for(f"[ $(ls -d {disks} 2>/dev/null | wc -l) -eq {SCAN_LUNS} ]", timeout=60, what="their disks")
-    g.sh(f"for d in {disks}; do dd if=/dev/${{d##*/}} of=/dev/null bs=4k count=4 iflag=direct 2>/dev/null"
-         " || exit 1; done", timeout=120)
+    rounds = []
+    for r in range(SCAN_ROUNDS):
+        ids = [10 + r * SCAN_LUNS + i for i in range(SCAN_LUNS)]
+        for t in ids:
+            g.qmp("blockdev-add", **{"node-name": f"sc{t}", "driver": "null-co", "size": 64 << 20,
+                                     "read-zeroes": True})
+        before = g.rust_control_counters(driver)
+        # The work adds a LUN in a fraction of a second: a guest command started after the first
+        # one shows would come too late. A shell loop (builtins only) watches for it and breaks
+        # the device at once; it records how many SCSI devices there were then.
+        first = f"/sys/bus/scsi/devices/{host}:0:{ids[0]}:0"
+        g.sh(f"rm -f /tmp/brk; ( until [ -e {first} ]; do :; done; {BREAK_DEVICE} >/dev/null 2>&1;"
+             f" echo {count} > /tmp/brk ) > /dev/null 2>&1 &")
+        g.qmp_burst([("device_add", {"driver": "scsi-hd", "id": f"hd-sc{t}", "bus": "vs0.0", "scsi-id": t,
+                                     "lun": 0, "drive": f"sc{t}"}) for t in ids])
+        g.wait_for("[ -s /tmp/brk ]", timeout=60, what="the first hot-plugged LUN, and the device broken")
+        # LUNs of this burst there when the device was broken.
+        seen = int(g.sh("cat /tmp/brk")) - (1 + r * SCAN_LUNS)
+        total = 1 + (r + 1) * SCAN_LUNS
+        g.wait_for(f"[ {count} -eq {total} ]", timeout=60, what=f"all {SCAN_LUNS} hot-plugged LUNs",
+                   diagnose="ls /sys/bus/scsi/devices; dmesg | tail -30")
+        disks = " ".join(f"/sys/bus/scsi/devices/{host}:0:{t}:0/block/*" for t in ids)
+        g.wait_for(f"[ $(ls -d {disks} 2>/dev/null | wc -l) -eq {SCAN_LUNS} ]", timeout=60, what="their disks")
+        g.sh(f"for d in {disks}; do dd if=/dev/${{d##*/}} of=/dev/null bs=4k count=4 iflag=direct 2>/dev/null"
+             " || exit 1; done", timeout=120)
+        after = g.rust_control_counters(driver)
+        delta = {k: after[k] - before[k] for k in after}
+        rounds.append((seen, delta))
+        # The break came while the event work was still adding LUNs (else this burst shows nothing).
+        assert seen < SCAN_LUNS, f"all {SCAN_LUNS} LUNs were there before the device was broken"
+        assert delta["needs_reset"] >= 1 and delta["host_resets"] >= 1, delta
+        if delta["reset_cmds"] >= 1:
+            break
     counters = g.rust_control_counters(driver)
     g.stop()
     again = reinits(g)
-    report(f"{driver}: device broken with {seen - 1} of {SCAN_LUNS} LUNs added: re-initialised {again} time(s);"
-           f" {counters}")
-    # The break came while the event work was still adding LUNs (else this test shows nothing).
-    assert seen < 1 + SCAN_LUNS, f"all {SCAN_LUNS} LUNs were there before the device was broken"
-    assert counters["needs_reset"] >= 1 and counters["host_resets"] >= 1, counters
+    report(f"{driver}: device broken while adding LUNs, {len(rounds)} burst(s) of {SCAN_LUNS}: "
+           + "; ".join(f"{seen} added, {d['host_resets']} reset(s) took back {d['reset_cmds']} command(s)"
+                       for seen, d in rounds)
+           + f"; re-initialised {again} time(s); {counters}")
     assert again == counters["host_resets"], (again, counters)
     assert counters["tmf_sent"] == 0 and counters["cmd_timeouts"] == 0, counters
     # A command was outstanding, on a device that no longer served it, when the reset came.
-    assert counters["reset_cmds"] >= 1, counters
+    assert rounds[-1][1]["reset_cmds"] >= 1, rounds
 
 
 # Clears Bus Master Enable in the PCI command register (config offset 4) of the controller of the
