@@ -105,13 +105,22 @@ impl HostWork {
     /// The number of work items.
     pub(super) const COUNT: usize = Self::ALL.len();
 
+    /// The work item at index `i`, which must be below [`Self::COUNT`]
+    /// (callers check it at build time).
     pub(super) const fn from_index(i: usize) -> Self {
-        match i {
-            0 => HostWork::Events,
-            _ => HostWork::Recovery,
-        }
+        Self::ALL[i]
     }
 }
+
+// `ALL` lists the work items in index order: `from_index` and the work
+// functions installed per index (`Adapter::work::<N>`) rely on it.
+const _: () = {
+    let mut i = 0;
+    while i < HostWork::COUNT {
+        assert!(HostWork::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// What a [`Host`] keeps in `hostdata`: the driver's data first, then the
 /// host's work items, indexed by [`HostWork`] (initialised once, at
