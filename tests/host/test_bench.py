@@ -18,6 +18,17 @@ def half_width(sd, n):
     return bench.t95(n - 1) * sd / math.sqrt(n)
 
 
+def test_t95_between_and_beyond_the_table():
+    """Student's t quantile at degrees of freedom the table does not list, against published values
+    (to four decimals); it falls with every degree of freedom and tends to the normal quantile."""
+    published = {21: 2.0796, 24: 2.0639, 25: 2.0595, 30: 2.0423, 40: 2.0211, 60: 2.0003, 120: 1.9799}
+    for df, t in published.items():
+        assert abs(bench.t95(df) - t) < 2e-4, (df, bench.t95(df), t)
+    ts = [bench.t95(df) for df in range(1, 400)]
+    assert all(a > b for a, b in zip(ts, ts[1:]))
+    assert abs(bench.t95(10**6) - 1.95997) < 1e-4
+
+
 def test_reps_for_is_the_first_count_that_is_narrow_enough():
     """For each scatter, the count returned gives an interval of at most ±3 % and one fewer does
     not; more scatter never needs fewer repetitions."""
