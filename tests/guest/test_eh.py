@@ -223,9 +223,10 @@ def test_device_needs_reset(make_guest, driver, request):
 # is an event of its own, which the event work adds synchronously (scsi_add_device(); a rescan
 # after EVENTS_MISSED would scan asynchronously, outside the work).
 SCAN_LUNS = 8
-# Bursts the scan test tries at most until the break finds a command outstanding: the guest breaks
-# the device as soon as the burst's first LUN shows, which is nearly always while the work waits
-# for one of the next LUN's commands, but may fall between two commands (none to take back).
+# Bursts the scan test tries at most until one shows what it is for: the guest breaks the device as
+# soon as the burst's first LUN shows, which is nearly always while the work waits for one of the
+# next LUN's commands, but may fall between two commands (none to take back), or the LUNs may all
+# be counted before the break is (the count follows it).
 SCAN_ROUNDS = 3
 
 
@@ -238,9 +239,9 @@ def test_needs_reset_during_scan(make_guest, driver):
     them are there within 60 s and read, with no command timed out and no task management: the
     reset came from the configuration change. With one work item for both, the reset waited
     behind the stalled command, for stall_limit (180 s) and the error handler's host reset. A
-    burst whose break found no command outstanding shows nothing of that: another burst follows,
-    up to SCAN_ROUNDS, and one of them must have had one. The C driver has no config_changed at
-    all (test_device_needs_reset[c])."""
+    burst whose break found no command outstanding, or all its LUNs added, shows nothing of that:
+    another burst follows, up to SCAN_ROUNDS, and one of them must show it. The C driver has no
+    config_changed at all (test_device_needs_reset[c])."""
     topo = Topology([Controller(disks=[Disk(backend="file", size=64 << 20)], props={"disable-legacy": "off"})])
     g = make_guest(topo, scan="all", trace=TRACE)
     g.load_driver(driver)
@@ -248,6 +249,10 @@ def test_needs_reset_during_scan(make_guest, driver):
     count = "$(ls -d /sys/bus/scsi/devices/*:*:*:* 2>/dev/null | wc -l)"
     host = g.sh("basename $(readlink -f /sys/block/sda/device) | cut -d: -f1").strip()
     rounds = []
+
+    def shown(seen, delta):
+        return seen < SCAN_LUNS and delta["reset_cmds"] >= 1
+
     for r in range(SCAN_ROUNDS):
         ids = [10 + r * SCAN_LUNS + i for i in range(SCAN_LUNS)]
         for t in ids:
@@ -275,10 +280,8 @@ def test_needs_reset_during_scan(make_guest, driver):
         after = g.rust_control_counters(driver)
         delta = {k: after[k] - before[k] for k in after}
         rounds.append((seen, delta))
-        # The break came while the event work was still adding LUNs (else this burst shows nothing).
-        assert seen < SCAN_LUNS, f"all {SCAN_LUNS} LUNs were there before the device was broken"
         assert delta["needs_reset"] >= 1 and delta["host_resets"] >= 1, delta
-        if delta["reset_cmds"] >= 1:
+        if shown(seen, delta):
             break
     counters = g.rust_control_counters(driver)
     g.stop()
@@ -289,8 +292,10 @@ def test_needs_reset_during_scan(make_guest, driver):
            + f"; re-initialised {again} time(s); {counters}")
     assert again == counters["host_resets"], (again, counters)
     assert counters["tmf_sent"] == 0 and counters["cmd_timeouts"] == 0, counters
-    # A command was outstanding, on a device that no longer served it, when the reset came.
-    assert rounds[-1][1]["reset_cmds"] >= 1, rounds
+    # The last burst showed it: the device was broken while the event work was still adding LUNs
+    # (`seen` counts the LUNs after the break, an upper bound) and a command was outstanding, on
+    # a device that no longer served it, when the reset came.
+    assert shown(*rounds[-1]), rounds
 
 
 # Clears Bus Master Enable in the PCI command register (config offset 4) of the controller of the
@@ -326,7 +331,7 @@ def test_bus_mastering_stopped_under_io(make_guest, driver, request):
                      Controller(id="vs1", disks=[Disk(backend="file", size=48 << 20)])])
     g = make_guest(topo, smp=2)
     g.load_driver(driver, "stall_limit=10 tmf_timeout=10" if driver == "rust" else "")
-    g.wait_for("[ $(ls /sys/class/scsi_disk | wc -l) -eq 2 ]", timeout=60, what="2 disks")
+    g.wait_disks(2, timeout=60)
     by_size = {int(g.sh(f"cat /sys/block/{d}/size")) * 512: d
                for d in g.sh("ls -d /sys/block/sd* | xargs -n1 basename").split()}
     stopped, neighbour = by_size[64 << 20], by_size[48 << 20]
@@ -384,9 +389,12 @@ def test_slow_command(make_guest, driver, policy):
     topo = Topology([Controller(num_queues=2, disks=[Disk(backend="null", size=GiB), slow])])
     g = make_guest(topo, smp=2, trace=TRACE)
     g.load_driver(driver, POLICY_PARAMS[policy])
-    g.wait_for("[ $(ls /sys/class/scsi_disk | wc -l) -eq 2 ]", timeout=60, what="2 disks")
+    g.wait_disks(2, timeout=60)
     sd = g.sh("ls /sys/class/scsi_host/*/device/target*:0:1/*:0:1:0/block").strip()
     fast = g.sh("ls /sys/class/scsi_host/*/device/target*:0:0/*:0:0:0/block").strip()
+    # The slow disk's partition scan (one read, `latency` seconds) holds the disk's open mutex: an
+    # open waits for it to end, so that the timed read below starts at once.
+    g.sh(f"dd if=/dev/{sd} of=/dev/null count=0 2>/dev/null", timeout=60)
     g.sh(f"echo 2 > /sys/block/{sd}/device/timeout")
     g.sh(f"(s=$(cut -d' ' -f1 /proc/uptime); dd if=/dev/{sd} of=/dev/null bs=4k count=1 skip=7 iflag=direct"
          f" > /tmp/dd.log 2>&1; echo $? $s $(cut -d' ' -f1 /proc/uptime) > /tmp/dd.rc) &")

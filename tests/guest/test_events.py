@@ -20,7 +20,7 @@ def disks(g):
 
 
 def wait_disks(g, n, timeout=30):
-    g.wait_for(f"[ $(ls /sys/class/scsi_disk | wc -l) -eq {n} ]", timeout=timeout, what=f"{n} SCSI disks")
+    g.wait_disks(n, timeout=timeout)
 
 
 def node_args(name, size=GiB):
@@ -82,9 +82,12 @@ def test_hot_add_and_remove_16_in_one_burst(make_guest, driver):
     # The remaining disk still works.
     g.sh("dd if=/dev/sda of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null")
     if driver == "rust":
+        # Every event buffer goes back to the device once its event is handled (the last may still
+        # be in the event work when the last disk has gone).
+        g.wait_for("grep -q '^event posted 8 ' /sys/kernel/debug/virtio_scsi_rs/host*/queues", timeout=60,
+                   what="all 8 event buffers posted again", diagnose="cat /sys/kernel/debug/virtio_scsi_rs/host*/queues")
         c = counters(g)["event"]
         report(f"{driver}: 16+16 burst: {c['received']} events, {c['missed']} with EVENTS_MISSED")
-        assert c["posted"] == 8, c
 
 
 @pytest.mark.parametrize("hotplug", [True, False], ids=["hotplug", "change-only"])

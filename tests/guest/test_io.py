@@ -30,7 +30,8 @@ def test_fio_verify(make_guest, driver):
         "--rw=randwrite --bs=512 --iodepth=1 --size=1m --offset=64m",
         "--rw=randwrite --bs=4k --iodepth=16 --numjobs=2 --size=8m --offset=80m --offset_increment=16m",
     ):
-        g.sh(f"{FIO} {args} --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap", timeout=900)
+        g.sh(f"{FIO} {args} --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap --serialize_overlap=1",
+             timeout=900)
 
 
 def test_max_transfer_and_segments(make_guest, driver):

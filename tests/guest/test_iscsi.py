@@ -80,7 +80,7 @@ def devices(g):
 def boot(make_guest, target, driver, params=""):
     g = make_guest(topology(target))
     g.load_driver(driver, params)
-    g.wait_for("[ $(ls /sys/class/scsi_disk | wc -l) -eq 4 ]", timeout=60, what="4 disks")
+    g.wait_disks(4, timeout=60)
     return g, devices(g)
 
 
@@ -165,10 +165,12 @@ def test_passthrough(make_guest, target, driver, kind):
     # SG_IO alone through fio's sg engine on the scsi-generic one.
     if kind == "scsi-block":
         g.sh(f"fio --name=v --filename=/dev/{sd} --ioengine=libaio --direct=1 --rw=randwrite --bsrange=4k-256k"
-             f" --iodepth=8 --size=8m --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap", timeout=600)
+             f" --iodepth=8 --size=8m --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap"
+             " --serialize_overlap=1", timeout=600)
     else:
         g.sh(f"fio --name=v --filename=/dev/{sg} --ioengine=sg --rw=randwrite --bs=64k"
-             f" --iodepth=4 --size=8m --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap", timeout=600)
+             f" --iodepth=4 --size=8m --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap"
+             " --serialize_overlap=1", timeout=600)
 
     # A vendor-specific opcode and an unsupported one: the target's CHECK CONDITION, ILLEGAL
     # REQUEST, INVALID COMMAND OPERATION CODE (20/00) reaches user space unchanged.

@@ -119,9 +119,9 @@ def test_profile(make_guest, driver, profile, cdrom, request):
     sda, sdb = block_of(g, 0, 0), block_of(g, 1, 0)
     g.sh(
         f"{FIO} --filename=/dev/{sda} --rw=randwrite --bsrange=4k-256k --iodepth=16 --size=16m"
-        f" --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap &"
+        f" --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap --serialize_overlap=1 &"
         f" {FIO} --filename=/dev/{sdb} --rw=randwrite --bs=4k --iodepth=8 --size=4m"
-        f" --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap; r=$?; wait $! && exit $r",
+        f" --verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap --serialize_overlap=1; r=$?; wait $! && exit $r",
         timeout=600,
     )
     sr = block_of(g, 2, 0)
@@ -140,6 +140,8 @@ def test_profile(make_guest, driver, profile, cdrom, request):
     else:
         # No HOTPLUG, so no event: the LUN is found by a scan.
         g.sh(f"echo '0 1 -' > /sys/class/scsi_host/{host}/scan")
+    # sd probes the new LUN asynchronously: its size shows with its block device.
+    block_of(g, 1, 1)
     assert devices(g)[(1, 1)] == (0, 48 * MiB)
     g.backend("remove 1 1")
     if hotplug:
@@ -668,13 +670,13 @@ def test_host_reset_while_a_cpu_goes_offline(make_guest, driver):
     bad, good, want = two_luns_with_a_pattern(g, driver)
     g.sh(f"echo 3 > /sys/block/{bad}/device/timeout")
     abort_at_first_timeout(g, driver)
+    before = g.rust_control_counters(driver)
     g.backend("fault never-answer 0 0 1")
     g.sh(f"(taskset -c 1 dd if=/dev/{bad} bs=64k count=16 iflag=direct 2>/dev/null | sha256sum > /tmp/dd.sha;"
          f" echo ${{PIPESTATUS[0]}} > /tmp/dd.rc) &")
     wait_held(g)
     # The back end commits one fault at a time: this one replaces never-answer.
     g.backend("fault tmf-rejected all")
-    before = g.rust_control_counters(driver)
     g.sh("(echo 0 > /sys/devices/system/cpu/cpu1/online; echo $? > /tmp/offline.rc) &")
     try:
         g.wait_for("[ -e /tmp/dd.rc ] && [ -e /tmp/offline.rc ]", timeout=120,

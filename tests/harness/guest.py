@@ -589,6 +589,13 @@ class Guest:
         """Runs a script that must succeed; returns its output."""
         return self.run(script, **kw)[1]
 
+    def wait_disks(self, n, timeout=30, what=None):
+        """Waits until the guest has `n` SCSI disks, each with its block device: sd probes a disk
+        asynchronously, so its scsi_disk shows before its block device (and size) does."""
+        self.wait_for(f"[ $(ls /sys/class/scsi_disk | wc -l) -eq {n} ] &&"
+                      f" [ $(ls -d /sys/class/scsi_disk/*/device/block/* 2>/dev/null | wc -l) -eq {n} ]",
+                      timeout=timeout, what=what or f"{n} SCSI disks")
+
     def wait_for(self, condition, timeout=30, what=None, diagnose=None):
         """Polls a shell condition in the guest until it holds; fails after `timeout` seconds of
         guest time. On a timeout the output of the `diagnose` script, if given, joins the error
