@@ -112,9 +112,16 @@ impl HostWork {
     }
 }
 
-// `ALL` lists the work items in index order: `from_index` and the work
-// functions installed per index (`Adapter::work::<N>`) rely on it.
+// `ALL` lists every work item, in index order: `from_index`, `work_ptr`
+// (which indexes `works` by discriminant) and the work functions installed
+// per index (`Adapter::work::<N>`) rely on it. A variant added to the enum
+// fails to build here until it is added to this match, to `ALL` and to
+// `HostBuilder::alloc`.
 const _: () = {
+    match HostWork::Events {
+        HostWork::Events | HostWork::Recovery => {}
+    }
+    assert!(HostWork::COUNT == 2);
     let mut i = 0;
     while i < HostWork::COUNT {
         assert!(HostWork::ALL[i] as usize == i);
