@@ -394,7 +394,7 @@ def test_slow_command(make_guest, driver, policy):
     fast = g.sh("ls /sys/class/scsi_host/*/device/target*:0:0/*:0:0:0/block").strip()
     # The slow disk's partition scan (one read, `latency` seconds) holds the disk's open mutex: an
     # open waits for it to end, so that the timed read below starts at once.
-    g.sh(f"dd if=/dev/{sd} of=/dev/null count=0 2>/dev/null", timeout=60)
+    g.wait_for(f"dd if=/dev/{sd} of=/dev/null count=0 2>/dev/null", timeout=60, what="the slow disk to open")
     g.sh(f"echo 2 > /sys/block/{sd}/device/timeout")
     g.sh(f"(s=$(cut -d' ' -f1 /proc/uptime); dd if=/dev/{sd} of=/dev/null bs=4k count=1 skip=7 iflag=direct"
          f" > /tmp/dd.log 2>&1; echo $? $s $(cut -d' ' -f1 /proc/uptime) > /tmp/dd.rc) &")

@@ -100,6 +100,9 @@ def test_profile(make_guest, driver, profile, cdrom, request):
     g = make_guest(topology(profile, cdrom))
     g.load_driver(driver)
     wait_devices(g, 5, "5 SCSI devices")
+    # sd and sr probe asynchronously: a LUN's size shows with its block device.
+    g.wait_for("[ $(ls -d /sys/bus/scsi/devices/*:*:*:*/block/* 2>/dev/null | wc -l) -eq 5 ]",
+               what="the block devices of the 5 LUNs")
 
     # The scan: every LUN, its type and capacity; the CD-ROM's 2048-byte blocks.
     assert devices(g) == {
