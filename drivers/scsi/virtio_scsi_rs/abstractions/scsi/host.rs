@@ -250,7 +250,9 @@ unsafe fn work_ptr<D>(
 ) -> *mut bindings::work_struct {
     // SAFETY: The private area is a `HostPriv<D>` of a live host (caller
     // contract), so its `works` field is within the allocation, and so is
-    // each of its `HostWork::COUNT` elements.
+    // each of its `HostWork::COUNT` elements; `which as usize` is one of
+    // them, as every variant's discriminant is its index in `HostWork::ALL`
+    // (checked at build time beside `HostWork`).
     Opaque::raw_get(unsafe {
         core::ptr::addr_of!((*priv_ptr::<D>(shost)).works)
             .cast::<Opaque<bindings::work_struct>>()
