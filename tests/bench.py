@@ -133,7 +133,11 @@ def bar_probability(rows, true_ratio, steps=2000):
     p = 1.0
     for r in rows:
         n, sd = r["n"], r["sd_log"]
-        if n < 2 or sd == 0:
+        if n < 2:
+            continue
+        if sd == 0:
+            # Every repetition gave the same ratio: the interval is the point.
+            p *= 1.0 if true_ratio >= 1.0 else 0.0
             continue
         k = n - 1
         t = t95(k)

@@ -19,10 +19,6 @@ def disks(g):
     return int(g.sh("ls /sys/class/scsi_disk | wc -l").strip())
 
 
-def wait_disks(g, n, timeout=30):
-    g.wait_disks(n, timeout=timeout)
-
-
 def node_args(name, size=GiB):
     return {"node-name": name, "driver": "null-co", "size": size, "read-zeroes": True}
 
@@ -56,10 +52,10 @@ def test_hot_add_one(make_guest, driver):
     # does only when it scans by itself: no scsi_mod.scan=manual here.
     g = make_guest(one_disk(), scan="all")
     g.load_driver(driver)
-    wait_disks(g, 1)
+    g.wait_disks(1)
     g.qmp("blockdev-add", **node_args("hp0"))
     g.qmp("device_add", **device_args("hd-hp0", "hp0", 3))
-    wait_disks(g, 2, timeout=10)
+    g.wait_disks(2, timeout=10)
     sd = sd_of(g, 3)
     g.sh(f"dd if=/dev/{sd} of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null")
 
@@ -72,13 +68,13 @@ def test_hot_add_and_remove_16_in_one_burst(make_guest, driver):
     so the midlayer scans by itself here, as it does for users."""
     g = make_guest(one_disk(), scan="all")
     g.load_driver(driver)
-    wait_disks(g, 1)
+    g.wait_disks(1)
     for i in range(16):
         g.qmp("blockdev-add", **node_args(f"hp{i}"))
     g.qmp_burst([("device_add", device_args(f"hd-hp{i}", f"hp{i}", 10 + i)) for i in range(16)])
-    wait_disks(g, 17, timeout=60)
+    g.wait_disks(17, timeout=60)
     g.qmp_burst([("device_del", {"id": f"hd-hp{i}"}) for i in range(16)])
-    wait_disks(g, 1, timeout=60)
+    g.wait_disks(1, timeout=60)
     # The remaining disk still works.
     g.sh("dd if=/dev/sda of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null")
     if driver == "rust":
@@ -100,7 +96,7 @@ def test_capacity_change(make_guest, driver, request, hotplug):
     props = {} if hotplug else {"hotplug": False}
     g = make_guest(one_disk("file", **props))  # null-co cannot be resized
     g.load_driver(driver)
-    wait_disks(g, 1)
+    g.wait_disks(1)
     g.sh("[ $(cat /sys/block/sda/size) -eq 2097152 ]")
     g.qmp("block_resize", **{"node-name": "vs0-n0", "size": 2 * GiB})
     g.wait_for("[ $(cat /sys/block/sda/size) -eq 4194304 ]", timeout=5, what="sda grown to 2 GiB")
@@ -119,7 +115,7 @@ def test_hot_remove_under_load(make_guest, driver):
                                                      Disk(backend="null", size=GiB, target=1)])])
     g = make_guest(topo, smp=2, scan="all")  # hot-added LUN 0s: see test_hot_add_one
     g.load_driver(driver)
-    wait_disks(g, 2)
+    g.wait_disks(2)
     victim = sd_of(g, 1)
     neighbour = sd_of(g, 0)
     g.sh(f"(fio --name=r --filename=/dev/{victim} --direct=1 --ioengine=libaio --rw=randread --bs=4k"
@@ -130,7 +126,7 @@ def test_hot_remove_under_load(make_guest, driver):
     g.qmp("device_del", id="vs0-d1")
     g.wait_for("[ -e /tmp/victim.rc ]", timeout=30, what="fio on the removed disk to end")
     assert g.sh("cat /tmp/victim.rc").strip() != "0", g.sh("cat /tmp/victim.log")
-    wait_disks(g, 1)
+    g.wait_disks(1)
 
     cycles = 50
     # One command a plug (the disk appears, it is read) and one an unplug: a command is a round
@@ -144,7 +140,7 @@ def test_hot_remove_under_load(make_guest, driver):
         rc, out = g.run(plugged, timeout=90, check=False)
         assert rc == 0, f"cycle {i}: the plugged disk did not appear within 30 s, or did not read: {out}"
         g.qmp("device_del", id=f"hd-c{i}")
-        wait_disks(g, 1)
+        g.wait_disks(1)
         g.qmp("blockdev-del", **{"node-name": f"c{i}"})
     # The neighbour's rounds never failed, and its I/O still moves: stop them, the last one clean.
     assert not g.sh("ls /tmp/n.rc 2>/dev/null || true").strip(), g.sh("cat /tmp/n.rc /tmp/n.log")
@@ -164,7 +160,7 @@ def test_controller_removed_under_io(make_guest, driver):
                                 disks=[Disk(backend="null", size=GiB), Disk(backend="null", size=GiB, target=1)])])
     g = make_guest(topo, smp=2)
     g.load_driver(driver)
-    wait_disks(g, 2)
+    g.wait_disks(2)
     g.sh("(fio --name=r --filename=/dev/sda --direct=1 --ioengine=libaio --rw=randread --bs=4k --iodepth=32"
          " --numjobs=2 --time_based --runtime=600 > /tmp/f.log 2>&1; echo $? > /tmp/f.rc) &")
     g.wait_for("[ $(awk '$3==\"sda\" {print $4}' /proc/diskstats) -gt 200 ]", what="fio running")

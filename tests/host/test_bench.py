@@ -105,3 +105,6 @@ def test_bar_probability_agrees_with_simulated_runs():
     assert bench.bar_probability([row], 1.00) < bench.bar_probability([row], 1.02) < bench.bar_probability([row], 1.05)
     assert bench.bar_probability([row, wide], 1.02) == bench.bar_probability([row], 1.02) * bench.bar_probability([wide], 1.02)
     assert bench.bar_probability([{"sd_log": 0.0, "n": 1}], 1.02) == 1.0  # a row of one repetition is left out
+    # A row without scatter meets the bar exactly when its ratio does.
+    assert bench.bar_probability([{"sd_log": 0.0, "n": 16}], 1.02) == 1.0
+    assert bench.bar_probability([{"sd_log": 0.0, "n": 16}], 0.99) == 0.0
